@@ -1,0 +1,317 @@
+"""Parsing ``perf_budget`` arguments and units.
+
+Every accepted form is listed in ``FORMS``; a value that matches none raises
+``BudgetError`` naming the kwarg, the bad value and the accepted forms.  Units follow
+SI and IEC exactly: ``MB`` is 10**6 bytes, ``MiB`` is 2**20 bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BudgetError",
+    "Budget",
+    "Limit",
+    "FORMS",
+    "parse_budget",
+    "parse_duration",
+    "parse_size",
+    "parse_ratio",
+    "format_duration",
+    "format_size",
+]
+
+
+class BudgetError(ValueError):
+    """A malformed budget: the message names the kwarg, the value and the accepted forms."""
+
+
+FORMS = {
+    "latency": '"15ms", "800us", 1.5 (seconds), {"p50": "10ms", "p99": "40ms"}, "+10%" (vs baseline)',
+    "memory": '"512MiB", "1.5GB", 1048576 (bytes), "+20%" (vs baseline)',
+    "gpu_memory": '"512MiB", "1.5GB", 1048576 (bytes), "+20%" (vs baseline)',
+    "accuracy": '0.98 (floor, 0..1), "98%" (floor), "-0.5%" (largest relative drop vs baseline)',
+    "throughput": '"2000/s", "1.5k/s", 2000 (items per second, floor), "-10%" (vs baseline)',
+    "metrics": '{"name": ">=0.9" | "<=5" | "==100000" | ">1" | "<1" | 0.9 (floor) | "-1%" | "+1%"}',
+    "tolerance": '"5%", 0.05',
+}
+
+_TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
+_SIZE_UNITS = {
+    "B": 1,
+    "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}
+_AMBIGUOUS_SIZE = {"KB": "kB (1000 B) or KiB (1024 B)", "K": "kB or KiB", "M": "MB or MiB", "G": "GB or GiB",
+                   "Mb": "MB (bytes; Mb would be bits)", "mb": "MB or MiB", "gb": "GB or GiB", "kb": "kB or KiB"}
+_SI_PREFIX = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
+_NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+_QUANT_RE = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-zµμ]*)\s*$")
+_REL_RE = re.compile(rf"^\s*([-+])\s*({_NUMBER})\s*%\s*$")
+_PCT_RE = re.compile(rf"^\s*({_NUMBER})\s*%\s*$")
+_RATE_RE = re.compile(rf"^\s*({_NUMBER})\s*([kMG]?)\s*/\s*s\s*$")
+_CMP_RE = re.compile(rf"^\s*(>=|<=|==|>|<)\s*(-?{_NUMBER})\s*$")
+_STAT_RE = re.compile(r"^(?:p(\d{1,2}(?:\.\d+)?)|median|mean|max)$")
+
+
+_MEASURED = ("latency", "throughput", "memory", "gpu_memory")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One check: ``value <op> threshold`` for an absolute limit, or a relative change vs baseline.
+
+    ``relative`` limits hold ``threshold`` as a signed fraction (``+0.10`` = at most 10 % above
+    the baseline, ``-0.005`` = at most 0.5 % below it) and are resolved once a baseline exists.
+    """
+
+    metric: str  # "latency", "memory", "gpu_memory", "accuracy", "throughput" or a recorded metric
+    op: str  # "<=", ">=", "==", "<", ">"
+    threshold: float
+    stat: str = ""  # latency statistic: "p50", "p99", "mean", "max"; empty for other metrics
+    relative: bool = False
+    text: str = ""  # as the user wrote it, for messages
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric} {self.stat}" if self.stat else self.metric
+
+
+@dataclass(frozen=True)
+class Budget:
+    limits: tuple[Limit, ...] = ()
+    tolerance: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def metrics_only(self) -> Budget:
+        """The absolute limits on recorded metrics (what one unmeasured run can check)."""
+        kept = tuple(lim for lim in self.limits if lim.metric not in _MEASURED and not lim.relative)
+        return Budget(kept, self.tolerance, self.raw)
+
+    def for_metric(self, metric: str) -> list[Limit]:
+        return [lim for lim in self.limits if lim.metric == metric]
+
+    @property
+    def needs_timing(self) -> bool:
+        return any(lim.metric in ("latency", "throughput") for lim in self.limits)
+
+    @property
+    def percentiles(self) -> list[float]:
+        """The latency percentiles (0..100) this budget judges, for sample-size planning."""
+        out = []
+        for lim in self.limits:
+            if lim.metric == "latency" and lim.stat.startswith("p"):
+                out.append(float(lim.stat[1:]))
+        return out
+
+
+def _bad(kwarg: str, value: Any, why: str = "") -> BudgetError:
+    extra = f" ({why})" if why else ""
+    return BudgetError(f"{kwarg}={value!r} is not a valid budget{extra}; accepted forms: {FORMS[kwarg]}")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def parse_duration(value: Any, kwarg: str = "latency") -> float:
+    """``"15ms"`` -> 0.015; a bare number is seconds."""
+    num = _number(value)
+    if num is None:
+        if not isinstance(value, str):
+            raise _bad(kwarg, value)
+        m = _QUANT_RE.match(value)
+        if not m or m.group(2) not in _TIME_UNITS:
+            unit = m.group(2) if m else ""
+            raise _bad(kwarg, value, f"unknown time unit {unit!r}" if m and unit else "")
+        num = float(m.group(1)) * _TIME_UNITS[m.group(2)]
+    if not math.isfinite(num) or num <= 0:
+        raise _bad(kwarg, value, "must be a positive duration")
+    return num
+
+
+def parse_size(value: Any, kwarg: str = "memory") -> float:
+    """``"512MiB"`` -> 536870912; ``"1.5GB"`` -> 1.5e9; a bare number is bytes."""
+    num = _number(value)
+    if num is None:
+        if not isinstance(value, str):
+            raise _bad(kwarg, value)
+        m = _QUANT_RE.match(value)
+        if not m:
+            raise _bad(kwarg, value)
+        unit = m.group(2)
+        if unit in _AMBIGUOUS_SIZE:
+            raise _bad(kwarg, value, f"ambiguous unit {unit!r}: write {_AMBIGUOUS_SIZE[unit]}")
+        if unit not in _SIZE_UNITS:
+            raise _bad(kwarg, value, f"unknown size unit {unit!r}" if unit else "a unit is required")
+        num = float(m.group(1)) * _SIZE_UNITS[unit]
+    if not math.isfinite(num) or num < 0:
+        raise _bad(kwarg, value, "must be a non-negative size")
+    return num
+
+
+def parse_ratio(value: Any, kwarg: str = "tolerance") -> float:
+    """``"5%"`` -> 0.05; a bare number is a fraction."""
+    num = _number(value)
+    if num is None and isinstance(value, str):
+        m = _PCT_RE.match(value)
+        num = float(m.group(1)) / 100 if m else None
+    if num is None:
+        raise _bad(kwarg, value)
+    if not math.isfinite(num) or num < 0 or num >= 10:
+        raise _bad(kwarg, value, "must be a non-negative fraction")
+    return num
+
+
+def _relative(value: Any) -> tuple[str, float] | None:
+    if isinstance(value, str):
+        m = _REL_RE.match(value)
+        if m:
+            return m.group(1), float(m.group(2)) / 100
+    return None
+
+
+def _latency(value: Any) -> list[Limit]:
+    if isinstance(value, dict):
+        if not value:
+            raise _bad("latency", value, "empty dict")
+        limits = []
+        for stat, v in value.items():
+            m = _STAT_RE.match(str(stat))
+            if not m:
+                raise _bad("latency", value, f"unknown statistic {stat!r}: use p50, p90, p99, p99.9, median, mean or max")
+            if m.group(1) is not None and not 0 < float(m.group(1)) < 100:
+                raise _bad("latency", value, f"percentile {stat!r} must be between p0 and p100")
+            name = "p50" if stat == "median" else str(stat)
+            limits.extend(_latency_one(v, name))
+        return limits
+    return _latency_one(value, "p50")
+
+
+def _latency_one(value: Any, stat: str) -> list[Limit]:
+    rel = _relative(value)
+    if rel:
+        sign, frac = rel
+        if sign == "-":
+            raise _bad("latency", value, "a latency budget relative to the baseline is a ceiling: use '+N%'")
+        return [Limit("latency", "<=", frac, stat, relative=True, text=str(value))]
+    return [Limit("latency", "<=", parse_duration(value), stat, text=str(value))]
+
+
+def _size(kwarg: str, value: Any) -> list[Limit]:
+    rel = _relative(value)
+    if rel:
+        sign, frac = rel
+        if sign == "-":
+            raise _bad(kwarg, value, "a memory budget relative to the baseline is a ceiling: use '+N%'")
+        return [Limit(kwarg, "<=", frac, relative=True, text=str(value))]
+    return [Limit(kwarg, "<=", parse_size(value, kwarg), text=str(value))]
+
+
+def _accuracy(value: Any) -> list[Limit]:
+    rel = _relative(value)
+    if rel:
+        sign, frac = rel
+        if sign == "+":
+            raise _bad("accuracy", value, "a relative accuracy budget is the largest drop: use '-N%'")
+        return [Limit("accuracy", ">=", -frac, relative=True, text=str(value))]
+    num = _number(value)
+    if num is None and isinstance(value, str):
+        m = _PCT_RE.match(value)
+        num = float(m.group(1)) / 100 if m else None
+    if num is None or not 0 <= num <= 1:
+        raise _bad("accuracy", value, "a floor must lie in 0..1" if num is not None else "")
+    return [Limit("accuracy", ">=", num, text=str(value))]
+
+
+def _throughput(value: Any) -> list[Limit]:
+    rel = _relative(value)
+    if rel:
+        sign, frac = rel
+        if sign == "+":
+            raise _bad("throughput", value, "a relative throughput budget is the largest drop: use '-N%'")
+        return [Limit("throughput", ">=", -frac, relative=True, text=str(value))]
+    num = _number(value)
+    if num is None and isinstance(value, str):
+        m = _RATE_RE.match(value)
+        num = float(m.group(1)) * _SI_PREFIX[m.group(2)] if m else None
+    if num is None or not math.isfinite(num) or num <= 0:
+        raise _bad("throughput", value, "must be a positive rate" if num is not None else "")
+    return [Limit("throughput", ">=", num, text=str(value))]
+
+
+def _metrics(value: Any) -> list[Limit]:
+    if not isinstance(value, dict) or not value:
+        raise _bad("metrics", value, "a non-empty dict of metric name to condition")
+    limits = []
+    for name, cond in value.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise _bad("metrics", value, f"metric name {name!r} must be an identifier")
+        if name in ("latency", "memory", "gpu_memory", "accuracy", "throughput"):
+            raise _bad("metrics", value, f"{name!r} has its own kwarg")
+        rel = _relative(cond)
+        if rel:
+            sign, frac = rel
+            op = "<=" if sign == "+" else ">="
+            limits.append(Limit(name, op, frac if sign == "+" else -frac, relative=True, text=str(cond)))
+            continue
+        num = _number(cond)
+        if num is not None:
+            limits.append(Limit(name, ">=", num, text=str(cond)))
+            continue
+        m = _CMP_RE.match(cond) if isinstance(cond, str) else None
+        if not m:
+            raise _bad("metrics", value, f"condition {cond!r} for {name!r}")
+        limits.append(Limit(name, m.group(1), float(m.group(2)), text=cond.strip()))
+    return limits
+
+
+_PARSERS = {
+    "latency": _latency,
+    "memory": lambda v: _size("memory", v),
+    "gpu_memory": lambda v: _size("gpu_memory", v),
+    "accuracy": _accuracy,
+    "throughput": _throughput,
+    "metrics": _metrics,
+}
+
+
+def parse_budget(kwargs: dict[str, Any]) -> Budget:
+    """Parse the kwargs of one ``perf_budget`` marker; raises ``BudgetError``."""
+    limits: list[Limit] = []
+    tolerance = None
+    for key, value in kwargs.items():
+        if key == "tolerance":
+            tolerance = parse_ratio(value, "tolerance")
+        elif key in _PARSERS:
+            if value is None:
+                continue
+            limits.extend(_PARSERS[key](value))
+        else:
+            raise BudgetError(f"unknown keyword {key!r}; perf_budget accepts: {', '.join(FORMS)}")
+    return Budget(tuple(limits), tolerance, dict(kwargs))
+
+
+def format_duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_size(nbytes: float) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        scale = _SIZE_UNITS[unit]
+        if abs(nbytes) >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} B"

@@ -1,0 +1,171 @@
+"""Judging one test's measurement and metrics against its budget (absolute limits).
+
+Each limit gives one ``Row``: metric, budget, now, ratio, verdict and a one-line message
+whose shape is ``latency p50 3.41 ms/item > budget 2.00 ms/item (1.71x)``. Relative limits
+(``"+10%"``) need a baseline; without one they give a ``no-baseline`` row, never a pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .budget import Budget, Limit
+from .measure import Measurement
+
+__all__ = ["Row", "evaluate", "required_samples", "statistic", "format_value"]
+
+FAILING = ("fail", "regressed", "insufficient", "error")
+_OPS = {
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+}
+_NEGATION = {"<=": ">", ">=": "<", "==": "!=", "<": ">=", ">": "<="}
+
+
+@dataclass
+class Row:
+    metric: str  # label, e.g. "latency p99"
+    budget: str  # as written
+    now: float | None
+    unit: str  # "s/item", "s/call", "B", "items/s", ""
+    verdict: str  # pass | fail | insufficient | no-baseline | measured | regressed | improved | unchanged
+    message: str
+    baseline: float | None = None
+    ratio: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in FAILING
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def required_samples(percentile: float, confidence: float = 0.95) -> int:
+    """Samples needed before a ``p<percentile>`` claim means anything.
+
+    With n samples all from a distribution, the largest one exceeds the q-quantile with
+    probability 1 - q**n; we ask for n such that this is at least ``confidence`` (the
+    order-statistic argument behind MLPerf's early-stopping rule): p90 -> 29, p95 -> 59,
+    p99 -> 299. A median needs no tail: any sample count backs it.
+    """
+    q = percentile / 100.0
+    if q <= 0.5:
+        return 1
+    return math.ceil(math.log(1 - confidence) / math.log(q))
+
+
+def statistic(samples: list[float], stat: str) -> float:
+    arr = np.asarray(samples, dtype=float)
+    if stat == "mean":
+        return float(arr.mean())
+    if stat == "max":
+        return float(arr.max())
+    return float(np.percentile(arr, float(stat[1:])))
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit.startswith("s/"):
+        per = unit[2:]
+        for name, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+            if abs(value) >= scale or name == "ns":
+                return f"{value / scale:.2f} {name}/{per}"
+    if unit == "B":
+        for name, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f} {name}"
+        return f"{value:.0f} B"
+    if unit == "items/s":
+        for name, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f}{name}/s"
+        return f"{value:.2f}/s"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _unit(metric: str, m: Measurement | None) -> str:
+    if metric == "latency":
+        return f"s/{m.unit if m else 'call'}"
+    if metric in ("memory", "gpu_memory"):
+        return "B"
+    if metric == "throughput":
+        return "items/s"
+    return ""
+
+
+def _now(lim: Limit, m: Measurement | None, metrics: dict[str, float]) -> tuple[float | None, str]:
+    """The measured value for a limit, or None and why it is missing."""
+    if lim.metric == "latency":
+        if m is None or not m.samples:
+            return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
+        return statistic(m.samples, lim.stat or "p50"), ""
+    if lim.metric == "throughput":
+        if m is None or not m.samples:
+            return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
+        med = statistic(m.samples, "p50")
+        return (1.0 / med if med > 0 else math.inf), ""
+    if lim.metric == "memory":
+        if m is None or m.memory_growth is None:
+            return None, "memory was not measured in this test"
+        return m.memory_growth, ""
+    if lim.metric == "gpu_memory":
+        if m is None or m.gpu_memory_growth is None:
+            return None, "no CUDA device was in use, so GPU memory was not measured"
+        return m.gpu_memory_growth, ""
+    if lim.metric not in metrics:
+        return None, f"perf.record({lim.metric}=...) was never called"
+    return float(metrics[lim.metric]), ""
+
+
+def _check_absolute(lim: Limit, now: float, m: Measurement | None, unit: str) -> Row:
+    label = lim.label
+    ok = _OPS[lim.op](now, lim.threshold)
+    ratio = now / lim.threshold if lim.threshold else None
+    if lim.metric == "latency" and lim.stat.startswith("p") and m is not None:
+        need = required_samples(float(lim.stat[1:]))
+        if len(m.samples) < need and ok:
+            return Row(label, lim.text, now, unit, "insufficient",
+                       f"{label}: {len(m.samples)} samples cannot back a {lim.stat} claim (need >= {need}); "
+                       "raise --perf-max-time or budget a lower percentile", ratio=ratio)
+    shown_now, shown_lim = format_value(now, unit), format_value(lim.threshold, unit)
+    if ok:
+        return Row(label, lim.text, now, unit, "pass", f"{label} {shown_now} {lim.op} budget {shown_lim}", ratio=ratio)
+    detail = f" ({ratio:.2f}x)" if ratio is not None and lim.op in ("<=", "<", ">=", ">") else ""
+    if lim.op == "==":
+        diff = now - lim.threshold
+        word = "overshot" if diff > 0 else "fell short"
+        detail = f" ({word} by {format_value(abs(diff), unit)})"
+    return Row(label, lim.text, now, unit, "fail",
+               f"{label} {shown_now} {_NEGATION[lim.op]} budget {shown_lim}{detail}", ratio=ratio)
+
+
+def evaluate(budget: Budget | None, m: Measurement | None, metrics: dict[str, float]) -> list[Row]:
+    """One row per limit (plus a 'measured' row for unbudgeted timing), absolute checks only."""
+    rows: list[Row] = []
+    limits = budget.limits if budget else ()
+    for lim in limits:
+        unit = _unit(lim.metric, m)
+        now, missing = _now(lim, m, metrics)
+        if now is None:
+            rows.append(Row(lim.label, lim.text, None, unit, "error", f"{lim.label} budget {lim.text!r} not checked: {missing}"))
+        elif lim.relative:
+            rows.append(Row(lim.label, lim.text, now, unit, "no-baseline",
+                            f"{lim.label} {format_value(now, unit)}: relative budget {lim.text!r} needs a baseline"))
+        else:
+            rows.append(_check_absolute(lim, now, m, unit))
+    if m is not None and m.samples and not any(lim.metric == "latency" for lim in limits):
+        now = statistic(m.samples, "p50")
+        unit = _unit("latency", m)
+        rows.append(Row("latency p50", "", now, unit, "measured", f"latency p50 {format_value(now, unit)}"))
+    return rows

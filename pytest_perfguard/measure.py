@@ -1,0 +1,292 @@
+"""Measuring a region: calibrated repeated timing, peak memory growth, CUDA synchronisation.
+
+Timing follows pytest-benchmark/pyperf: one warm-up call, then calibrate how many calls make
+one round last at least ``min_round_time``, then run rounds until both ``min_rounds`` and
+``max_time`` are reached (with a hard cap). The garbage collector is collected before and
+disabled during each round. Each sample is one round's time divided by its calls (and by
+``items``), so samples are seconds per call or per item.
+
+Memory is the growth of peak resident memory over the whole measured region, which sees
+native allocations (numpy, torch) that ``tracemalloc`` cannot. Mechanisms, best first:
+
+* ``vmhwm``: Linux. Writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's peak RSS
+  (``VmHWM``) to the current RSS; growth = VmHWM after - VmRSS before. Exact to the page,
+  and nothing polls.
+* ``sampling``: elsewhere, or when the reset is refused. A thread samples RSS with psutil
+  every ``interval`` seconds; spikes shorter than the interval can be missed.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Settings", "Measurement", "MemoryMeter", "measure_calls", "cuda_synchronize", "cuda_active"]
+
+_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Timing knobs, resolved once from options and ini (see ``plugin.py``)."""
+
+    min_rounds: int = 20
+    max_time: float = 1.0  # seconds of rounds after calibration
+    min_round_time: float = 0.01  # seconds per round, calls are batched up to this
+    warmup_calls: int = 1
+    hard_cap_factor: float = 10.0  # extra rounds for min_samples stop at max(max_time * this, min_cap)
+    min_cap: float = 5.0
+
+
+@dataclass
+class Measurement:
+    """What one measured region produced. JSON-safe via ``to_dict``."""
+
+    samples: list[float] = field(default_factory=list)  # seconds per call (or per item)
+    loops: int = 0  # calls per round
+    items: int | None = None
+    rounds: int = 0
+    total_time: float = 0.0
+    memory_growth: float | None = None  # bytes
+    memory_mechanism: str | None = None
+    gpu_memory_growth: float | None = None  # bytes
+    source: str = "perf"  # "perf", "benchmark" (pytest-benchmark's samples) or "samples" (recorded)
+    unit: str = "call"  # "call" or "item"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": list(self.samples),
+            "loops": self.loops,
+            "items": self.items,
+            "rounds": self.rounds,
+            "total_time": self.total_time,
+            "memory_growth": self.memory_growth,
+            "memory_mechanism": self.memory_mechanism,
+            "gpu_memory_growth": self.gpu_memory_growth,
+            "source": self.source,
+            "unit": self.unit,
+        }
+
+
+def cuda_active() -> bool:
+    """True when torch is already imported and has initialised CUDA (we never import torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        return bool(torch.cuda.is_available() and torch.cuda.is_initialized())
+    except Exception:
+        return False
+
+
+def cuda_synchronize() -> None:
+    if cuda_active():
+        sys.modules["torch"].cuda.synchronize()
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        with open(_STATUS, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open(_CLEAR_REFS, "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    hwm, rss = _status_kib("VmHWM"), _status_kib("VmRSS")
+    # The reset only counts if the kernel honoured it: HWM must be back near the current RSS.
+    return hwm is not None and rss is not None and hwm <= rss + 64
+
+
+class MemoryMeter:
+    """Context manager measuring peak RSS growth (bytes) over its body."""
+
+    def __init__(self, interval: float = 0.001, force_sampling: bool = False) -> None:
+        self.interval = interval
+        self.force_sampling = force_sampling
+        self.mechanism: str | None = None
+        self.growth: float | None = None
+        self._start = 0
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc: Any = None
+
+    def __enter__(self) -> MemoryMeter:
+        if not self.force_sampling and _reset_peak():
+            self.mechanism = "vmhwm"
+            self._start = (_status_kib("VmRSS") or 0) * 1024
+            return self
+        import psutil
+
+        self.mechanism = "sampling"
+        self._proc = psutil.Process()
+        self._start = self._peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, name="perfguard-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mechanism == "vmhwm":
+            peak = (_status_kib("VmHWM") or 0) * 1024
+        else:
+            self._stop.set()
+            assert self._thread is not None
+            self._thread.join()
+            peak = max(self._peak, self._proc.memory_info().rss)
+        self.growth = float(max(0, peak - self._start))
+
+
+class _GpuMeter:
+    def __init__(self) -> None:
+        self.growth: float | None = None
+        self._start = 0
+
+    def __enter__(self) -> _GpuMeter:
+        if cuda_active():
+            cuda = sys.modules["torch"].cuda
+            cuda.synchronize()
+            self._start = cuda.memory_allocated()
+            cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if cuda_active():
+            cuda = sys.modules["torch"].cuda
+            cuda.synchronize()
+            self.growth = float(max(0, cuda.max_memory_allocated() - self._start))
+
+
+def _round(fn: Callable[[], Any], loops: int, timer: Callable[[], float], sync: bool) -> tuple[float, Any]:
+    result = None
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if sync:
+            cuda_synchronize()
+        start = timer()
+        for _ in range(loops):
+            result = fn()
+        if sync:
+            cuda_synchronize()
+        elapsed = timer() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return elapsed, result
+
+
+def measure_calls(
+    fn: Callable[[], Any],
+    settings: Settings,
+    *,
+    items: int | None = None,
+    min_samples: int = 0,
+    timer: Callable[[], float] = time.perf_counter,
+    memory: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Measurement, Any]:
+    """Warm up, calibrate, run rounds; return the measurement and ``fn``'s last result.
+
+    ``min_samples`` raises the round count (e.g. so a p99 budget has the samples to back
+    it), still bounded by ``max_time * hard_cap_factor``.
+    """
+    sync = cuda_active()
+    meter = MemoryMeter() if memory else None
+    gpu = _GpuMeter()
+    gc.collect()
+    with gpu:
+        if meter is not None:
+            meter.__enter__()
+        try:
+            result = None
+            t0 = timer()
+            warm = 0.0
+            for _ in range(max(1, settings.warmup_calls)):
+                warm, result = _round(fn, 1, timer, sync)
+            loops = _calibrate(fn, warm, settings.min_round_time, timer, sync)
+            rounds_wanted = max(settings.min_rounds, min_samples)
+            if progress is not None and warm * loops * rounds_wanted > 2.0:
+                progress(f"{loops} call(s)/round, ~{rounds_wanted} rounds of {_fmt(warm * loops)}")
+            samples: list[float] = []
+            start = timer()
+            cap = max(settings.max_time * settings.hard_cap_factor, settings.min_cap)
+            while True:
+                elapsed, result = _round(fn, loops, timer, sync)
+                samples.append(elapsed / loops)
+                spent = timer() - start
+                if len(samples) >= rounds_wanted and spent >= settings.max_time:
+                    break
+                if spent >= cap and len(samples) >= settings.min_rounds:
+                    break  # the cap bounds extra rounds asked by min_samples, never min_rounds
+                if len(samples) >= 100_000:
+                    break
+            total = timer() - t0
+        finally:
+            if meter is not None:
+                meter.__exit__(None, None, None)
+    per = float(items) if items else 1.0
+    m = Measurement(
+        samples=[s / per for s in samples],
+        loops=loops,
+        items=items,
+        rounds=len(samples),
+        total_time=total,
+        memory_growth=meter.growth if meter else None,
+        memory_mechanism=meter.mechanism if meter else None,
+        gpu_memory_growth=gpu.growth,
+        unit="item" if items else "call",
+    )
+    return m, result
+
+
+def _calibrate(fn: Callable[[], Any], first: float, min_round_time: float, timer: Callable[[], float], sync: bool) -> int:
+    """Calls per round so one round lasts at least ``min_round_time``."""
+    if first >= min_round_time:
+        return 1
+    loops = 1
+    elapsed = first
+    for _ in range(30):
+        if elapsed >= min_round_time:
+            return loops
+        if elapsed <= 0:
+            loops *= 10
+        else:
+            loops = max(loops + 1, math.ceil(loops * min_round_time / elapsed * 1.2))
+        elapsed, _ = _round(fn, loops, timer, sync)
+    return loops
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def process_rss() -> int:
+    """Current resident set size in bytes (for reports)."""
+    kib = _status_kib("VmRSS")
+    if kib is not None:
+        return kib * 1024
+    import psutil
+
+    return int(psutil.Process(os.getpid()).memory_info().rss)

@@ -1,0 +1,92 @@
+"""The ``perf`` fixture's object: measure one region, record quality metrics."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .measure import Measurement, Settings, measure_calls
+
+__all__ = ["Perf", "PerfUsageError"]
+
+
+class PerfUsageError(RuntimeError):
+    """The ``perf`` fixture was used in a way that cannot give an honest measurement."""
+
+
+class Perf:
+    """Measures one region per test.
+
+    ``perf(fn, *args, items=None, **kwargs)`` calls ``fn(*args, **kwargs)``: once when
+    measurement is off (``pytest`` without ``--perf``), else warm-up, calibration and
+    repeated rounds. It returns ``fn``'s last result. ``perf.record(accuracy=0.98)`` stores
+    quality metrics; ``perf.record_latencies([...])`` stores latencies measured elsewhere
+    (e.g. per-request times from a load test).
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        settings: Settings | None = None,
+        min_samples: int = 0,
+        timer: Callable[[], float] = time.perf_counter,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.settings = settings or Settings()
+        self.min_samples = min_samples
+        self.timer = timer
+        self.progress = progress
+        self.measurement: Measurement | None = None
+        self.metrics: dict[str, float] = {}
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, items: int | None = None, **kwargs: Any) -> Any:
+        if not callable(fn):
+            raise PerfUsageError(f"perf() needs a callable first, got {type(fn).__name__}")
+        if items is not None and (isinstance(items, bool) or not isinstance(items, int) or items <= 0):
+            raise PerfUsageError(f"perf(items=...) must be a positive int, got {items!r}")
+        if self.measurement is not None:
+            raise PerfUsageError("perf() was already called in this test: one measured region per test "
+                                 "(split it into tests or parametrize)")
+        if not self.enabled:
+            return fn(*args, **kwargs)
+
+        def call() -> Any:
+            return fn(*args, **kwargs)
+
+        self.measurement, result = measure_calls(
+            call, self.settings, items=items, min_samples=self.min_samples, timer=self.timer, progress=self.progress
+        )
+        return result
+
+    def record(self, **metrics: float) -> None:
+        """Record quality metrics (``accuracy=0.98``, ``final_count=100000``, ``size_bytes=...``)."""
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                # numpy / torch scalars: accept what converts to a real number
+                try:
+                    value = float(value)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    raise PerfUsageError(f"perf.record({name}=...) needs a number, got {type(value).__name__}") from None
+            if not math.isfinite(float(value)):
+                raise PerfUsageError(f"perf.record({name}={value!r}): the value is not finite")
+            self.metrics[name] = float(value)
+
+    def record_latencies(self, seconds: Iterable[float], *, items: int | None = None) -> None:
+        """Use latencies measured elsewhere (one sample per request, in seconds) as this test's samples."""
+        if self.measurement is not None:
+            raise PerfUsageError("this test already has a measured region; record_latencies() replaces none")
+        samples = [float(s) for s in seconds]
+        if not samples or not all(math.isfinite(s) and s >= 0 for s in samples):
+            raise PerfUsageError("record_latencies() needs a non-empty list of finite, non-negative seconds")
+        if not self.enabled:
+            return
+        per = float(items) if items else 1.0
+        self.measurement = Measurement(
+            samples=[s / per for s in samples], loops=1, items=items, rounds=len(samples),
+            total_time=sum(samples), source="samples", unit="item" if items else "call",
+        )
