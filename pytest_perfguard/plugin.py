@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,12 +10,16 @@ from typing import Any
 
 import pytest
 
-from .budget import Budget, BudgetError, parse_budget
+from .baseline import BaselineError
+from .budget import Budget, BudgetError, parse_budget, parse_ratio
 from .check import Row, evaluate, required_samples
+from .gate import baseline_rows
 from .marker import marker_line
 from .measure import MemoryMeter, Measurement, Settings
 from .perf import Perf
 from .report import json_document, json_safe, summarize_samples, summary_table, thin, write_json
+from .serial import held, lock_path
+from .store import RunBaseline
 
 budget_key = pytest.StashKey[Budget]()
 perf_key = pytest.StashKey[Perf]()
@@ -30,6 +35,9 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--perf-min-round-time", "perfguard_min_round_time", "float", 0.01,
      "calls are batched until one round lasts at least this many seconds"),
     ("--perf-json", "perfguard_json", "string", "", "write every measured test, its samples, metrics and verdicts to PATH"),
+    ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
+    ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
+    ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
 ]
 _TYPES: dict[str, type] = {"int": int, "float": float, "string": str}
 
@@ -40,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="measure tests that use the perf fixture or perf_budget and enforce their budgets "
                          "(without it they run once, unmeasured)")
     parser.addini("perfguard_perf", "measure and enforce budgets as if --perf were given", type="bool", default=False)
+    group.addoption("--perf-save", action="store_true", default=None,
+                    help="merge this run's measurements into baselines/<machine>.json (atomic; other entries kept)")
+    parser.addini("perfguard_save", "save baselines as if --perf-save were given", type="bool", default=False)
     for opt, ini, typ, default, help_ in _OPTIONS:
         group.addoption(opt, default=None, type=_TYPES[typ],
                         help=f"{help_} (default {default!r}; ini {ini})")
@@ -53,6 +64,10 @@ class Options:
     enabled: bool
     timing: Settings
     json_path: Path | None
+    save: bool
+    baselines: Path
+    machine: str | None
+    tolerance: float
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -77,7 +92,18 @@ class Options:
         if timing.min_rounds < 1 or timing.max_time < 0 or timing.min_round_time < 0:
             raise pytest.UsageError("--perf-min-rounds must be >= 1 and the --perf-*-time options >= 0")
         json_path = get("--perf-json", "perfguard_json", str)
-        return cls(enabled, timing, Path(config.rootpath, json_path) if json_path else None)
+        save = config.getoption("perf_save")
+        if save is None:
+            save = bool(config.getini("perfguard_save"))
+        tol_text = get("--perf-tolerance", "perfguard_tolerance", str)
+        try:
+            tolerance = parse_ratio(tol_text, "tolerance")
+        except BudgetError as exc:
+            raise pytest.UsageError(f"--perf-tolerance / perfguard_tolerance: {exc}") from None
+        return cls(enabled=enabled or save, timing=timing,
+                   json_path=Path(config.rootpath, json_path) if json_path else None, save=save,
+                   baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
+                   machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,14 +131,34 @@ class PerfGuard:
         self.config = config
         self.options = options
         self.results: list[dict[str, Any]] = []
+        self.baseline: RunBaseline | None = None
+        self.notes: list[str] = []  # lines for the summary
+        self.save_failed = False
+        workerinput = getattr(config, "workerinput", None)
+        self.lock = lock_path(str(workerinput.get("testrunuid", ""))) if workerinput and options.enabled else None
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
 
     def progress(self, nodeid: str, message: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if tr is None or capman is None or hasattr(self.config, "workerinput"):
+        if tr is None or capman is None or self.is_worker:
             return
         with capman.global_and_fixture_disabled():
             tr.write_line(f"perfguard: {nodeid}: calibrating, {message}")
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.options.enabled:
+            return
+        self.baseline = RunBaseline(self.options.baselines, self.options.machine).load()
+        if self.is_worker:
+            return
+        self.notes.extend(_baseline_notes(self.baseline, self.options.save))
+        drift = self.baseline.drift() if self.baseline.baseline else None
+        if drift:
+            self.notes.append(f"drift: {drift}")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
@@ -125,14 +171,21 @@ class PerfGuard:
         return rep
 
     @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        if self.lock is None or _is_perf_test(item):
+            return (yield)
+        with held(self.lock, exclusive=False):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
-        # pytest-benchmark interop: its fixture times the code; we add the memory meter around it.
-        if self.options.enabled and budget_key in item.stash and "benchmark" in getattr(item, "fixturenames", ()):
-            meter = MemoryMeter()
-            item.stash[memory_key] = meter
-            with meter:
-                return (yield)
-        return (yield)
+        with contextlib.ExitStack() as stack:
+            if self.lock is not None and _is_perf_test(item):
+                stack.enter_context(held(self.lock, exclusive=True))
+            # pytest-benchmark interop: its fixture times the code; we add the memory meter around it.
+            if self.options.enabled and budget_key in item.stash and "benchmark" in getattr(item, "fixturenames", ()):
+                item.stash[memory_key] = stack.enter_context(MemoryMeter())
+            return (yield)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
@@ -142,6 +195,11 @@ class PerfGuard:
         result = _judge(item, measured=self.options.enabled)
         if result is None:
             return rep
+        if self.baseline is not None:
+            budget = item.stash.get(budget_key, None)
+            rows = baseline_rows(result, budget, self.baseline.entry(item.nodeid), self.options.tolerance)
+            result["rows"] = [r.to_dict() for r in rows]
+        result["body_passed"] = rep.passed
         rep.perfguard = result  # type: ignore[attr-defined]  # JSON-safe: survives xdist
         for row in result["rows"]:
             if row["now"] is not None:
@@ -151,33 +209,63 @@ class PerfGuard:
             rep.outcome = "failed"
             rep.longrepr = "\n".join(failing)
         if result["rows"]:
-            rep.sections.append(("perfguard", "\n".join(summary_table([result]))))
+            rep.sections.append(("perfguard", "\n".join(summary_table([result], with_baseline=True))))
         return rep
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "perfguard", None)
         if result is not None:
-            result = dict(result, outcome=report.outcome)
-            self.results.append(result)
+            self.results.append(dict(result, outcome=report.outcome))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker or not self.options.enabled:
+            return
+        if self.options.json_path is not None:
+            extra = {"settings": json_safe(vars(self.options.timing))}
+            if self.baseline is not None:
+                extra.update(machine=self.baseline.fingerprint, machine_slug=self.baseline.slug,
+                             baseline=str(self.baseline.path) if self.baseline.path else None)
+            write_json(self.options.json_path, json_document(self.results, extra))
+            self.notes.append(f"wrote {self.options.json_path}")
+        if self.options.save and self.baseline is not None:
+            try:
+                self.notes.append(self.baseline.save(self.results, self.config.rootpath))
+            except BaselineError as exc:
+                self.notes.append(f"ERROR: baseline not saved: {exc}")
+                if session.exitstatus == 0:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.options.enabled or hasattr(self.config, "workerinput"):
-            return
-        lines = summary_table(self.results)
-        if not lines:
+        if not self.options.enabled or self.is_worker:
             return
         terminalreporter.write_sep("-", "perfguard")
+        lines = summary_table(self.results, with_baseline=self.baseline is not None and self.baseline.baseline is not None)
         for line in lines:
             terminalreporter.write_line(line)
         if any(row["verdict"] == "no-baseline" for r in self.results for row in r["rows"]):
-            terminalreporter.write_line("relative budgets need a baseline for this machine.")
-        if self.options.json_path is not None:
-            terminalreporter.write_line(f"perfguard: wrote {self.options.json_path}")
+            self.notes.append("relative budgets were not checked: they need a baseline for this machine")
+        for note in self.notes:
+            terminalreporter.write_line(f"perfguard: {note}", red=note.startswith("ERROR"))
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput") or not self.options.enabled or self.options.json_path is None:
-            return
-        write_json(self.options.json_path, json_document(self.results, {"settings": json_safe(vars(self.options.timing))}))
+
+def _is_perf_test(item: pytest.Item) -> bool:
+    return budget_key in item.stash or "perf" in getattr(item, "fixturenames", ())
+
+
+def _baseline_notes(run: RunBaseline, saving: bool) -> list[str]:
+    if run.error:
+        return [f"ERROR: {run.error}; regression checks are off for this run"]
+    if run.baseline is None:
+        if saving:
+            return [f"no baseline for this machine yet: {run.path} will be created"]
+        return [f"no baseline for this machine ({run.path}): absolute budgets only; "
+                "record one with `pytest --perf --perf-save`"]
+    notes = [f"baseline {run.path} ({len(run.baseline.entries)} tests, updated {run.baseline.updated})"]
+    if run.hardware_diff:
+        notes.append("WARNING: the baseline was recorded on different hardware: " + "; ".join(run.hardware_diff))
+    if run.software_diff:
+        notes.append("software differs from the baseline's: " + "; ".join(run.software_diff))
+    return notes
 
 
 def _parse_marker(item: pytest.Item) -> str | None:

@@ -1,0 +1,133 @@
+"""``perfguard show FILE`` and ``perfguard compare A B`` (no pytest import)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseline, machine_slug
+from .check import format_value
+from .decide import compare_samples, geometric_mean
+
+__all__ = ["main"]
+
+
+def _load(path: str) -> Baseline:
+    b = load_baseline(Path(path))
+    if b is None:
+        raise BaselineError(f"{path}: no such baseline file")
+    return b
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
+    out.append("-" * len(out[0]))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return out
+
+
+def _machine_line(label: str, b: Baseline) -> str:
+    hw = b.machine.get("hardware", {}) if isinstance(b.machine, dict) else {}
+    speed = (b.speed or {}).get("score")
+    speed_s = f", speed score {speed:.1f}" if isinstance(speed, (int, float)) else ""
+    try:
+        slug = machine_slug(b.machine)
+    except Exception:
+        slug = "?"
+    cores = f"{hw.get('cpu_physical', '?')} cores/{hw.get('cpu_logical', '?')} threads, {hw.get('cpu_affinity', '?')} usable"
+    return f"{label}: {b.path} [{slug}] {hw.get('cpu_model', '?')}, {cores}{speed_s}"
+
+
+def show(args: argparse.Namespace) -> int:
+    b = _load(args.file)
+    print(_machine_line("machine", b))
+    print(f"updated {b.updated}, {len(b.entries)} tests")
+    rows = []
+    for nodeid, e in sorted(b.entries.items()):
+        s = e.get("summary") or {}
+        unit = f"s/{e.get('unit') or 'call'}"
+        mem = e.get("memory_growth")
+        metrics = ", ".join(f"{k}={format_value(v, '')}" for k, v in sorted((e.get("metrics") or {}).items()))
+        rows.append([nodeid, format_value(s.get("median"), unit), str(s.get("n", 0)),
+                     format_value(mem, "B") if mem is not None else "", metrics, str(e.get("commit") or "")[:12]])
+    for line in _table(["test", "median", "n", "memory", "metrics", "commit"], rows):
+        print(line)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    a, b = _load(args.a), _load(args.b)
+    print(_machine_line("A", a))
+    print(_machine_line("B", b))
+    hw, sw = compare_fingerprints(a.machine, b.machine)
+    for diff in hw:
+        print(f"  hardware: {diff}")
+    for diff in sw:
+        print(f"  software: {diff}")
+    rows: list[list[str]] = []
+    ratios: list[float] = []
+    regressed = 0
+    for nodeid in sorted(set(a.entries) & set(b.entries)):
+        sa = (a.entries[nodeid].get("samples") or {}).get("latency") or []
+        sb = (b.entries[nodeid].get("samples") or {}).get("latency") or []
+        if not sa or not sb:
+            continue
+        c = compare_samples(sa, sb, tolerance=args.tolerance)
+        unit = f"s/{b.entries[nodeid].get('unit') or 'call'}"
+        ratios.append(c.ratio)
+        regressed += c.verdict == "regressed"
+        rows.append([nodeid, format_value(c.base_median, unit), format_value(c.head_median, unit),
+                     f"{c.ratio:.2f}x", f"[{c.ci_low:.2f}, {c.ci_high:.2f}]", c.verdict])
+    if rows:
+        for line in _table(["test", "A median", "B median", "B/A", "99% CI", "verdict"], rows):
+            print(line)
+        print(f"geometric mean B/A over {len(ratios)} tests: {geometric_mean(ratios):.3f}x "
+              "(< 1: B is faster)")
+    else:
+        print("no test has latency samples in both files")
+    for label, only in (("A", sorted(set(a.entries) - set(b.entries))), ("B", sorted(set(b.entries) - set(a.entries)))):
+        for nodeid in only:
+            print(f"only in {label}: {nodeid}")
+    if args.fail_on_regression and regressed:
+        print(f"{regressed} test(s) regressed in B vs A", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tolerance(text: str) -> float:
+    from .budget import BudgetError, parse_ratio
+
+    try:
+        return parse_ratio(text)
+    except BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perfguard", description="pytest-perfguard baselines: show and compare")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("show", help="table of one baseline file")
+    s.add_argument("file")
+    s.set_defaults(func=show)
+    c = sub.add_parser("compare", help="per-test ratio of B to A with a confidence interval and verdict")
+    c.add_argument("a", help="baseline file A (e.g. baselines/x.json, or `git show REV:baselines/x.json > old.json`)")
+    c.add_argument("b", help="baseline file B")
+    c.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
+    c.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a test regressed in B vs A")
+    c.set_defaults(func=compare)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BaselineError as exc:
+        print(f"perfguard: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The regression decision: is the head (candidate) measurably worse than the base (baseline)?
+
+Samples are per-call latencies of *rounds* (seconds, lower is better) unless ``higher_is_better``,
+in measurement order. Every comparison reports two location estimates, each with a confidence
+interval of the ratio head / base: the **median** (``ratio``, ``ci_low``, ``ci_high``, as asked
+for by budgets and reports) and the **best round** (the minimum, or the maximum when higher is
+better: ``best_ratio``, ``best_ci_low``, ``best_ci_high``), plus a two-sided Mann-Whitney U p-value.
+
+Decision rule (``statistic="robust"``, the default). "regressed" when the change is significant
+and beyond the tolerance in one of two ways: (1) the whole interval of the best-round ratio lies
+beyond ``1 + tolerance`` (``best_ci_low > 1+tol``), or (2) the whole interval of the median ratio
+does, the rank test agrees (``p < 1 - confidence``) and the best-round ratio itself is beyond the
+tolerance. For higher-is-better metrics the mirror image (``... < 1-tol``). "improved" is the same
+test in the other direction (reported, never a failure); fewer than ``MIN_SAMPLES`` finite
+positive samples on a side gives "insufficient"; anything else is "unchanged".
+Why not the median alone (``statistic="median"``: median interval plus rank test, asv-like): on a
+shared 2-core machine the noise is one-sided. A busy neighbour (often on the SMT sibling of our
+core) makes rounds 1.4-2.2x slower for seconds to minutes, so whole measurements move, and no test
+on the median can tell that from slower code: measured with ``scripts/gate_quality.py``
+(docs/gate_quality.md), the median rule failed about a quarter of A/A pairs. Contention cannot
+make a round faster than the code allows, so the fastest rounds stay put as long as a few rounds
+ran undisturbed (Chen & Revels 2016, "Robust benchmarking in noisy environments"; Julia's
+BenchmarkTools judges the minimum against a 5 % tolerance). Way (1) is that idea with a
+significance test, so that a fuzzy floor (few or non-timing samples) does not raise false alarms;
+way (2) keeps the median's power for such samples, and its last condition stops a busy machine
+(median up, best rounds not) from counting as a regression.
+
+Intervals are bootstrap percentile intervals of the ratio of two independent order statistics,
+with the bootstrap distribution computed exactly instead of by resampling: the k-th smallest of
+m draws with replacement from x_(1..n) is <= x_(j) with probability ``binom.sf(k-1, m, j/n)``
+(Maritz & Jarrett 1978; Efron 1979). That is deterministic (``rng_seed`` is accepted but not
+needed) and takes a few ms for 2 x 1000 samples. For the median, m is the effective sample size
+n (1-rho)/(1+rho), rho the lag-1 autocorrelation of sign(x - median), because a burst of noise
+spans several rounds (samples given sorted count as independent: their time order is lost). For
+the best round m = n: it only has to reject a fuzzy floor, and an effective size made it lean on
+the 10th-20th fastest round, which on a busy machine is already disturbed. What no interval can
+see is a measurement during which *every* round was disturbed: it looks exactly like slower code
+(or, in the baseline, hides a slowdown). Re-measuring a suspected regression, pooling baseline
+runs, and same-runner A/B runs (``perfguard ab``) are the remedies; docs/gate_quality.md measures them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+MIN_SAMPLES = 5
+VERDICTS = ("regressed", "improved", "unchanged", "insufficient")
+_EPS_MASS = 1e-12  # bootstrap support points lighter than this are dropped (exactness to 1e-9)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metric: str
+    base_median: float
+    head_median: float
+    ratio: float  # head_median / base_median
+    ci_low: float  # confidence interval of ``ratio``
+    ci_high: float
+    p_value: float | None  # Mann-Whitney U, two-sided (None if not computed)
+    n_base: int
+    n_head: int
+    tolerance: float
+    verdict: str  # "regressed" | "improved" | "unchanged" | "insufficient"
+    reason: str
+    statistic: str = "robust"  # the decision rule used: "robust" or "median"
+    base_best: float = math.nan  # best round: min (max when higher is better)
+    head_best: float = math.nan
+    best_ratio: float = math.nan  # head_best / base_best
+    best_ci_low: float = math.nan
+    best_ci_high: float = math.nan
+    confidence: float = 0.99
+    higher_is_better: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == "regressed"
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (non-finite floats become None)."""
+        return {k: _json_float(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _json_float(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _clean(samples) -> np.ndarray:
+    x = np.asarray(samples, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def effective_size(x: np.ndarray) -> float:
+    """n (1-rho)/(1+rho), rho = lag-1 autocorrelation of sign(x - median), clipped to [0, 0.9]."""
+    n = len(x)
+    if n < 3 or bool(np.all(np.diff(x) >= 0)) or bool(np.all(np.diff(x) <= 0)):
+        return float(n)  # too short, or sorted: the time order is not known
+    s = np.sign(x - np.median(x))
+    s = s - s.mean()
+    den = float(np.dot(s, s))
+    rho = float(np.dot(s[1:], s[:-1])) / den if den > 0 else 0.0
+    rho = min(max(rho, 0.0), 0.9)
+    return n * (1.0 - rho) / (1.0 + rho)
+
+
+def _order_stat_boot(x_sorted: np.ndarray, q: float, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact bootstrap distribution (support, mass) of the q-quantile of m draws from x_sorted.
+
+    The k-th smallest of m draws is <= x_(j) iff at least k of the draws are among the j smallest.
+    q = 0.5 gives the median (k = (m+1)//2 with m odd), q = 0 the minimum (k = 1).
+    """
+    n = len(x_sorted)
+    k = max(1, min(m, int(math.ceil(q * m)) if q > 0 else 1))
+    cdf = stats.binom.sf(k - 1, m, np.arange(n + 1) / n)
+    mass = np.diff(cdf)
+    keep = mass > _EPS_MASS
+    return x_sorted[keep], mass[keep] / mass[keep].sum()
+
+
+def _ratio_ci(base: tuple, head: tuple, confidence: float) -> tuple[float, float]:
+    """Percentile interval of head*/base* for independent discrete distributions (exact)."""
+    (bv, bp), (hv, hp) = base, head
+    r = (hv[:, None] / bv[None, :]).ravel()
+    w = (hp[:, None] * bp[None, :]).ravel()
+    order = np.argsort(r, kind="stable")
+    r, cw = r[order], np.cumsum(w[order])
+    a = (1.0 - confidence) / 2.0
+    lo = r[min(int(np.searchsorted(cw, a, side="left")), len(r) - 1)]
+    hi = r[min(int(np.searchsorted(cw, 1.0 - a - 1e-12, side="left")), len(r) - 1)]
+    return float(lo), float(hi)
+
+
+def _odd(m: float, cap: int) -> int:
+    m = max(1, min(cap, int(round(m))))
+    return m if m % 2 == 1 else max(1, m - 1)
+
+
+def _insufficient(metric, b, h, tolerance, reason, statistic, confidence, hib) -> Comparison:
+    nan = math.nan
+    bm = float(np.median(b)) if len(b) else nan
+    hm = float(np.median(h)) if len(h) else nan
+    ratio = hm / bm if len(b) and len(h) and bm > 0 else nan
+    return Comparison(metric, bm, hm, ratio, nan, nan, None, len(b), len(h), tolerance,
+                      "insufficient", reason, statistic, confidence=confidence, higher_is_better=hib)
+
+
+def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bool = False,
+                    metric: str = "latency", confidence: float = 0.99, rng_seed: int = 0,
+                    statistic: str = "robust") -> Comparison:
+    """Compare two sample sets (in measurement order) and return a :class:`Comparison`.
+
+    ``rng_seed`` is accepted for API stability; the bootstrap is computed exactly, so the result
+    is deterministic without it.
+    """
+    if statistic not in ("robust", "median"):
+        raise ValueError(f"statistic must be 'robust' or 'median', not {statistic!r}")
+    if not 0.5 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0.5, 1), not {confidence!r}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, not {tolerance!r}")
+    b, h = _clean(base), _clean(head)
+    args = (tolerance, statistic, confidence, higher_is_better)
+    if len(b) < MIN_SAMPLES or len(h) < MIN_SAMPLES:
+        return _insufficient(metric, b, h, args[0],
+                             f"too few samples to judge (base {len(b)}, head {len(h)}; "
+                             f"need at least {MIN_SAMPLES} per side)", *args[1:])
+    if (b <= 0).any() or (h <= 0).any():
+        return _insufficient(metric, b, h, args[0], "samples must be positive to form ratios",
+                             *args[1:])
+    bs, hs = np.sort(b), np.sort(h)
+    nb, nh = len(b), len(h)
+    mb, mh = _odd(effective_size(b), nb), _odd(effective_size(h), nh)
+    base_median, head_median = float(np.median(b)), float(np.median(h))
+    ratio = head_median / base_median
+    ci_low, ci_high = _ratio_ci(_order_stat_boot(bs, 0.5, mb), _order_stat_boot(hs, 0.5, mh),
+                                confidence)
+    # best round = the minimum (the maximum when higher is better: reverse the order)
+    bo, ho = (bs[::-1], hs[::-1]) if higher_is_better else (bs, hs)
+    best_lo, best_hi = _ratio_ci(_order_stat_boot(bo, 0.0, nb), _order_stat_boot(ho, 0.0, nh),
+                                 confidence)
+    base_best, head_best = float(bo[0]), float(ho[0])
+    best_ratio = head_best / base_best
+    p = float(stats.mannwhitneyu(h, b, alternative="two-sided", method="asymptotic").pvalue)
+
+    alpha = 1.0 - confidence
+    up, down = 1.0 + tolerance, 1.0 - tolerance
+    sign = -1.0 if higher_is_better else 1.0  # +1: larger ratio is worse
+
+    def beyond(lo: float, hi: float, worse: bool) -> bool:  # the whole interval past the tolerance
+        return (lo > up if sign > 0 else hi < down) if worse else (hi < down if sign > 0 else lo > up)
+
+    def point_beyond(r: float, worse: bool) -> bool:
+        return (r > up if sign > 0 else r < down) if worse else (r < down if sign > 0 else r > up)
+
+    med_txt = f"median {ratio:.3f}x ({100 * confidence:g} % CI {ci_low:.3f}-{ci_high:.3f}, p={p:.2g})"
+    best_txt = f"best round {best_ratio:.3f}x ({100 * confidence:g} % CI {best_lo:.3f}-{best_hi:.3f})"
+    tol_txt = f"the {100 * tolerance:g} % tolerance"
+    verdict, reason = "unchanged", ""
+    for worse, word, name in ((True, "worse", "regressed"), (False, "better", "improved")):
+        by_median = beyond(ci_low, ci_high, worse) and p < alpha
+        if statistic == "median":
+            if by_median:
+                verdict, reason = name, f"{med_txt}: significantly {word} beyond {tol_txt}"
+        elif beyond(best_lo, best_hi, worse):
+            verdict, reason = name, f"{best_txt}: {word} beyond {tol_txt}"
+        elif by_median and point_beyond(best_ratio, worse):
+            verdict, reason = name, f"{med_txt}, {best_txt}: {word} beyond {tol_txt}"
+        if verdict != "unchanged":
+            break
+    if verdict == "unchanged":
+        shown = med_txt if statistic == "median" else best_txt
+        reason = f"{shown}: no change beyond {tol_txt} shown"
+        if statistic != "median" and beyond(ci_low, ci_high, True) and not point_beyond(best_ratio, True):
+            reason += f"; the {med_txt} is worse but the best rounds are not: the machine was busier"
+    return Comparison(metric, base_median, head_median, ratio, ci_low, ci_high, p, nb, nh, tolerance,
+                      verdict, reason, statistic, base_best, head_best, best_ratio, best_lo, best_hi,
+                      confidence, higher_is_better)
+
+
+def geometric_mean(ratios) -> float:
+    """Geometric mean of positive ratios (the right average for speed-ups and slow-downs)."""
+    r = _clean(ratios)
+    if len(r) == 0:
+        raise ValueError("geometric_mean of no ratios")
+    if (r <= 0).any():
+        raise ValueError("geometric_mean needs positive ratios")
+    return float(np.exp(np.mean(np.log(r))))
+
+
+def summarize(samples) -> dict:
+    """n, min, max, mean, stdev (n-1), median, iqr, p90, p95, p99: JSON-safe (None if undefined)."""
+    x = _clean(samples)
+    keys = ("min", "max", "mean", "stdev", "median", "iqr", "p90", "p95", "p99")
+    if len(x) == 0:
+        return {"n": 0, **{k: None for k in keys}}
+    q25, q50, q75, p90, p95, p99 = np.percentile(x, [25, 50, 75, 90, 95, 99])
+    out = {"n": int(len(x)), "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()),
+           "stdev": float(x.std(ddof=1)) if len(x) > 1 else None, "median": float(q50),
+           "iqr": float(q75 - q25), "p90": float(p90), "p95": float(p95), "p99": float(p99)}
+    return {k: _json_float(v) if isinstance(v, float) else v for k, v in out.items()}

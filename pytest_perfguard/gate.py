@@ -1,0 +1,126 @@
+"""The regression gate: one test's result against its baseline entry (no pytest import).
+
+* Latency (samples): ``decide.compare_samples`` - significant AND beyond the tolerance.
+  A relative latency budget ``"+10%"`` is the same check with its own tolerance;
+  ``throughput="-10%"`` likewise (throughput is the inverse of latency).
+* Memory and recorded metrics are one number per run: compared as a ratio. Memory ignores
+  changes smaller than ``MEMORY_FLOOR`` (allocator arenas and lazily touched pages move
+  peak RSS by a few MiB between runs whatever the code does).
+* Improvements are rows with verdict ``improved``, never failures.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from .budget import Budget, Limit
+from .check import Row, format_value
+from .decide import compare_samples
+
+__all__ = ["baseline_rows", "entry_from_result", "MEMORY_FLOOR", "DEFAULT_TOLERANCE"]
+
+DEFAULT_TOLERANCE = 0.05
+MEMORY_FLOOR = 8 * 2**20
+
+
+def entry_from_result(result: dict[str, Any], commit: str | None) -> dict[str, Any]:
+    """What ``--perf-save`` stores for one test."""
+    m = result.get("measurement") or {}
+    return {
+        "samples": {"latency": list(m.get("samples") or [])},
+        "summary": m.get("summary") or {},
+        "unit": m.get("unit"),
+        "items": m.get("items"),
+        "memory_growth": m.get("memory_growth"),
+        "memory_mechanism": m.get("memory_mechanism"),
+        "gpu_memory_growth": m.get("gpu_memory_growth"),
+        "metrics": dict(result.get("metrics") or {}),
+        "budget": result.get("budget") or {},
+        "commit": commit,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
+                 unit: str) -> Row:
+    cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
+    verdict = cmp.verdict if cmp.verdict != "insufficient" else "unchanged"
+    ci = f"[{cmp.ci_low:.2f}x, {cmp.ci_high:.2f}x]"
+    now_s, base_s = format_value(cmp.head_median, unit), format_value(cmp.base_median, unit)
+    if cmp.verdict == "regressed":
+        msg = (f"{label} regressed: {now_s} vs baseline {base_s} ({cmp.ratio:.2f}x, 99% CI {ci}, "
+               f"tolerance {tolerance:.0%})")
+    elif cmp.verdict == "improved":
+        msg = f"{label} improved: {now_s} vs baseline {base_s} ({cmp.ratio:.2f}x, CI {ci}); consider --perf-save"
+    else:
+        msg = f"{label} {now_s} vs baseline {base_s} ({cmp.ratio:.2f}x, CI {ci}): {cmp.reason}"
+    return Row(label, budget_text, cmp.head_median, unit, verdict, msg, baseline=cmp.base_median, ratio=cmp.ratio)
+
+
+def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
+                tolerance: float, floor: float = 0.0) -> Row:
+    ratio = now / base if base else (1.0 if now == base else float("inf"))
+    change = (base - now) if higher_is_better else (now - base)  # > 0 is worse
+    limit = abs(base) * tolerance
+    shown = f"{format_value(now, unit)} vs baseline {format_value(base, unit)} ({ratio:.2f}x)"
+    if change > limit and change > floor:
+        return Row(label, budget_text, now, unit, "regressed",
+                   f"{label} regressed: {shown}, beyond {tolerance:.1%}", baseline=base, ratio=ratio)
+    if -change > limit and -change > floor:
+        return Row(label, budget_text, now, unit, "improved", f"{label} improved: {shown}; consider --perf-save",
+                   baseline=base, ratio=ratio)
+    return Row(label, budget_text, now, unit, "unchanged", f"{label} {shown}", baseline=base, ratio=ratio)
+
+
+def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str) -> Row | None:
+    base_samples = (entry.get("samples") or {}).get("latency") or []
+    if lim.metric in ("latency", "throughput"):
+        if not base_samples or not head:
+            return None
+        # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
+        tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
+        row = _latency_row(lim.label, lim.text, base_samples, head, tol, unit)
+        return row if lim.metric == "latency" else Row(lim.label, lim.text, row.now, unit, row.verdict,
+                                                         row.message.replace("latency", "throughput (via latency)"),
+                                                         row.baseline, row.ratio)
+    if lim.metric in ("memory", "gpu_memory"):
+        key = f"{lim.metric}_growth"
+        base, now = entry.get(key), (result.get("measurement") or {}).get(key)
+        floor = MEMORY_FLOOR
+    else:
+        base, now = (entry.get("metrics") or {}).get(lim.metric), (result.get("metrics") or {}).get(lim.metric)
+        floor = 0.0
+    if base is None or now is None:
+        return None
+    higher = lim.op == ">="
+    return _scalar_row(lim.label, lim.text, float(base), float(now), "B" if "memory" in lim.metric else "",
+                       higher_is_better=higher, tolerance=abs(lim.threshold), floor=floor)
+
+
+def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str, Any] | None,
+                  tolerance: float) -> list[Row]:
+    """Rows replacing ``no-baseline`` rows (relative budgets) plus the default regression checks."""
+    rows = [r for r in (Row(**d) for d in result["rows"]) if r.verdict != "no-baseline"]
+    if entry is None:
+        return [Row(**d) for d in result["rows"]]
+    if budget is not None and budget.tolerance is not None:
+        tolerance = budget.tolerance
+    m = result.get("measurement") or {}
+    head = list(m.get("samples") or [])
+    unit = f"s/{m.get('unit') or 'call'}"
+    relative = [lim for lim in (budget.limits if budget else ()) if lim.relative]
+    for lim in relative:
+        row = _relative_row(lim, entry, result, head, unit)
+        rows.append(row or Row(lim.label, lim.text, None, unit, "error",
+                               f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
+    checked = {lim.metric for lim in relative}
+    base_samples = (entry.get("samples") or {}).get("latency") or []
+    if head and base_samples and not checked & {"latency", "throughput"}:
+        if entry.get("unit") == m.get("unit"):
+            rows.append(_latency_row("latency vs baseline", f"±{tolerance:.0%}", base_samples, head, tolerance, unit))
+    base_mem, now_mem = entry.get("memory_growth"), m.get("memory_growth")
+    if "memory" not in checked and base_mem is not None and now_mem is not None:
+        rows.append(_scalar_row("memory vs baseline", f"±{tolerance:.0%}", float(base_mem), float(now_mem), "B",
+                                higher_is_better=False, tolerance=tolerance, floor=MEMORY_FLOOR))
+    return rows
