@@ -17,6 +17,7 @@ from .gate import baseline_rows
 from .marker import marker_line
 from .measure import MemoryMeter, Measurement, Settings
 from .perf import Perf
+from .rerun import default_profile_paths, profile_failure, rerun_args
 from .report import json_document, json_safe, summarize_samples, summary_table, thin, write_json
 from .serial import held, lock_path
 from .store import RunBaseline
@@ -38,7 +39,12 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
     ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
     ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
+    ("--perf-profile", "perfguard_profile", "string", "on-failure",
+     "re-run failing perf tests under Scalene: on-failure, always or never"),
+    ("--perf-profile-dir", "perfguard_profile_dir", "string", ".perfguard/profiles", "where profiles are written"),
+    ("--perf-profile-timeout", "perfguard_profile_timeout", "float", 300.0, "seconds before a profile re-run is killed"),
 ]
+PROFILE_MODES = ("on-failure", "always", "never")
 _TYPES: dict[str, type] = {"int": int, "float": float, "string": str}
 
 
@@ -51,6 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-save", action="store_true", default=None,
                     help="merge this run's measurements into baselines/<machine>.json (atomic; other entries kept)")
     parser.addini("perfguard_save", "save baselines as if --perf-save were given", type="bool", default=False)
+    parser.addini("perfguard_profile_paths", "code to profile (default: src/ and the test's directory)",
+                  type="linelist", default=[])
     for opt, ini, typ, default, help_ in _OPTIONS:
         group.addoption(opt, default=None, type=_TYPES[typ],
                         help=f"{help_} (default {default!r}; ini {ini})")
@@ -68,6 +76,9 @@ class Options:
     baselines: Path
     machine: str | None
     tolerance: float
+    profile: str
+    profile_dir: Path
+    profile_timeout: float
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -100,10 +111,16 @@ class Options:
             tolerance = parse_ratio(tol_text, "tolerance")
         except BudgetError as exc:
             raise pytest.UsageError(f"--perf-tolerance / perfguard_tolerance: {exc}") from None
+        profile = get("--perf-profile", "perfguard_profile", str)
+        if profile not in PROFILE_MODES:
+            raise pytest.UsageError(f"--perf-profile / perfguard_profile must be one of {', '.join(PROFILE_MODES)}, "
+                                    f"not {profile!r}")
         return cls(enabled=enabled or save, timing=timing,
                    json_path=Path(config.rootpath, json_path) if json_path else None, save=save,
                    baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
-                   machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance)
+                   machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
+                   profile=profile, profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
+                   profile_timeout=get("--perf-profile-timeout", "perfguard_profile_timeout", float))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -141,13 +158,13 @@ class PerfGuard:
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
 
-    def progress(self, nodeid: str, message: str) -> None:
+    def progress(self, nodeid: str, message: str, prefix: str = "calibrating, ") -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         capman = self.config.pluginmanager.get_plugin("capturemanager")
         if tr is None or capman is None or self.is_worker:
             return
         with capman.global_and_fixture_disabled():
-            tr.write_line(f"perfguard: {nodeid}: calibrating, {message}")
+            tr.write_line(f"perfguard: {nodeid}: {prefix}{message}")
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not self.options.enabled:
@@ -203,14 +220,34 @@ class PerfGuard:
         rep.perfguard = result  # type: ignore[attr-defined]  # JSON-safe: survives xdist
         for row in result["rows"]:
             if row["now"] is not None:
-                rep.user_properties.append((f"perf {row['metric']}", row["now"]))
+                _add_property(item, rep, f"perf {row['metric']}", row["now"])
         failing = [row["message"] for row in result["rows"] if Row(**row).failed]
         if rep.passed and failing:
             rep.outcome = "failed"
             rep.longrepr = "\n".join(failing)
         if result["rows"]:
-            rep.sections.append(("perfguard", "\n".join(summary_table([result], with_baseline=True))))
+            has_base = any(row.get("baseline") is not None for row in result["rows"])
+            rep.sections.append(("perfguard", "\n".join(summary_table([result], with_baseline=has_base))))
+        mode = self.options.profile if self.options.enabled else "never"
+        if mode == "always" or (mode == "on-failure" and rep.failed and failing):
+            self._attach_profile(item, rep, result)
         return rep
+
+    def _attach_profile(self, item: pytest.Item, rep: pytest.TestReport, result: dict[str, Any]) -> None:
+        args = rerun_args(self.config.invocation_params.args, self.config.rootpath,
+                          xdist=self.config.pluginmanager.has_plugin("xdist"))
+        paths = default_profile_paths(self.config.rootpath, Path(str(item.path)),
+                                      self.config.getini("perfguard_profile_paths"))
+        self.progress(item.nodeid, "profiling the failure under Scalene", prefix="")
+        prof = profile_failure(item.nodeid, rootdir=self.config.rootpath, outdir=self.options.profile_dir,
+                               args=args, paths=paths, timeout=self.options.profile_timeout)
+        result["profile"] = {k: v for k, v in prof.items() if k != "section"}
+        if "error" in prof:
+            rep.sections.append(("perfguard profile", f"WARNING: {prof['error']}"))
+            return
+        rep.sections.append(("perfguard profile", prof["section"]))
+        _add_property(item, rep, "perfguard_profile_json", prof["json"])
+        _add_property(item, rep, "perfguard_profile_html", prof["html"])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "perfguard", None)
@@ -244,8 +281,18 @@ class PerfGuard:
             terminalreporter.write_line(line)
         if any(row["verdict"] == "no-baseline" for r in self.results for row in r["rows"]):
             self.notes.append("relative budgets were not checked: they need a baseline for this machine")
+        for r in self.results:
+            error = (r.get("profile") or {}).get("error")
+            if error:
+                self.notes.append(f"WARNING: {r['nodeid']}: {error}")
         for note in self.notes:
             terminalreporter.write_line(f"perfguard: {note}", red=note.startswith("ERROR"))
+
+
+def _add_property(item: pytest.Item, rep: pytest.TestReport, name: str, value: object) -> None:
+    """On the item (JUnit XML reads the teardown report's copy) and on this report (xdist, hooks)."""
+    item.user_properties.append((name, value))
+    rep.user_properties.append((name, value))
 
 
 def _is_perf_test(item: pytest.Item) -> bool:

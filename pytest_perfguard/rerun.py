@@ -1,0 +1,100 @@
+"""Profiling a failed perf test: which arguments the re-run gets, and what the report shows.
+
+The re-run is the same test, alone, with the user's options (``--perfcases-variant=naive``
+and the like) minus what would select other tests, distribute them, write reports or
+baselines, or profile again. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .profile import ProfileError, format_section, profile_test, scalene_available
+
+__all__ = ["rerun_args", "profile_failure", "default_profile_paths"]
+
+# Options dropped from the re-run; the value says whether they take a separate value.
+_DROP = {
+    "-k": True, "-m": True, "-n": True, "--numprocesses": True, "--dist": True, "--maxprocesses": True,
+    "--junitxml": True, "--junit-xml": True, "--basetemp": True, "--durations": True,
+    "--perf-json": True, "--perf-markdown": True, "--perf-profile": True, "--perf-profile-dir": True,
+    "--perf-profile-timeout": True, "--perf-min-rounds": True, "--perf-max-time": True,
+    "-x": False, "--exitfirst": False, "--lf": False, "--last-failed": False, "--ff": False,
+    "--failed-first": False, "--sw": False, "--stepwise": False, "--perf-save": False, "--perf": False,
+    "-v": False, "-vv": False, "-q": False, "--verbose": False, "--quiet": False,
+}
+# The re-run measures briefly: the profile shows where time goes, it does not gate anything.
+RERUN_TIMING = ["--perf-min-rounds=3", "--perf-max-time=0.5"]
+
+
+def _is_target(token: str, rootdir: Path) -> bool:
+    return "::" in token or (rootdir / token).exists() or os.path.exists(token)
+
+
+def rerun_args(args: Sequence[str], rootdir: Path, *, xdist: bool) -> list[str]:
+    """The user's invocation args, filtered for a one-test re-run under the profiler."""
+    out: list[str] = []
+    tokens = list(args)
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        name = tok.split("=", 1)[0]
+        if not tok.startswith("-"):
+            i += 1  # a test path or node id: the re-run names its own
+            continue
+        if _glued(tok):
+            i += 1
+            continue
+        if name in _DROP:
+            i += 2 if _DROP[name] and "=" not in tok else 1
+            continue
+        out.append(tok)
+        # a separate value ("--perfcases-variant naive") belongs to its option
+        if "=" not in tok and i + 1 < len(tokens) and not tokens[i + 1].startswith("-") \
+                and not _is_target(tokens[i + 1], rootdir):
+            out.append(tokens[i + 1])
+            i += 1
+        i += 1
+    out += ["--perf", "--perf-profile=never", *RERUN_TIMING]
+    if xdist:
+        out += ["-p", "no:xdist"]
+    return out
+
+
+def _glued(tok: str) -> bool:
+    """``-k`` style short options may carry their value glued on: ``-kcounter``."""
+    return len(tok) > 2 and tok[1] != "-" and tok[:2] in ("-k", "-m", "-n")
+
+
+def default_profile_paths(rootdir: Path, test_file: Path, configured: Sequence[str]) -> list[str]:
+    if configured:
+        return [str(rootdir / p) for p in configured]
+    paths = [str(test_file.parent)]
+    if (rootdir / "src").is_dir():
+        paths.insert(0, str(rootdir / "src"))
+    return paths
+
+
+def profile_failure(nodeid: str, *, rootdir: Path, outdir: Path, args: list[str], paths: list[str],
+                    timeout: float) -> dict[str, Any]:
+    """Profile one test; a JSON-safe dict with the paths and hot lines, or with ``error``."""
+    if not scalene_available():
+        return {"error": "Scalene is not installed (pip install scalene): no profile taken"}
+    try:
+        res = profile_test(nodeid, rootdir=rootdir, outdir=outdir, pytest_args=args, profile_paths=paths,
+                           timeout=timeout)
+    except ProfileError as exc:
+        return {"error": f"profiling failed: {exc}"}
+    except Exception as exc:  # the profiler must never cost the test result
+        return {"error": f"profiling failed unexpectedly: {type(exc).__name__}: {exc}"}
+    return {
+        "json": str(res.json_path),
+        "html": str(res.html_path),
+        "elapsed_s": res.elapsed_s,
+        "hot_lines": [asdict(h) for h in res.hot_lines],
+        "section": format_section(res, rootdir),
+    }
