@@ -14,16 +14,16 @@ tolerance. For higher-is-better metrics the mirror image (``... < 1-tol``). "imp
 test in the other direction (reported, never a failure); fewer than ``MIN_SAMPLES`` finite
 positive samples on a side gives "insufficient"; anything else is "unchanged".
 Why not the median alone (``statistic="median"``: median interval plus rank test, asv-like): on a
-shared 2-core machine the noise is one-sided. A busy neighbour (often on the SMT sibling of our
-core) makes rounds 1.4-2.2x slower for seconds to minutes, so whole measurements move, and no test
-on the median can tell that from slower code: measured with ``scripts/gate_quality.py``
-(docs/gate_quality.md), the median rule failed about a quarter of A/A pairs. Contention cannot
-make a round faster than the code allows, so the fastest rounds stay put as long as a few rounds
-ran undisturbed (Chen & Revels 2016, "Robust benchmarking in noisy environments"; Julia's
-BenchmarkTools judges the minimum against a 5 % tolerance). Way (1) is that idea with a
-significance test, so that a fuzzy floor (few or non-timing samples) does not raise false alarms;
-way (2) keeps the median's power for such samples, and its last condition stops a busy machine
-(median up, best rounds not) from counting as a regression.
+shared 2-core machine the noise is one-sided. A busy neighbour makes rounds 1.4-2x slower for
+seconds to a minute, so whole measurements move, and no test on the median can tell that from
+slower code: measured with ``scripts/gate_quality.py`` (docs/gate_quality.md), the median rule
+failed 5-30 % of A/A pairs, depending on the hour, and caught 21-42 % of 10 % slowdowns.
+Contention cannot make a round faster than the code allows, so the fastest rounds stay put as
+long as a few rounds ran undisturbed (Chen & Revels 2016, "Robust benchmarking in noisy
+environments"; Julia's BenchmarkTools judges the minimum against a 5 % tolerance). Way (1) is
+that idea with a significance test, so that a fuzzy floor (few or non-timing samples) does not
+raise false alarms; way (2) keeps the median's power for such samples, and its last condition
+stops a busy machine (median up, best rounds not) from counting as a regression.
 
 Intervals are bootstrap percentile intervals of the ratio of two independent order statistics,
 with the bootstrap distribution computed exactly instead of by resampling: the k-th smallest of
@@ -35,8 +35,9 @@ spans several rounds (samples given sorted count as independent: their time orde
 the best round m = n: it only has to reject a fuzzy floor, and an effective size made it lean on
 the 10th-20th fastest round, which on a busy machine is already disturbed. What no interval can
 see is a measurement during which *every* round was disturbed: it looks exactly like slower code
-(or, in the baseline, hides a slowdown). Re-measuring a suspected regression, pooling baseline
-runs, and same-runner A/B runs (``perfguard ab``) are the remedies; docs/gate_quality.md measures them.
+(or, in the baseline, hides a slowdown). The remedy is measuring at several moments: rounds taken
+in passes spread over the session, or same-runner A/B with several alternations (``perfguard
+ab``); docs/gate_quality.md measures both.
 """
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ def _insufficient(metric, b, h, tolerance, reason, statistic, confidence, hib) -
     hm = float(np.median(h)) if len(h) else nan
     ratio = hm / bm if len(b) and len(h) and bm > 0 else nan
     return Comparison(metric, bm, hm, ratio, nan, nan, None, len(b), len(h), tolerance,
-                      "insufficient", reason, statistic, confidence=confidence, higher_is_better=hib)
+                      "insufficient", reason, statistic, confidence=confidence,
+                      higher_is_better=hib)
 
 
 def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bool = False,
@@ -161,14 +163,14 @@ def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bo
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, not {tolerance!r}")
     b, h = _clean(base), _clean(head)
-    args = (tolerance, statistic, confidence, higher_is_better)
+    rest = (statistic, confidence, higher_is_better)
     if len(b) < MIN_SAMPLES or len(h) < MIN_SAMPLES:
-        return _insufficient(metric, b, h, args[0],
-                             f"too few samples to judge (base {len(b)}, head {len(h)}; "
-                             f"need at least {MIN_SAMPLES} per side)", *args[1:])
+        why = (f"too few samples to judge (base {len(b)}, head {len(h)}; "
+               f"need at least {MIN_SAMPLES} per side)")
+        return _insufficient(metric, b, h, tolerance, why, *rest)
     if (b <= 0).any() or (h <= 0).any():
-        return _insufficient(metric, b, h, args[0], "samples must be positive to form ratios",
-                             *args[1:])
+        return _insufficient(metric, b, h, tolerance, "samples must be positive to form ratios",
+                             *rest)
     bs, hs = np.sort(b), np.sort(h)
     nb, nh = len(b), len(h)
     mb, mh = _odd(effective_size(b), nb), _odd(effective_size(h), nh)
@@ -189,13 +191,16 @@ def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bo
     sign = -1.0 if higher_is_better else 1.0  # +1: larger ratio is worse
 
     def beyond(lo: float, hi: float, worse: bool) -> bool:  # the whole interval past the tolerance
-        return (lo > up if sign > 0 else hi < down) if worse else (hi < down if sign > 0 else lo > up)
+        if worse:
+            return lo > up if sign > 0 else hi < down
+        return hi < down if sign > 0 else lo > up
 
     def point_beyond(r: float, worse: bool) -> bool:
         return (r > up if sign > 0 else r < down) if worse else (r < down if sign > 0 else r > up)
 
-    med_txt = f"median {ratio:.3f}x ({100 * confidence:g} % CI {ci_low:.3f}-{ci_high:.3f}, p={p:.2g})"
-    best_txt = f"best round {best_ratio:.3f}x ({100 * confidence:g} % CI {best_lo:.3f}-{best_hi:.3f})"
+    pct = f"{100 * confidence:g} % CI"
+    med_txt = f"median {ratio:.3f}x ({pct} {ci_low:.3f}-{ci_high:.3f}, p={p:.2g})"
+    best_txt = f"best round {best_ratio:.3f}x ({pct} {best_lo:.3f}-{best_hi:.3f})"
     tol_txt = f"the {100 * tolerance:g} % tolerance"
     verdict, reason = "unchanged", ""
     for worse, word, name in ((True, "worse", "regressed"), (False, "better", "improved")):
@@ -212,11 +217,12 @@ def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bo
     if verdict == "unchanged":
         shown = med_txt if statistic == "median" else best_txt
         reason = f"{shown}: no change beyond {tol_txt} shown"
-        if statistic != "median" and beyond(ci_low, ci_high, True) and not point_beyond(best_ratio, True):
-            reason += f"; the {med_txt} is worse but the best rounds are not: the machine was busier"
-    return Comparison(metric, base_median, head_median, ratio, ci_low, ci_high, p, nb, nh, tolerance,
-                      verdict, reason, statistic, base_best, head_best, best_ratio, best_lo, best_hi,
-                      confidence, higher_is_better)
+        busy = beyond(ci_low, ci_high, True) and not point_beyond(best_ratio, True)
+        if statistic != "median" and busy:
+            reason += f"; the {med_txt} is worse but the best rounds are not: machine busier"
+    return Comparison(metric, base_median, head_median, ratio, ci_low, ci_high, p, nb, nh,
+                      tolerance, verdict, reason, statistic, base_best, head_best, best_ratio,
+                      best_lo, best_hi, confidence, higher_is_better)
 
 
 def geometric_mean(ratios) -> float:

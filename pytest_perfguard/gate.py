@@ -46,15 +46,15 @@ def _latency_row(label: str, budget_text: str, base: list[float], head: list[flo
                  unit: str) -> Row:
     cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
     verdict = cmp.verdict if cmp.verdict != "insufficient" else "unchanged"
-    ci = f"[{cmp.ci_low:.2f}x, {cmp.ci_high:.2f}x]"
+    ci = f"[{cmp.ci_low:.2f}-{cmp.ci_high:.2f}]"
     now_s, base_s = format_value(cmp.head_median, unit), format_value(cmp.base_median, unit)
+    shown = f"{now_s} vs baseline {base_s} (median {cmp.ratio:.2f}x {ci}; {cmp.reason})"
     if cmp.verdict == "regressed":
-        msg = (f"{label} regressed: {now_s} vs baseline {base_s} ({cmp.ratio:.2f}x, 99% CI {ci}, "
-               f"tolerance {tolerance:.0%})")
+        msg = f"{label} regressed: {shown}"
     elif cmp.verdict == "improved":
-        msg = f"{label} improved: {now_s} vs baseline {base_s} ({cmp.ratio:.2f}x, CI {ci}); consider --perf-save"
+        msg = f"{label} improved: {shown}; consider --perf-save"
     else:
-        msg = f"{label} {now_s} vs baseline {base_s} ({cmp.ratio:.2f}x, CI {ci}): {cmp.reason}"
+        msg = f"{label} {shown}"
     return Row(label, budget_text, cmp.head_median, unit, verdict, msg, baseline=cmp.base_median, ratio=cmp.ratio)
 
 

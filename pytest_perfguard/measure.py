@@ -60,6 +60,7 @@ class Measurement:
     gpu_memory_growth: float | None = None  # bytes
     source: str = "perf"  # "perf", "benchmark" (pytest-benchmark's samples) or "samples" (recorded)
     unit: str = "call"  # "call" or "item"
+    remeasured: int = 0  # extra blocks of rounds taken to confirm a suspected regression
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class Measurement:
             "gpu_memory_growth": self.gpu_memory_growth,
             "source": self.source,
             "unit": self.unit,
+            "remeasured": self.remeasured,
         }
 
 

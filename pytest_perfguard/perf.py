@@ -43,6 +43,7 @@ class Perf:
         self.progress = progress
         self.measurement: Measurement | None = None
         self.metrics: dict[str, float] = {}
+        self._call: Callable[[], Any] | None = None
 
     def __call__(self, fn: Callable[..., Any], *args: Any, items: int | None = None, **kwargs: Any) -> Any:
         if not callable(fn):
@@ -58,10 +59,28 @@ class Perf:
         def call() -> Any:
             return fn(*args, **kwargs)
 
+        self._call = call
         self.measurement, result = measure_calls(
             call, self.settings, items=items, min_samples=self.min_samples, timer=self.timer, progress=self.progress
         )
         return result
+
+    def remeasure(self) -> bool:
+        """Measure the same region once more and pool the rounds (in time order).
+
+        Used to confirm a suspected regression before failing a test: a burst of noise during
+        the first block rarely lasts through the second. False when there is nothing to re-run.
+        """
+        if self._call is None or self.measurement is None:
+            return False
+        m = self.measurement
+        more, _ = measure_calls(self._call, self.settings, items=m.items, min_samples=self.min_samples,
+                                timer=self.timer, memory=False)
+        m.samples.extend(more.samples)
+        m.rounds += more.rounds
+        m.total_time += more.total_time
+        m.remeasured += 1
+        return True
 
     def record(self, **metrics: float) -> None:
         """Record quality metrics (``accuracy=0.98``, ``final_count=100000``, ``size_bytes=...``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-save", action="store_true", default=None,
                     help="merge this run's measurements into baselines/<machine>.json (atomic; other entries kept)")
     parser.addini("perfguard_save", "save baselines as if --perf-save were given", type="bool", default=False)
+    group.addoption("--perf-confirm", action=argparse.BooleanOptionalAction, default=None,
+                    help="re-measure a test whose latency looks regressed and decide on the pooled rounds (default on)")
+    parser.addini("perfguard_confirm", "confirm suspected regressions by measuring again", type="bool", default=True)
     parser.addini("perfguard_profile_paths", "code to profile (default: src/ and the test's directory)",
                   type="linelist", default=[])
     for opt, ini, typ, default, help_ in _OPTIONS:
@@ -76,6 +80,7 @@ class Options:
     baselines: Path
     machine: str | None
     tolerance: float
+    confirm: bool
     profile: str
     profile_dir: Path
     profile_timeout: float
@@ -119,6 +124,8 @@ class Options:
                    json_path=Path(config.rootpath, json_path) if json_path else None, save=save,
                    baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
                    machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
+                   confirm=config.getoption("perf_confirm") if config.getoption("perf_confirm") is not None
+                   else bool(config.getini("perfguard_confirm")),
                    profile=profile, profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
                    profile_timeout=get("--perf-profile-timeout", "perfguard_profile_timeout", float))
 
@@ -202,7 +209,23 @@ class PerfGuard:
             # pytest-benchmark interop: its fixture times the code; we add the memory meter around it.
             if self.options.enabled and budget_key in item.stash and "benchmark" in getattr(item, "fixturenames", ()):
                 item.stash[memory_key] = stack.enter_context(MemoryMeter())
-            return (yield)
+            outcome = yield
+            self._confirm_regression(item)
+            return outcome
+
+    def _confirm_regression(self, item: pytest.Item) -> None:
+        """A suspected latency regression is re-measured once (pooled) before it can fail the test."""
+        perf = item.stash.get(perf_key, None)
+        if perf is None or perf.measurement is None or self.baseline is None or not self.options.confirm:
+            return
+        entry = self.baseline.entry(item.nodeid)
+        result = _judge(item, measured=True)
+        if entry is None or result is None:
+            return
+        rows = baseline_rows(result, item.stash.get(budget_key, None), entry, self.options.tolerance)
+        if any(r.verdict == "regressed" and r.metric.startswith(("latency", "throughput")) for r in rows):
+            self.progress(item.nodeid, "latency looks regressed: measuring again to confirm", prefix="")
+            perf.remeasure()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:

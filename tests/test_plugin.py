@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-FAST = ["--perf-max-time=0", "--perf-min-rounds=3", "--perf-min-round-time=0"]
+FAST = ["--perf-max-time=0", "--perf-min-rounds=3", "--perf-min-round-time=0", "--perf-profile=never"]
 
 
 def run_perf(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -255,7 +255,7 @@ def test_pytest_benchmark_statistics_are_gated(pytester):
             benchmark(sum, range(100))
         """
     )
-    result = pytester.runpytest("--perf", "--perf-json=out.json", "--benchmark-max-time=0.05")
+    result = pytester.runpytest("--perf", "--perf-profile=never", "--perf-json=out.json", "--benchmark-max-time=0.05")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.re_match_lines([r"^latency p50 \d\d\.\d\d ms/call > budget 1\.00 ms/call \(\d+\.\d\dx\)$"])
     doc = json.loads((pytester.path / "out.json").read_text())
