@@ -87,7 +87,7 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
     if lim.metric in ("memory", "gpu_memory"):
         key = f"{lim.metric}_growth"
         base, now = entry.get(key), (result.get("measurement") or {}).get(key)
-        floor = MEMORY_FLOOR
+        floor = float(MEMORY_FLOOR)
     else:
         base, now = (entry.get("metrics") or {}).get(lim.metric), (result.get("metrics") or {}).get(lim.metric)
         floor = 0.0

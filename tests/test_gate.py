@@ -118,14 +118,17 @@ def test_suspected_regression_is_measured_again_before_failing(pytester):
     run(pytester, "--perf-save", *common).assert_outcomes(passed=1)
     os.environ["NOISY_CALLS"] = "16"  # warm-up + 15 rounds: the whole first block is disturbed, then it clears up
     noisy = run(pytester, *common)
-    noisy.stdout.fnmatch_lines(["*latency looks regressed: measuring again to confirm*"])
+    noisy.stdout.fnmatch_lines(["*latency looks regressed: measuring again to confirm (1/2)*"])
     noisy.assert_outcomes(passed=1)
     assert json.loads((pytester.path / "o.json").read_text())["tests"][0]["measurement"]["remeasured"] == 1
     os.environ["NOISY_CALLS"] = "0"
     os.environ["SLOW"] = "1"  # a real regression persists and fails after confirmation
     try:
-        run(pytester, *common).assert_outcomes(failed=1)
-        run(pytester, *common, "--no-perf-confirm").assert_outcomes(failed=1)
+        slow = run(pytester, *common)
+        slow.assert_outcomes(failed=1)
+        slow.stdout.fnmatch_lines(["*measuring again to confirm (2/2)*"])
+        assert json.loads((pytester.path / "o.json").read_text())["tests"][0]["measurement"]["remeasured"] == 2
+        run(pytester, *common, "--perf-confirm=0").assert_outcomes(failed=1)
         doc = json.loads((pytester.path / "o.json").read_text())
         assert doc["tests"][0]["measurement"]["remeasured"] == 0
     finally:
