@@ -140,8 +140,10 @@ def build_command(nodeid: str, *, json_path: Path, pytest_args: Sequence[str],
                   python: str = sys.executable, rootdir: Path | None = None) -> list[str]:
     """The Scalene command line that :func:`profile_test` runs (with cwd=rootdir)."""
     cmd = [python, "-m", "scalene", "run", "-o", str(json_path)]
-    if not memory:
-        cmd.append("--cpu-only")
+    # Naming the metrics turns Scalene's library profilers off: with torch installed they wrap the
+    # whole run in torch.profiler(with_stack=True), which made a 2 s pure-Python test take ~100 s.
+    # GPU time is not what a perf-failure profile is for.
+    cmd.append("--memory" if memory else "--cpu-only")
     resolved = [Path(p).resolve() for p in profile_paths]
     if resolved:
         dirs = [p if p.is_dir() else p.parent for p in resolved]

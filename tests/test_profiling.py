@@ -118,3 +118,15 @@ def test_rerun_args_keep_user_options_and_drop_selection(tmp_path, args, expecte
     got = rerun_args(args, tmp_path, xdist=True)
     assert got == expected + ["--perf", "--perf-profile=never", "--perf-min-rounds=3", "--perf-max-time=0.5",
                               "-p", "no:xdist"]
+
+
+@pytest.mark.skipif(not scalene_available(), reason="Scalene is not installed")
+def test_under_xdist_the_worker_profiles_and_the_controller_reports(pytester):
+    pytest.importorskip("xdist")
+    make_project(pytester)
+    result = pytester.runpytest_subprocess("--perf", "--perf-max-time=0.2", "-n", "2", "--junitxml=junit.xml", "tests")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*- perfguard profile -*", "*src/slowlib.py:*total += i * i % 7*"])
+    assert len(list((pytester.path / ".perfguard" / "profiles").glob("*test_too_slow*.json"))) == 1
+    props = {p.get("name") for p in ET.parse(pytester.path / "junit.xml").iter("property")}
+    assert {"perfguard_profile_json", "perfguard_profile_html"} <= props
