@@ -15,7 +15,7 @@ import datetime as _dt
 from typing import Any
 
 from .budget import Budget, Limit
-from .check import Row, format_value
+from .check import Row, format_value, statistic
 from .decide import compare_samples
 
 __all__ = ["baseline_rows", "entry_from_result", "MEMORY_FLOOR", "DEFAULT_TOLERANCE"]
@@ -98,12 +98,31 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
                        higher_is_better=higher, tolerance=abs(lim.threshold), floor=floor)
 
 
+def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
+    """Fill the baseline column of an absolute-budget row from the entry, for the table."""
+    samples = (entry.get("samples") or {}).get("latency") or []
+    metric, _, stat = row.metric.partition(" ")
+    value: float | None = None
+    if metric == "latency" and samples and entry.get("unit") and row.unit == f"s/{entry.get('unit')}":
+        value = statistic(samples, stat or "p50")
+    elif metric == "throughput" and samples:
+        med = statistic(samples, "p50")
+        value = 1.0 / med if med > 0 else None
+    elif metric in ("memory", "gpu_memory"):
+        value = entry.get(f"{metric}_growth")
+    elif metric in (entry.get("metrics") or {}):
+        value = entry["metrics"][metric]
+    if value is not None:
+        row.baseline = float(value)
+    return row
+
+
 def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str, Any] | None,
                   tolerance: float) -> list[Row]:
     """Rows replacing ``no-baseline`` rows (relative budgets) plus the default regression checks."""
-    rows = [r for r in (Row(**d) for d in result["rows"]) if r.verdict != "no-baseline"]
     if entry is None:
         return [Row(**d) for d in result["rows"]]
+    rows = [_with_baseline(r, entry) for r in (Row(**d) for d in result["rows"]) if r.verdict != "no-baseline"]
     if budget is not None and budget.tolerance is not None:
         tolerance = budget.tolerance
     m = result.get("measurement") or {}
