@@ -19,13 +19,13 @@ import fcntl
 import json
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_perfguard.atomic import write_text
 from pytest_perfguard.machine import (
     compare_fingerprints,
     machine_fingerprint,
@@ -197,32 +197,6 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, os.replace; the temp file never outlives a failure."""
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable, where supported
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def _dumps(baseline: Baseline) -> str:
     return json.dumps(baseline.to_json(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
@@ -261,7 +235,7 @@ def save_entries(
                 entries=merged,
                 updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
-            _write_atomically(path, _dumps(baseline))  # TypeError here if an entry is not JSON
+            write_text(path, _dumps(baseline))  # TypeError here if an entry is not JSON
     except OSError as exc:
         raise BaselineError(
             f"Cannot write baseline file {path} ({exc.strerror or exc}); make {path.parent} "

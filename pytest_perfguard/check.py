@@ -16,7 +16,7 @@ import numpy as np
 from .budget import Budget, Limit
 from .measure import Measurement
 
-__all__ = ["Row", "evaluate", "required_samples", "statistic", "format_value"]
+__all__ = ["Row", "evaluate", "metric_value", "required_samples", "statistic", "format_value"]
 
 FAILING = ("fail", "regressed", "insufficient", "error")
 _OPS = {
@@ -105,27 +105,31 @@ def _unit(metric: str, m: Measurement | None) -> str:
 
 
 def _now(lim: Limit, m: Measurement | None, metrics: dict[str, float]) -> tuple[float | None, str]:
-    """The measured value for a limit, or None and why it is missing."""
-    if lim.metric == "latency":
+    return metric_value(lim.metric, lim.stat, m, metrics)
+
+
+def metric_value(metric: str, stat: str, m: Measurement | None, metrics: dict[str, float]) -> tuple[float | None, str]:
+    """The value of one budgeted metric (``stat`` for latency), or None and why it is missing."""
+    if metric == "latency":
         if m is None or not m.samples:
             return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
-        return statistic(m.samples, lim.stat or "p50"), ""
-    if lim.metric == "throughput":
+        return statistic(m.samples, stat or "p50"), ""
+    if metric == "throughput":
         if m is None or not m.samples:
             return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
         med = statistic(m.samples, "p50")
         return (1.0 / med if med > 0 else math.inf), ""
-    if lim.metric == "memory":
+    if metric == "memory":
         if m is None or m.memory_growth is None:
             return None, "memory was not measured in this test"
         return m.memory_growth, ""
-    if lim.metric == "gpu_memory":
+    if metric == "gpu_memory":
         if m is None or m.gpu_memory_growth is None:
             return None, "no CUDA device was in use, so GPU memory was not measured"
         return m.gpu_memory_growth, ""
-    if lim.metric not in metrics:
-        return None, f"perf.record({lim.metric}=...) was never called"
-    return float(metrics[lim.metric]), ""
+    if metric not in metrics:
+        return None, f"perf.record({metric}=...) was never called"
+    return float(metrics[metric]), ""
 
 
 def _check_absolute(lim: Limit, now: float, m: Measurement | None, unit: str) -> Row:

@@ -9,6 +9,8 @@ from pathlib import Path
 from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseline, machine_slug
 from .check import format_value
 from .decide import compare_samples, geometric_mean
+from .gate import base_latency
+from .report import align
 
 __all__ = ["main"]
 
@@ -18,14 +20,6 @@ def _load(path: str) -> Baseline:
     if b is None:
         raise BaselineError(f"{path}: no such baseline file")
     return b
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
-    out.append("-" * len(out[0]))
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return out
 
 
 def _machine_line(label: str, b: Baseline) -> str:
@@ -52,7 +46,7 @@ def show(args: argparse.Namespace) -> int:
         metrics = ", ".join(f"{k}={format_value(v, '')}" for k, v in sorted((e.get("metrics") or {}).items()))
         rows.append([nodeid, format_value(s.get("median"), unit), str(s.get("n", 0)),
                      format_value(mem, "B") if mem is not None else "", metrics, str(e.get("commit") or "")[:12]])
-    for line in _table(["test", "median", "n", "memory", "metrics", "commit"], rows):
+    for line in align(["test", "median", "n", "memory", "metrics", "commit"], rows):
         print(line)
     return 0
 
@@ -70,8 +64,7 @@ def compare(args: argparse.Namespace) -> int:
     ratios: list[float] = []
     regressed = 0
     for nodeid in sorted(set(a.entries) & set(b.entries)):
-        sa = (a.entries[nodeid].get("samples") or {}).get("latency") or []
-        sb = (b.entries[nodeid].get("samples") or {}).get("latency") or []
+        sa, sb = base_latency(a.entries[nodeid]), base_latency(b.entries[nodeid])
         if not sa or not sb:
             continue
         c = compare_samples(sa, sb, tolerance=args.tolerance)
@@ -81,7 +74,7 @@ def compare(args: argparse.Namespace) -> int:
         rows.append([nodeid, format_value(c.base_median, unit), format_value(c.head_median, unit),
                      f"{c.ratio:.2f}x", f"[{c.ci_low:.2f}, {c.ci_high:.2f}]", c.verdict])
     if rows:
-        for line in _table(["test", "A median", "B median", "B/A", "99% CI", "verdict"], rows):
+        for line in align(["test", "A median", "B median", "B/A", "99% CI", "verdict"], rows):
             print(line)
         print(f"geometric mean B/A over {len(ratios)} tests: {geometric_mean(ratios):.3f}x "
               "(< 1: B is faster)")

@@ -12,16 +12,22 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import Any
 
 from .budget import Budget, Limit
-from .check import Row, format_value, statistic
+from .check import Row, format_value, metric_value
+from .measure import Measurement
 from .decide import compare_samples
 
-__all__ = ["baseline_rows", "entry_from_result", "MEMORY_FLOOR", "DEFAULT_TOLERANCE"]
+__all__ = ["baseline_rows", "base_latency", "entry_from_result", "MEMORY_FLOOR"]
 
-DEFAULT_TOLERANCE = 0.05
 MEMORY_FLOOR = 8 * 2**20
+
+
+def base_latency(entry: dict[str, Any]) -> list[float]:
+    """The latency samples a baseline entry stores (empty when it has none)."""
+    return list((entry.get("samples") or {}).get("latency") or [])
 
 
 def entry_from_result(result: dict[str, Any], commit: str | None) -> dict[str, Any]:
@@ -74,16 +80,13 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
 
 
 def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str) -> Row | None:
-    base_samples = (entry.get("samples") or {}).get("latency") or []
+    base_samples = base_latency(entry)
     if lim.metric in ("latency", "throughput"):
         if not base_samples or not head:
             return None
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
-        row = _latency_row(lim.label, lim.text, base_samples, head, tol, unit)
-        return row if lim.metric == "latency" else Row(lim.label, lim.text, row.now, unit, row.verdict,
-                                                         row.message.replace("latency", "throughput (via latency)"),
-                                                         row.baseline, row.ratio)
+        return _latency_row(lim.label, lim.text, base_samples, head, tol, unit)
     if lim.metric in ("memory", "gpu_memory"):
         key = f"{lim.metric}_growth"
         base, now = entry.get(key), (result.get("measurement") or {}).get(key)
@@ -100,19 +103,14 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
 
 def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
     """Fill the baseline column of an absolute-budget row from the entry, for the table."""
-    samples = (entry.get("samples") or {}).get("latency") or []
+    unit = entry.get("unit") or "call"
+    saved = Measurement(samples=base_latency(entry), unit=unit, memory_growth=entry.get("memory_growth"),
+                        gpu_memory_growth=entry.get("gpu_memory_growth"))
     metric, _, stat = row.metric.partition(" ")
-    value: float | None = None
-    if metric == "latency" and samples and entry.get("unit") and row.unit == f"s/{entry.get('unit')}":
-        value = statistic(samples, stat or "p50")
-    elif metric == "throughput" and samples:
-        med = statistic(samples, "p50")
-        value = 1.0 / med if med > 0 else None
-    elif metric in ("memory", "gpu_memory"):
-        value = entry.get(f"{metric}_growth")
-    elif metric in (entry.get("metrics") or {}):
-        value = entry["metrics"][metric]
-    if value is not None:
+    if metric == "latency" and row.unit != f"s/{unit}":
+        return row  # per call then, per item now: not comparable
+    value, _ = metric_value(metric, stat, saved, entry.get("metrics") or {})
+    if value is not None and math.isfinite(value):
         row.baseline = float(value)
     return row
 
@@ -134,7 +132,7 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
         rows.append(row or Row(lim.label, lim.text, None, unit, "error",
                                f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
     checked = {lim.metric for lim in relative}
-    base_samples = (entry.get("samples") or {}).get("latency") or []
+    base_samples = base_latency(entry)
     if head and base_samples and not checked & {"latency", "throughput"}:
         if entry.get("unit") == m.get("unit"):
             rows.append(_latency_row("latency vs baseline", f"±{tolerance:.0%}", base_samples, head, tolerance, unit))

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["Settings", "Measurement", "MemoryMeter", "measure_calls", "cuda_synchronize", "cuda_active"]
@@ -63,19 +63,7 @@ class Measurement:
     remeasured: int = 0  # extra blocks of rounds taken to confirm a suspected regression
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "samples": list(self.samples),
-            "loops": self.loops,
-            "items": self.items,
-            "rounds": self.rounds,
-            "total_time": self.total_time,
-            "memory_growth": self.memory_growth,
-            "memory_mechanism": self.memory_mechanism,
-            "gpu_memory_growth": self.gpu_memory_growth,
-            "source": self.source,
-            "unit": self.unit,
-            "remeasured": self.remeasured,
-        }
+        return asdict(self)
 
 
 def cuda_active() -> bool:

@@ -10,21 +10,23 @@ from typing import Any
 
 import pytest
 
-from .baseline import BaselineError
+from .baseline import BaselineError, thin_samples
 from .budget import Budget, BudgetError, parse_budget, parse_ratio
 from .check import Row, evaluate, required_samples
+from .decide import summarize
 from .gate import baseline_rows
 from .marker import marker_line
 from .measure import MemoryMeter, Measurement, Settings
 from .perf import Perf
 from .rerun import default_profile_paths, profile_failure, rerun_args
-from .report import json_document, json_safe, summarize_samples, summary_table, thin, write_json
+from .report import MAX_REPORT_SAMPLES, json_document, json_safe, summary_table, write_json
 from .serial import held, lock_path
 from .store import RunBaseline
 
 budget_key = pytest.StashKey[Budget]()
 perf_key = pytest.StashKey[Perf]()
 memory_key = pytest.StashKey[MemoryMeter]()
+result_key = pytest.StashKey[dict[str, Any]]()  # the verdict the confirmation loop last computed
 
 PLUGIN_NAME = "perfguard-session"
 MARKER = "perf_budget"
@@ -97,9 +99,11 @@ class Options:
                     raise pytest.UsageError(f"ini {ini} = {raw!r} is not a valid {conv.__name__}") from None
             return value
 
-        enabled = config.getoption("perf")
-        if enabled is None:
-            enabled = bool(config.getini("perfguard_perf"))
+        def flag(dest: str, ini: str) -> bool:
+            value = config.getoption(dest)
+            return bool(config.getini(ini)) if value is None else bool(value)
+
+        enabled = flag("perf", "perfguard_perf")
         timing = Settings(
             min_rounds=get("--perf-min-rounds", "perfguard_min_rounds", int),
             max_time=get("--perf-max-time", "perfguard_max_time", float),
@@ -108,9 +112,7 @@ class Options:
         if timing.min_rounds < 1 or timing.max_time < 0 or timing.min_round_time < 0:
             raise pytest.UsageError("--perf-min-rounds must be >= 1 and the --perf-*-time options >= 0")
         json_path = get("--perf-json", "perfguard_json", str)
-        save = config.getoption("perf_save")
-        if save is None:
-            save = bool(config.getini("perfguard_save"))
+        save = flag("perf_save", "perfguard_save")
         tol_text = get("--perf-tolerance", "perfguard_tolerance", str)
         try:
             tolerance = parse_ratio(tol_text, "tolerance")
@@ -157,7 +159,6 @@ class PerfGuard:
         self.results: list[dict[str, Any]] = []
         self.baseline: RunBaseline | None = None
         self.notes: list[str] = []  # lines for the summary
-        self.save_failed = False
         workerinput = getattr(config, "workerinput", None)
         self.lock = lock_path(str(workerinput.get("testrunuid", ""))) if workerinput and options.enabled else None
 
@@ -216,14 +217,14 @@ class PerfGuard:
     def _confirm_regression(self, item: pytest.Item) -> None:
         """A suspected latency regression is re-measured once (pooled) before it can fail the test."""
         perf = item.stash.get(perf_key, None)
-        if perf is None or perf.measurement is None or self.baseline is None:
+        if perf is None or perf.measurement is None or self.baseline is None or self.baseline.entry(item.nodeid) is None:
             return
-        entry = self.baseline.entry(item.nodeid)
         for attempt in range(1, self.options.confirm + 1):
-            result = _judge(item, measured=True)
-            if entry is None or result is None:
+            result = self._judge(item)
+            if result is None:
                 return
-            rows = baseline_rows(result, item.stash.get(budget_key, None), entry, self.options.tolerance)
+            item.stash[result_key] = result
+            rows = [Row(**d) for d in result["rows"]]
             if not any(r.verdict == "regressed" and r.metric.startswith(("latency", "throughput")) for r in rows):
                 return
             if any(r.failed and r.verdict != "regressed" for r in rows):
@@ -232,19 +233,25 @@ class PerfGuard:
                                        f"{self.options.confirm})", prefix="")
             if not perf.remeasure():
                 return
+            del item.stash[result_key]  # new rounds: judge again
+
+    def _judge(self, item: pytest.Item) -> dict[str, Any] | None:
+        """This test's result: its budget rows, plus the baseline rows when a baseline is loaded."""
+        result = _judge(item, measured=self.options.enabled)
+        if result is not None and self.baseline is not None:
+            rows = baseline_rows(result, item.stash.get(budget_key, None), self.baseline.entry(item.nodeid),
+                                 self.options.tolerance)
+            result["rows"] = [r.to_dict() for r in rows]
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         rep = yield
         if rep.when != "call":
             return rep
-        result = _judge(item, measured=self.options.enabled)
+        result = item.stash.get(result_key, None) or self._judge(item)
         if result is None:
             return rep
-        if self.baseline is not None:
-            budget = item.stash.get(budget_key, None)
-            rows = baseline_rows(result, budget, self.baseline.entry(item.nodeid), self.options.tolerance)
-            result["rows"] = [r.to_dict() for r in rows]
         result["body_passed"] = rep.passed
         rep.perfguard = result  # type: ignore[attr-defined]  # JSON-safe: survives xdist
         for row in result["rows"]:
@@ -392,8 +399,8 @@ def _judge(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
     rows = evaluate(budget, measurement, metrics)
     m = measurement.to_dict() if measurement else None
     if m is not None:
-        m["summary"] = summarize_samples(m["samples"])
-        m["samples"] = thin(m["samples"])
+        m["summary"] = summarize(m["samples"])
+        m["samples"] = thin_samples(m["samples"], MAX_REPORT_SAMPLES)
     return {
         "nodeid": item.nodeid,
         "rows": [r.to_dict() for r in rows],

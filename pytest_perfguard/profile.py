@@ -235,12 +235,12 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
     """
     rootdir, outdir = Path(rootdir), Path(outdir)
     name = sanitize_nodeid(nodeid)
+    if command_prefix is None and python == sys.executable and not scalene_available():
+        raise ProfileError("Scalene is not installed for this interpreter (pip install scalene).")
     outdir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = outdir / f"{name}.json", outdir / f"{name}.html"
     for stale in (json_path, html_path):  # never mistake an old profile for this run's
         stale.unlink(missing_ok=True)
-    if command_prefix is None and python == sys.executable and not scalene_available():
-        raise ProfileError("Scalene is not installed for this interpreter (pip install scalene).")
     cmd = build_command(nodeid, json_path=json_path.resolve(), pytest_args=pytest_args,
                         profile_paths=profile_paths, memory=memory, python=python, rootdir=rootdir)
     if command_prefix is not None:

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .atomic import write_text
 from .check import format_value
 
-__all__ = ["JSON_FORMAT", "summary_table", "json_document", "write_json", "summarize_samples", "json_safe"]
+__all__ = ["JSON_FORMAT", "MAX_REPORT_SAMPLES", "align", "summary_table", "json_document", "write_json", "json_safe"]
 
 # History of the --perf-json format:
 # 1: first version (tests with rows, measurement summary + bounded samples, metrics, budgets).
@@ -36,33 +33,6 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def summarize_samples(samples: list[float]) -> dict[str, float]:
-    arr = np.asarray(samples, dtype=float)
-    if arr.size == 0:
-        return {"n": 0}
-    q = np.percentile(arr, [25, 50, 75, 90, 95, 99])
-    return {
-        "n": int(arr.size),
-        "min": float(arr.min()),
-        "max": float(arr.max()),
-        "mean": float(arr.mean()),
-        "stdev": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-        "median": float(q[1]),
-        "iqr": float(q[2] - q[0]),
-        "p90": float(q[3]),
-        "p95": float(q[4]),
-        "p99": float(q[5]),
-    }
-
-
-def thin(samples: list[float], limit: int = MAX_REPORT_SAMPLES) -> list[float]:
-    """Keep at most ``limit`` samples, evenly spaced in time order."""
-    if len(samples) <= limit:
-        return list(samples)
-    idx = np.linspace(0, len(samples) - 1, limit).round().astype(int)
-    return [samples[i] for i in idx]
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
@@ -85,8 +55,15 @@ def summary_table(results: Iterable[dict[str, Any]], with_baseline: bool = False
             table.append([name if i == 0 else ""] + [_cell(row, k) for k in keys])
     if len(table) == 1:
         return []
+    return align(table[0], table[1:], first_width=60)
+
+
+def align(header: list[str], rows: list[list[str]], first_width: int | None = None) -> list[str]:
+    """Header, a rule, then the rows, in columns; a first column over ``first_width`` keeps its end."""
+    table = [header, *rows]
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
-    widths[0] = min(widths[0], 60)
+    if first_width is not None:
+        widths[0] = min(widths[0], first_width)
     lines = []
     for r in table:
         first = r[0] if len(r[0]) <= widths[0] else "..." + r[0][-(widths[0] - 3):]
@@ -108,17 +85,6 @@ def json_document(results: list[dict[str, Any]], extra: dict[str, Any] | None = 
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write atomically: a temp file in the same directory, then rename."""
+    """Write atomically (see ``atomic.write_text``), creating the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")

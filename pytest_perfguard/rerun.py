@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .profile import ProfileError, format_section, profile_test, scalene_available
+from .profile import ProfileError, format_section, profile_test
 
 __all__ = ["rerun_args", "profile_failure", "default_profile_paths"]
 
@@ -82,8 +82,6 @@ def default_profile_paths(rootdir: Path, test_file: Path, configured: Sequence[s
 def profile_failure(nodeid: str, *, rootdir: Path, outdir: Path, args: list[str], paths: list[str],
                     timeout: float) -> dict[str, Any]:
     """Profile one test; a JSON-safe dict with the paths and hot lines, or with ``error``."""
-    if not scalene_available():
-        return {"error": "Scalene is not installed (pip install scalene): no profile taken"}
     try:
         res = profile_test(nodeid, rootdir=rootdir, outdir=outdir, pytest_args=args, profile_paths=paths,
                            timeout=timeout)
