@@ -43,9 +43,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
-from scipy import stats
+
+
+def _stats() -> Any:
+    """scipy.stats, imported on first use: it costs ~0.8 s, and every pytest run imports this module."""
+    from scipy import stats
+
+    return stats
+
 
 MIN_SAMPLES = 5
 VERDICTS = ("regressed", "improved", "unchanged", "insufficient")
@@ -114,7 +122,7 @@ def _order_stat_boot(x_sorted: np.ndarray, q: float, m: int) -> tuple[np.ndarray
     """
     n = len(x_sorted)
     k = max(1, min(m, int(math.ceil(q * m)) if q > 0 else 1))
-    cdf = stats.binom.sf(k - 1, m, np.arange(n + 1) / n)
+    cdf = _stats().binom.sf(k - 1, m, np.arange(n + 1) / n)
     mass = np.diff(cdf)
     keep = mass > _EPS_MASS
     return x_sorted[keep], mass[keep] / mass[keep].sum()
@@ -184,7 +192,7 @@ def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bo
                                  confidence)
     base_best, head_best = float(bo[0]), float(ho[0])
     best_ratio = head_best / base_best
-    p = float(stats.mannwhitneyu(h, b, alternative="two-sided", method="asymptotic").pvalue)
+    p = float(_stats().mannwhitneyu(h, b, alternative="two-sided", method="asymptotic").pvalue)
 
     alpha = 1.0 - confidence
     up, down = 1.0 + tolerance, 1.0 - tolerance

@@ -1,0 +1,18 @@
+"""Shared set-up for the plugin's own tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _quiet_unrelated_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs these tests start load every installed pytest plugin.
+
+    Hypothesis, when installed, imports itself afresh at each in-process run's summary (~1.5 s a
+    run); these tests never use it, so the runs they start block it. Set after pytester's own
+    set-up, which clears PYTEST_ADDOPTS.
+    """
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
