@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -42,3 +45,31 @@ def pick_variant(variant_name: str) -> Callable[[ModuleType], Any]:
             pytest.skip(str(exc))
 
     return pick
+
+
+@pytest.fixture(scope="session")
+def progress(request: pytest.FixtureRequest) -> Callable[[int, str], AbstractContextManager[Callable[[int], Any]]]:
+    """``with progress(total, "training") as advance: ... advance(n)``: a progress bar for long
+    preparation steps (data generation, training), drawn only on an interactive terminal.
+
+    Output capture is suspended while the bar is drawn so that it reaches the terminal; in CI,
+    in a pipe or under xdist it draws nothing and costs nothing.
+    """
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    interactive = (
+        sys.__stderr__ is not None and sys.__stderr__.isatty()
+        and not os.environ.get("CI") and not hasattr(request.config, "workerinput")
+    )
+
+    @contextmanager
+    def bar(total: int, desc: str) -> Iterator[Callable[[int], Any]]:
+        if not interactive or capman is None:
+            yield lambda n=1: None
+            return
+        from tqdm import tqdm
+
+        with capman.global_and_fixture_disabled(), tqdm(total=total, desc=desc, leave=False,
+                                                        file=sys.__stderr__) as shown:
+            yield shown.update
+
+    return bar
