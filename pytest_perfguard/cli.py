@@ -1,4 +1,4 @@
-"""``perfguard show FILE`` and ``perfguard compare A B`` (no pytest import)."""
+"""``perfguard show FILE``, ``perfguard compare A B`` and ``perfguard ab REV`` (no pytest import)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
 from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseline, machine_slug
 from .check import format_value
 from .decide import compare_samples, geometric_mean
@@ -89,6 +91,77 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def ab(args: argparse.Namespace) -> int:
+    from .ab import ABError, run_ab
+
+    try:
+        result = run_ab(args.rev, args.pytest_args, rounds=args.rounds, tolerance=args.tolerance)
+    except ABError as exc:
+        print(f"perfguard ab: error: {exc}", file=sys.stderr)
+        return 2
+    for line in ab_lines(result):
+        print(line)
+    if args.markdown:
+        from .markdown import markdown_summary, write_markdown
+
+        write_markdown(Path(args.markdown), markdown_summary(result.tests, title="perfguard ab",
+                                                             context=ab_context(result)))
+        print(f"perfguard ab: wrote {args.markdown}")
+    if args.json:
+        from .report import write_json
+
+        write_json(Path(args.json), ab_document(result))
+        print(f"perfguard ab: wrote {args.json}")
+    return 1 if result.failed else 0
+
+
+def ab_context(result: Any) -> list[str]:
+    """The lines that say what was compared (markdown context and the terminal header)."""
+    lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
+             f"{', with uncommitted changes' if result.dirty else ''}), {result.rounds} alternations"]
+    if result.geomean is not None:
+        lines.append(f"geometric mean head/base: {result.geomean:.3f}x (< 1: head is faster)")
+    lines += [f"base broken, not gated on: {why.splitlines()[0]}" for why in result.base_broken]
+    lines += [f"only on the base (not gated): `{n}`" for n in result.only_base]
+    lines += [f"only on the head (budgets only): `{n}`" for n in result.only_head]
+    return lines
+
+
+def ab_lines(result: Any) -> list[str]:
+    rows = []
+    for t in result.tests:
+        c = t.get("comparison")
+        unit = f"s/{next((r['unit'][2:] for r in t['rows'] if str(r.get('unit', '')).startswith('s/')), 'call')}"
+        if c:
+            rows.append([t["nodeid"], format_value(c["base_median"], unit), format_value(c["head_median"], unit),
+                         f"{c['ratio']:.2f}x", f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]", t["verdict"]])
+        else:
+            rows.append([t["nodeid"], "", "", "", "", t["verdict"]])
+    lines = [f"perfguard ab: {line}" for line in ab_context(result)]
+    if rows:
+        lines += align(["test", "base median", "head median", "head/base", "99% CI", "verdict"], rows)
+    for why in result.base_broken:
+        lines.append(f"base broken: {why}")
+    for t in result.failed:
+        for message in t["messages"]:
+            lines.append(f"FAILED {t['nodeid']}: {message}")
+    n = len(result.failed)
+    lines.append(f"perfguard ab: {n} test(s) regressed or over budget on the head" if n
+                 else "perfguard ab: no regression, no budget breach on the head")
+    return lines
+
+
+def ab_document(result: Any) -> dict[str, Any]:
+    from .report import json_document
+
+    runs = [{"side": r.side, "round": r.round, "returncode": r.returncode, "seconds": r.seconds}
+            for r in result.runs]
+    return json_document(result.tests, {"ab": {
+        "rev": result.rev, "sha": result.sha, "rounds": result.rounds, "dirty": result.dirty,
+        "geomean": result.geomean, "base_broken": result.base_broken, "only_base": result.only_base,
+        "only_head": result.only_head, "runs": runs}})
+
+
 def _tolerance(text: str) -> float:
     from .budget import BudgetError, parse_ratio
 
@@ -99,7 +172,7 @@ def _tolerance(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="perfguard", description="pytest-perfguard baselines: show and compare")
+    p = argparse.ArgumentParser(prog="perfguard", description="pytest-perfguard: show and compare baselines, A/B merge gate")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("show", help="table of one baseline file")
     s.add_argument("file")
@@ -110,11 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
     c.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a test regressed in B vs A")
     c.set_defaults(func=compare)
+    from .ab import DEFAULT_ROUNDS
+
+    a = sub.add_parser(
+        "ab", help="merge gate: measure REV and the working tree alternately on this runner",
+        description="Check REV out into a temporary worktree and run `pytest --perf PYTEST_ARGS` "
+                    "alternately there and here (base, head, base, head, ...), then judge every test "
+                    "on the pooled samples. Exit 1 on a regression or budget breach of the head.")
+    a.add_argument("rev", help="the base revision, e.g. origin/main or HEAD~1")
+    a.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                   help=f"alternations (default {DEFAULT_ROUNDS}: see the README's reliability table)")
+    a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
+    a.add_argument("--markdown", help="write a markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    a.add_argument("--json", help="write the verdicts and pooled samples here")
+    a.set_defaults(func=ab, pytest_args=[])
+    a.epilog = "Pytest arguments follow a `--`: perfguard ab origin/main -- suites -k serving"
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in argv:  # everything after it goes to pytest (perfguard ab)
+        at = argv.index("--")
+        argv, rest = argv[:at], argv[at + 1:]
     args = build_parser().parse_args(argv)
+    if rest and args.command != "ab":
+        build_parser().error("only `perfguard ab` takes pytest arguments after --")
+    args.pytest_args = rest
     try:
         return int(args.func(args))
     except BaselineError as exc:

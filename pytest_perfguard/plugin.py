@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +12,14 @@ from typing import Any
 
 import pytest
 
+from .ab import SIDE_ENV, ab_pythonpath
 from .baseline import BaselineError, thin_samples
 from .budget import Budget, BudgetError, parse_budget, parse_ratio
 from .check import Row, evaluate, required_samples
 from .decide import summarize
 from .gate import baseline_rows
 from .marker import marker_line
+from .markdown import markdown_summary, write_markdown
 from .measure import MemoryMeter, Measurement, Settings
 from .perf import Perf
 from .rerun import default_profile_paths, profile_failure, rerun_args
@@ -38,6 +42,8 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--perf-min-round-time", "perfguard_min_round_time", "float", 0.01,
      "calls are batched until one round lasts at least this many seconds"),
     ("--perf-json", "perfguard_json", "string", "", "write every measured test, its samples, metrics and verdicts to PATH"),
+    ("--perf-markdown", "perfguard_markdown", "string", "",
+     "write a markdown summary (verdict, regressions, budget breaches) to PATH, e.g. $GITHUB_STEP_SUMMARY"),
     ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
     ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
     ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
@@ -63,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="re-measure a test whose latency looks regressed up to N times, deciding on the pooled "
                          "rounds (default 2; 0 turns it off)")
     parser.addini("perfguard_confirm", "how many times a suspected latency regression is re-measured", default="2")
+    parser.addini("perfguard_ab_pythonpath", "folders (relative to the rootdir) put first on sys.path in each "
+                  "side of `perfguard ab`, so that each side imports its own code (default: src, if it exists)",
+                  type="linelist", default=[])
     parser.addini("perfguard_profile_paths", "code to profile (default: src/ and the test's directory)",
                   type="linelist", default=[])
     for opt, ini, typ, default, help_ in _OPTIONS:
@@ -78,6 +87,7 @@ class Options:
     enabled: bool
     timing: Settings
     json_path: Path | None
+    markdown_path: Path | None
     save: bool
     baselines: Path
     machine: str | None
@@ -112,6 +122,7 @@ class Options:
         if timing.min_rounds < 1 or timing.max_time < 0 or timing.min_round_time < 0:
             raise pytest.UsageError("--perf-min-rounds must be >= 1 and the --perf-*-time options >= 0")
         json_path = get("--perf-json", "perfguard_json", str)
+        markdown_path = get("--perf-markdown", "perfguard_markdown", str)
         save = flag("perf_save", "perfguard_save")
         tol_text = get("--perf-tolerance", "perfguard_tolerance", str)
         try:
@@ -123,12 +134,21 @@ class Options:
             raise pytest.UsageError(f"--perf-profile / perfguard_profile must be one of {', '.join(PROFILE_MODES)}, "
                                     f"not {profile!r}")
         return cls(enabled=enabled or save, timing=timing,
-                   json_path=Path(config.rootpath, json_path) if json_path else None, save=save,
+                   json_path=Path(config.rootpath, json_path) if json_path else None,
+                   markdown_path=Path(config.rootpath, markdown_path) if markdown_path else None, save=save,
                    baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
                    machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
                    confirm=max(0, get("--perf-confirm", "perfguard_confirm", int)),
                    profile=profile, profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
                    profile_timeout=get("--perf-profile-timeout", "perfguard_profile_timeout", float))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Under ``perfguard ab``, make this side's own code importable before conftests import it."""
+    if os.environ.get(SIDE_ENV):
+        for path in reversed(ab_pythonpath(early_config.rootpath, early_config.getini("perfguard_ab_pythonpath"))):
+            sys.path.insert(0, str(path))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -300,6 +320,11 @@ class PerfGuard:
                              baseline=str(self.baseline.path) if self.baseline.path else None)
             write_json(self.options.json_path, json_document(self.results, extra))
             self.notes.append(f"wrote {self.options.json_path}")
+        if self.options.markdown_path is not None:
+            context = [f"baseline: {self.baseline.path}" if self.baseline is not None and self.baseline.baseline
+                       else "no baseline for this machine: absolute budgets only"]
+            write_markdown(self.options.markdown_path, markdown_summary(self.results, context=context))
+            self.notes.append(f"wrote {self.options.markdown_path}")
         if self.options.save and self.baseline is not None:
             try:
                 self.notes.append(self.baseline.save(self.results, self.config.rootpath))

@@ -1,0 +1,322 @@
+"""``perfguard ab REV``: measure REV (base) and the working tree (head) alternately on one runner.
+
+REV is checked out into a temporary git worktree. The same pytest command then runs with
+``--perf --perf-json`` in the base worktree and in the current checkout, base, head, base, head,
+... for ``rounds`` rounds, so that drift on a shared runner hits both sides alike. Each test's
+samples are pooled per side and judged by the same rules as a stored baseline
+(``gate.baseline_rows``: the base pool plays the baseline entry), so budgets, relative budgets
+and the latency decision mean exactly what they mean in a ``--perf`` run.
+
+The measuring instrument is the installed plugin (the current checkout's, in an editable install)
+for both sides: pytest runs as ``python -P -m pytest`` so that the base worktree's own copy of a
+plugin is never picked up from the working directory. The code under test on each side is that
+side's: with ``PERFGUARD_AB_SIDE`` set, the plugin prepends the ini ``perfguard_ab_pythonpath``
+folders (default ``src`` when it exists) of that side's root to ``sys.path`` before conftests load.
+
+No pytest import here: this module only runs subprocesses and reads their JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .budget import BudgetError, parse_budget
+from .check import evaluate
+from .decide import compare_samples, geometric_mean, summarize
+from .gate import baseline_rows, entry_from_result
+from .measure import Measurement
+
+__all__ = ["ABError", "ABResult", "run_ab", "ab_pythonpath", "SIDE_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
+
+SIDE_ENV = "PERFGUARD_AB_SIDE"
+DEFAULT_ROUNDS = 4
+# Arguments perfguard ab sets itself, or that would mix the two sides' measurements.
+REFUSED_ARGS = {
+    "-n": "xdist workers would measure tests in parallel; the A/B gate alternates whole runs on one runner",
+    "--numprocesses": "see -n",
+    "--dist": "see -n",
+    "-d": "see -n",
+    "--tx": "see -n",
+    "--perf-json": "perfguard ab writes one JSON per run itself (use --json for the verdicts)",
+    "--perf-save": "perfguard ab never writes the stored baselines",
+    "--perf-baselines": "perfguard ab compares with the base measured in this job, not a stored baseline",
+    "--perf-machine": "see --perf-baselines",
+}
+
+
+class ABError(Exception):
+    """A problem that stops the A/B run before anything is measured (exit status 2)."""
+
+
+@dataclass
+class SideRun:
+    side: str  # "base" or "head"
+    round: int
+    returncode: int
+    seconds: float
+    log: Path
+    results: dict[str, dict[str, Any]]  # nodeid -> the --perf-json test entry
+
+
+@dataclass
+class ABResult:
+    rev: str
+    sha: str
+    rounds: int
+    dirty: bool
+    runs: list[SideRun] = field(default_factory=list)
+    tests: list[dict[str, Any]] = field(default_factory=list)  # one per test: see ``judge``
+    base_broken: list[str] = field(default_factory=list)  # why the base cannot be gated on
+    only_base: list[str] = field(default_factory=list)
+    only_head: list[str] = field(default_factory=list)
+    geomean: float | None = None
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [t for t in self.tests if t["verdict"] in ("regressed", "failed")]
+
+
+def ab_pythonpath(rootdir: Path, configured: Sequence[str]) -> list[Path]:
+    """The folders one side puts first on ``sys.path``: the ini's, or ``src`` when it exists."""
+    if configured:
+        return [Path(rootdir, p) for p in configured]
+    src = Path(rootdir, "src")
+    return [src] if src.is_dir() else []
+
+
+def _git(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise ABError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def check_args(pytest_args: Sequence[str]) -> None:
+    """Refuse arguments that would mix the sides or that perfguard ab sets itself."""
+    for arg in pytest_args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("-n") and name not in ("-n", "--numprocesses") and not name.startswith("--"):
+            name = "-n"  # -n4, -nauto
+        if name in REFUSED_ARGS:
+            raise ABError(f"{arg!r} is not allowed after --: {REFUSED_ARGS[name]}")
+
+
+def resolve(rev: str, repo: Path) -> str:
+    """REV's commit sha, or an error that says how to get it (shallow clones lack history)."""
+    proc = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo, check=False)
+    if proc.returncode == 0:
+        return proc.stdout.strip()
+    shallow = _git(["rev-parse", "--is-shallow-repository"], repo, check=False).stdout.strip() == "true"
+    if shallow:
+        raise ABError(
+            f"{rev!r} is not in this clone, which is shallow: fetch it first, e.g. "
+            f"`git fetch --unshallow` or `git fetch --depth=50 origin {rev.split('/')[-1]}` "
+            "(GitHub Actions: actions/checkout with fetch-depth: 0)"
+        )
+    raise ABError(f"{rev!r} is not a commit in this repository (try `git fetch` if it is a remote branch)")
+
+
+@contextmanager
+def worktree(repo: Path, sha: str) -> Iterator[Path]:
+    """A detached worktree of ``sha`` in a temporary folder, always removed (Ctrl-C, crash, SIGTERM)."""
+    tmp = Path(tempfile.mkdtemp(prefix="perfguard-ab-"))
+    path = tmp / "base"
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    in_main = _in_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        _git(["worktree", "add", "--detach", "--quiet", str(path), sha], repo)
+        yield path
+    finally:
+        _git(["worktree", "remove", "--force", str(path)], repo, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+        _git(["worktree", "prune"], repo, check=False)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _read_results(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {t["nodeid"]: t for t in doc.get("tests", []) if isinstance(t, dict) and "nodeid" in t}
+
+
+def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir: Path,
+             python: str = sys.executable) -> SideRun:
+    """One ``pytest --perf`` run of one side; its JSON and log go to ``workdir``."""
+    out = workdir / f"{side}-{rnd}.json"
+    log = workdir / f"{side}-{rnd}.log"
+    cmd = [python, "-P", "-m", "pytest", *pytest_args, "--perf", f"--perf-json={out}",
+           f"--perf-baselines={workdir / 'no-baselines'}", "--perf-profile=never", "--perf-confirm=0",
+           "-p", "no:cacheprovider", "-q", "-rN", "--color=no"]
+    env = dict(os.environ, **{SIDE_ENV: side})
+    env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
+    start = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    return SideRun(side, rnd, proc.returncode, time.perf_counter() - start, log, _read_results(out))
+
+
+def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
+    """Per test: one result whose samples are all rounds' samples, in time order."""
+    pooled: dict[str, dict[str, Any]] = {}
+    memory: dict[str, list[float]] = {}
+    for run in runs:
+        for nodeid, res in run.results.items():
+            m = res.get("measurement") or {}
+            if nodeid not in pooled:
+                pooled[nodeid] = dict(res, measurement=dict(m, samples=[]) if m else None, broken=False)
+            p = pooled[nodeid]
+            p["broken"] = p["broken"] or res.get("body_passed") is False
+            p["metrics"] = dict(res.get("metrics") or {})  # functional metrics: the latest run's
+            if m and p["measurement"] is not None:
+                p["measurement"]["samples"].extend(m.get("samples") or [])
+                if m.get("memory_growth") is not None:
+                    memory.setdefault(nodeid, []).append(float(m["memory_growth"]))
+    for nodeid, p in pooled.items():
+        m = p["measurement"]
+        if m is not None:
+            m["summary"] = summarize(m["samples"])
+            m["memory_growth"] = float(np.median(memory[nodeid])) if memory.get(nodeid) else None
+    return pooled
+
+
+def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolerance: float,
+          sha: str) -> dict[str, Any]:
+    """One test's A/B verdict: head budgets on the pooled head, plus the gate against the base pool."""
+    try:
+        budget = parse_budget(head.get("budget") or {}) if head.get("budget") else None
+    except BudgetError as exc:
+        return {"nodeid": nodeid, "verdict": "failed", "rows": [], "comparison": None,
+                "messages": [f"budget no longer parses: {exc}"]}
+    hm = head.get("measurement") or {}
+    measurement = Measurement(samples=list(hm.get("samples") or []), unit=hm.get("unit") or "call",
+                              items=hm.get("items"), memory_growth=hm.get("memory_growth"),
+                              memory_mechanism=hm.get("memory_mechanism"),
+                              gpu_memory_growth=hm.get("gpu_memory_growth")) if hm else None
+    result = dict(head, rows=[r.to_dict() for r in evaluate(budget, measurement, head.get("metrics") or {})])
+    entry = entry_from_result(base, sha) if base is not None and not base.get("broken") else None
+    rows = baseline_rows(result, budget, entry, tolerance)
+    comparison = None
+    if entry is not None and hm.get("samples") and entry["samples"]["latency"] and entry.get("unit") == hm.get("unit"):
+        comparison = compare_samples(entry["samples"]["latency"], hm["samples"], tolerance=tolerance).to_dict()
+    failing = [r for r in rows if r.failed]
+    if head.get("broken"):
+        verdict = "failed"
+    elif any(r.verdict == "regressed" for r in failing):
+        verdict = "regressed"
+    elif failing:
+        verdict = "failed"
+    elif any(r.verdict == "improved" for r in rows):
+        verdict = "improved"
+    else:
+        verdict = "unchanged" if entry is not None else "head only"
+    messages = [r.message for r in failing] + (["the test itself failed on the head"] if head.get("broken") else [])
+    return {"nodeid": nodeid, "verdict": verdict, "rows": [r.to_dict() for r in rows],
+            "comparison": comparison, "messages": messages, "measurement": hm or None,
+            "metrics": dict(head.get("metrics") or {}), "budget": head.get("budget") or {},
+            "base_metrics": dict(base.get("metrics") or {}) if base is not None else None}
+
+
+def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,
+           cwd: Path | None = None, python: str = sys.executable,
+           on_run: Callable[[str, int, int], None] | None = None,
+           say: Callable[[str], None] = print) -> ABResult:
+    """Alternate base and head ``rounds`` times and judge every test; raises ``ABError`` on bad input.
+
+    ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
+    wants to disturb one side).
+    """
+    if rounds < 1:
+        raise ABError(f"--rounds must be >= 1, not {rounds}")
+    check_args(pytest_args)
+    here = (cwd or Path.cwd()).resolve()
+    top = _git(["rev-parse", "--show-toplevel"], here, check=False)
+    if top.returncode != 0:
+        raise ABError(f"{here} is not inside a git repository: perfguard ab needs REV's history")
+    repo = Path(top.stdout.strip())
+    sha = resolve(rev, repo)
+    dirty = bool(_git(["status", "--porcelain", "--untracked-files=no"], repo).stdout.strip())
+    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty)
+    if dirty:
+        say("perfguard ab: the working tree has uncommitted changes: the head is measured as it is on disk")
+    with worktree(repo, sha) as base_root, tempfile.TemporaryDirectory(prefix="perfguard-ab-runs-") as work:
+        base_cwd = base_root / here.relative_to(repo)
+        if not base_cwd.is_dir():
+            raise ABError(f"{here.relative_to(repo)} does not exist at {rev}")
+        for rnd in range(1, rounds + 1):
+            for side, side_cwd in (("base", base_cwd), ("head", here)):
+                if on_run is not None:
+                    on_run(side, rnd, rounds)
+                run = run_side(side, rnd, side_cwd, pytest_args, Path(work), python)
+                say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
+                    f"{len(run.results)} perf tests, {run.seconds:.1f} s")
+                if side == "head" and run.returncode in (3, 4):
+                    raise ABError(f"pytest stopped with exit {run.returncode} ({_RC[run.returncode]}) on the "
+                                  f"head; nothing was compared:\n{_tail(run.log)}")
+                if side == "base" and run.returncode not in (0, 1):
+                    why = f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')})"
+                    if not any(b.startswith(why) for b in result.base_broken):
+                        result.base_broken.append(f"{why} (round {rnd}):\n{_tail(run.log)}")
+                result.runs.append(run)
+        _decide(result, tolerance)
+    return result
+
+
+_RC = {2: "interrupted or collection errors", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _decide(result: ABResult, tolerance: float) -> None:
+    base = _pool([r for r in result.runs if r.side == "base"])
+    head_runs = [r for r in result.runs if r.side == "head"]
+    errors = [r for r in head_runs if r.returncode not in (0, 1)]
+    head = _pool([r for r in head_runs if r not in errors])
+    for run in errors:
+        result.tests.append({"nodeid": f"(head run, round {run.round})", "verdict": "failed", "rows": [],
+                             "comparison": None, "messages": [
+                                 f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')}):\n{_tail(run.log)}"]})
+    base_ok = not result.base_broken
+    for nodeid in sorted(head):
+        b = base.get(nodeid) if base_ok else None
+        if b is not None and b.get("broken"):
+            result.base_broken.append(f"{nodeid}: the test failed on the base")
+            b = None
+        t = judge(nodeid, b, head[nodeid], tolerance, result.sha)
+        if nodeid not in base:
+            result.only_head.append(nodeid)
+        result.tests.append(t)
+    result.only_base = sorted(set(base) - set(head))
+    ratios = [t["comparison"]["ratio"] for t in result.tests
+              if t["comparison"] and t["comparison"].get("ratio")]
+    result.geomean = geometric_mean(ratios) if ratios else None

@@ -1,0 +1,202 @@
+"""``perfguard ab REV``, end to end on throw-away git repositories made by each test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_perfguard.ab import ABError, ab_pythonpath, check_args
+
+FAST = ["--perf-max-time=0.05", "--perf-min-rounds=6", "--perf-min-round-time=0.002"]
+
+LIB = '''
+VERSION = "{version}"
+
+def work():
+    return sum(i * i for i in range({n}))
+'''
+
+TEST = '''
+import mylib
+from pytest_perfguard import perf_budget
+
+@perf_budget(latency="{latency}")
+def test_work(perf):
+    perf(mylib.work)
+    perf.record(is_head=float(mylib.VERSION == "head"))
+'''
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def commit(repo: Path, message: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester) -> Path:
+    """A repo whose base commit does 3x the work of its head commit; code in src/, tests in tests/."""
+    root = pytester.path
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    commit(root, "base", {
+        "pyproject.toml": '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n',
+        "src/mylib/__init__.py": LIB.format(version="base", n=30000),
+        "tests/test_work.py": TEST.format(latency="1s"),
+    })
+    commit(root, "head", {"src/mylib/__init__.py": LIB.format(version="head", n=10000)})
+    return root
+
+
+def ab(repo: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-m", "pytest_perfguard.cli", "ab", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def worktrees(repo: Path) -> list[str]:
+    return [line for line in git(repo, "worktree", "list", "--porcelain").splitlines() if line.startswith("worktree ")]
+
+
+def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(repo: Path) -> None:
+    proc = ab(repo, "HEAD~1", "--rounds", "2", "--json", "ab.json", "--markdown", "ab.md", "--", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round 2/2 head" in proc.stdout
+    assert "improved" in proc.stdout
+    doc = json.loads((repo / "ab.json").read_text())
+    (test,) = doc["tests"]
+    assert test["nodeid"] == "tests/test_work.py::test_work"
+    assert test["metrics"]["is_head"] == 1.0  # the head imported the head's mylib ...
+    assert test["base_metrics"]["is_head"] == 0.0  # ... and the base its own
+    assert test["comparison"]["ratio"] < 0.7  # 1/3 of the work
+    assert test["verdict"] == "improved"
+    assert [(r["side"], r["round"]) for r in doc["ab"]["runs"]] == [("base", 1), ("head", 1), ("base", 2), ("head", 2)]
+    assert "**PASSED**" in (repo / "ab.md").read_text()
+    assert len(worktrees(repo)) == 1  # the base worktree is gone
+
+
+def test_a_slower_head_fails_with_a_regression_and_markdown(repo: Path) -> None:
+    git(repo, "checkout", "-q", "HEAD~1")  # head = the slow commit, base = the fast one
+    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "2",
+              "--markdown", "ab.md", "--", *FAST)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "latency vs baseline regressed" in proc.stdout
+    md = (repo / "ab.md").read_text()
+    assert "**FAILED**: 1 regression" in md and "### Regressions" in md
+
+
+def test_relative_budget_resolves_against_the_base_measured_in_this_job(repo: Path) -> None:
+    commit(repo, "tighter budget, slower code", {
+        "tests/test_work.py": TEST.format(latency="+10%"),
+        "src/mylib/__init__.py": LIB.format(version="head", n=60000),
+    })
+    proc = ab(repo, "HEAD~1", "--rounds", "1", "--", *FAST)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "worse beyond the 10 % tolerance" in proc.stdout  # the "+10%" row, judged against HEAD~1's pooled samples
+
+
+def test_uncommitted_changes_are_measured_as_they_are_and_said(repo: Path) -> None:
+    (repo / "src/mylib/__init__.py").write_text(LIB.format(version="head", n=90000))  # 3x the base's work
+    proc = ab(repo, "HEAD~1", "--rounds", "1", "--json", "ab.json", "--", *FAST)
+    assert "uncommitted changes" in proc.stdout
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the dirty tree is slower than the base
+    assert json.loads((repo / "ab.json").read_text())["ab"]["dirty"] is True
+
+
+def test_tests_on_one_side_only_are_listed_never_failed(repo: Path) -> None:
+    commit(repo, "new test", {"tests/test_new.py": TEST.replace("test_work", "test_new").format(latency="1s")})
+    proc = ab(repo, "HEAD~1", "--rounds", "1", "--", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "only on the head (budgets only): `tests/test_new.py::test_new`" in proc.stdout
+
+
+def test_a_broken_base_is_reported_not_gated_on(repo: Path) -> None:
+    git(repo, "checkout", "-q", "HEAD~1")
+    commit(repo, "broken", {"tests/test_work.py": "def test_work(:\n"})
+    git(repo, "checkout", "-q", "-")
+    proc = ab(repo, "HEAD@{1}", "--rounds", "1", "--", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "base broken" in proc.stdout and "interrupted or collection errors" in proc.stdout
+
+
+def test_a_rev_that_does_not_exist_is_a_clear_error(repo: Path) -> None:
+    proc = ab(repo, "no-such-branch", "--", *FAST)
+    assert proc.returncode == 2
+    assert "'no-such-branch' is not a commit in this repository" in proc.stderr
+    assert len(worktrees(repo)) == 1
+
+
+def test_a_shallow_clone_says_how_to_fetch_the_base(repo: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(clone)], check=True)
+    proc = ab(clone, "HEAD~1", "--", *FAST)
+    assert proc.returncode == 2
+    assert "shallow" in proc.stderr and "git fetch --unshallow" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["-n", "2"], ["-n4"], ["--dist=load"], ["--perf-save"]])
+def test_arguments_that_would_mix_the_sides_are_refused(repo: Path, args: list[str]) -> None:
+    proc = ab(repo, "HEAD~1", "--", *args)
+    assert proc.returncode == 2
+    assert "is not allowed after --" in proc.stderr
+    with pytest.raises(ABError):
+        check_args(args)
+
+
+def test_pytest_arguments_need_the_ab_command(repo: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pytest_perfguard.cli", "show", "x.json", "--", "-k", "x"],
+                          cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 2 and "only `perfguard ab` takes pytest arguments" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_worktree_is_removed_when_interrupted_mid_run(repo: Path, sig: signal.Signals) -> None:
+    commit(repo, "slow test", {"tests/test_slow.py": "import time\n\ndef test_slow():\n    time.sleep(60)\n"})
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD~1", "--", *FAST], cwd=repo,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(worktrees(repo)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert len(worktrees(repo)) == 2, "the base worktree never appeared"
+    time.sleep(1.0)  # inside the first pytest run now
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert len(worktrees(repo)) == 1
+
+
+def test_ab_pythonpath_defaults_to_src_when_it_exists(tmp_path: Path) -> None:
+    assert ab_pythonpath(tmp_path, []) == []
+    (tmp_path / "src").mkdir()
+    assert ab_pythonpath(tmp_path, []) == [tmp_path / "src"]
+    assert ab_pythonpath(tmp_path, ["lib", "other"]) == [tmp_path / "lib", tmp_path / "other"]
+
+
+def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
+    """A project whose code lives in lib/ says so with perfguard_ab_pythonpath."""
+    git(repo, "mv", "src", "lib")
+    commit(repo, "move to lib", {
+        "pyproject.toml": '[tool.pytest.ini_options]\ntestpaths = ["tests"]\nperfguard_ab_pythonpath = ["lib"]\n'})
+    git(repo, "checkout", "-q", "-b", "base-lib", "HEAD")
+    commit(repo, "base version in lib", {"lib/mylib/__init__.py": LIB.format(version="base", n=30000)})
+    git(repo, "checkout", "-q", "-")
+    proc = ab(repo, "base-lib", "--rounds", "1", "--json", "ab.json", "--", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (test,) = json.loads((repo / "ab.json").read_text())["tests"]
+    assert (test["base_metrics"]["is_head"], test["metrics"]["is_head"]) == (0.0, 1.0)

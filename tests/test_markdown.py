@@ -1,0 +1,70 @@
+"""``--perf-markdown``: verdict first, changes in a table, everything else folded."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_perfguard.markdown import markdown_summary, row_kind
+
+
+def row(metric: str, verdict: str, now: float = 0.002, **kw: object) -> dict:
+    return {"metric": metric, "budget": kw.pop("budget", "1ms"), "now": now, "unit": "s/call",
+            "verdict": verdict, "message": "", "baseline": kw.pop("baseline", None), "ratio": kw.pop("ratio", None)}
+
+
+def test_verdict_first_then_changes_then_details() -> None:
+    md = markdown_summary([
+        {"nodeid": "t.py::slow", "rows": [row("latency p50", "fail", ratio=2.0)]},
+        {"nodeid": "t.py::reg", "rows": [row("latency vs baseline", "regressed", baseline=0.001, ratio=2.0)]},
+        {"nodeid": "t.py::fast", "rows": [row("latency vs baseline", "improved", now=0.0005, baseline=0.001,
+                                              ratio=0.5)]},
+        {"nodeid": "t.py::ok", "rows": [row("latency p50", "pass", now=0.0005)]},
+    ], context=["baseline: b.json"])
+    lines = md.splitlines()
+    assert lines[0] == "## perfguard: failed"
+    assert lines[2] == "**FAILED**: 1 regression, 1 budget breach in 4 perf tests; 1 improvement"
+    assert md.index("### Regressions") < md.index("### Budget breaches") < md.index("### Improvements")
+    assert "| `t.py::reg` | latency vs baseline | 1ms | 1.00 ms/call | 2.00 ms/call | 2.00x | **regressed** |" in md
+    details = md[md.index("<details>"):]
+    assert "`t.py::ok`" in details and "`t.py::ok`" not in md[:md.index("<details>")]
+    assert "All 4 rows" in details
+
+
+def test_passing_run_and_failures_without_rows() -> None:
+    assert "**PASSED**: 1 perf tests" in markdown_summary([{"nodeid": "a", "rows": [row("latency p50", "pass")]}])
+    md = markdown_summary([{"nodeid": "a", "rows": [], "outcome": "failed"}])
+    assert "**FAILED**: 1 failed test" in md and "the test failed" in md
+
+
+def test_pipes_in_names_do_not_break_the_table() -> None:
+    md = markdown_summary([{"nodeid": "t.py::x[a|b]", "rows": [row("latency p50", "fail")]}])
+    assert "x[a\\|b]" in md
+
+
+@pytest.mark.parametrize("verdict,kind", [("regressed", "regressed"), ("fail", "breach"), ("insufficient", "breach"),
+                                          ("improved", "improved"), ("pass", "other"), ("unchanged", "other")])
+def test_row_kind(verdict: str, kind: str) -> None:
+    assert row_kind({"verdict": verdict}) == kind
+
+
+def test_perf_markdown_end_to_end(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import time
+        from pytest_perfguard import perf_budget
+
+        @perf_budget(latency="1us")
+        def test_too_slow(perf):
+            perf(time.sleep, 0.001)
+
+        @perf_budget(latency="1s")
+        def test_fine(perf):
+            perf(sum, range(100))
+        """
+    )
+    result = pytester.runpytest("--perf", "--perf-markdown=out/summary.md", "--perf-profile=never",
+                                "--perf-max-time=0.02", "--perf-min-rounds=3")
+    result.assert_outcomes(passed=1, failed=1)
+    md = (pytester.path / "out" / "summary.md").read_text()
+    assert md.startswith("## perfguard: failed\n\n**FAILED**: 1 budget breach in 2 perf tests")
+    assert "test_too_slow" in md.split("<details>")[0] and "no baseline for this machine" in md
