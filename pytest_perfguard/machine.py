@@ -92,6 +92,15 @@ def _gpus() -> list[str]:
         return []
 
 
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count, only when the process has already imported torch."""
+    torch = sys.modules.get("torch")
+    try:
+        return int(torch.get_num_threads()) if torch is not None else None
+    except Exception:
+        return None
+
+
 def _package_versions() -> dict[str, str]:
     versions: dict[str, str] = {}
     for name, dists in _PACKAGES.items():
@@ -107,7 +116,8 @@ def _package_versions() -> dict[str, str]:
 def machine_fingerprint(threads: int | None = None) -> dict[str, Any]:
     """Return ``{"hardware": {...}, "software": {...}}`` for this process on this machine.
 
-    ``threads`` is the torch intra-op thread count the measurements ran with, if known.
+    ``threads`` is the torch intra-op thread count the measurements ran with (``--perf-threads``);
+    when not given it is read from torch if the process has imported torch by then.
     """
     logical = psutil.cpu_count(logical=True)
     gpus = _gpus()
@@ -126,6 +136,8 @@ def machine_fingerprint(threads: int | None = None) -> dict[str, Any]:
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "packages": _package_versions(),
     }
+    if threads is None:
+        threads = _torch_threads()
     if threads is not None:
         software["torch_threads"] = int(threads)
     return {"hardware": hardware, "software": software}

@@ -68,6 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-confirm", type=int, default=None, metavar="N",
                     help="re-measure a test whose latency looks regressed up to N times, deciding on the pooled "
                          "rounds (default 2; 0 turns it off)")
+    group.addoption("--perf-threads", type=int, default=None, metavar="N",
+                    help="pin torch's CPU thread count (torch.set_num_threads) and OMP/MKL threads for the "
+                         "run; recorded in the baseline's fingerprint (default: leave torch's own)")
+    parser.addini("perfguard_threads", "pin torch's CPU thread count as --perf-threads does", default="")
     parser.addini("perfguard_confirm", "how many times a suspected latency regression is re-measured", default="2")
     parser.addini("perfguard_ab_pythonpath", "folders (relative to the rootdir) put first on sys.path in each "
                   "side of `perfguard ab`, so that each side imports its own code (default: src, if it exists)",
@@ -96,6 +100,7 @@ class Options:
     profile: str
     profile_dir: Path
     profile_timeout: float
+    threads: int | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -129,6 +134,15 @@ class Options:
             tolerance = parse_ratio(tol_text, "tolerance")
         except BudgetError as exc:
             raise pytest.UsageError(f"--perf-tolerance / perfguard_tolerance: {exc}") from None
+        threads = config.getoption("perf_threads")
+        if threads is None and config.getini("perfguard_threads"):
+            try:
+                threads = int(config.getini("perfguard_threads"))
+            except ValueError:
+                raise pytest.UsageError(f"ini perfguard_threads = {config.getini('perfguard_threads')!r} "
+                                        "is not a valid int") from None
+        if threads is not None and threads < 1:
+            raise pytest.UsageError(f"--perf-threads must be >= 1, not {threads}")
         profile = get("--perf-profile", "perfguard_profile", str)
         if profile not in PROFILE_MODES:
             raise pytest.UsageError(f"--perf-profile / perfguard_profile must be one of {', '.join(PROFILE_MODES)}, "
@@ -140,7 +154,8 @@ class Options:
                    machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
                    confirm=max(0, get("--perf-confirm", "perfguard_confirm", int)),
                    profile=profile, profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
-                   profile_timeout=get("--perf-profile-timeout", "perfguard_profile_timeout", float))
+                   profile_timeout=get("--perf-profile-timeout", "perfguard_profile_timeout", float),
+                   threads=threads)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -153,7 +168,21 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker_line())
-    config.pluginmanager.register(PerfGuard(config, Options.from_config(config)), PLUGIN_NAME)
+    options = Options.from_config(config)
+    if options.threads is not None:
+        pin_threads(options.threads)
+    config.pluginmanager.register(PerfGuard(config, options), PLUGIN_NAME)
+
+
+def pin_threads(n: int) -> None:
+    """``torch.set_num_threads(n)``, plus the OpenMP/MKL/BLAS variables for child processes."""
+    try:
+        import torch
+    except ImportError:
+        raise pytest.UsageError("--perf-threads pins torch's thread count, but torch is not installed") from None
+    torch.set_num_threads(n)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
 
 
 @pytest.fixture
@@ -197,7 +226,7 @@ class PerfGuard:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not self.options.enabled:
             return
-        self.baseline = RunBaseline(self.options.baselines, self.options.machine).load()
+        self.baseline = RunBaseline(self.options.baselines, self.options.machine, self.options.threads).load()
         if self.is_worker:
             return
         self.notes.extend(_baseline_notes(self.baseline, self.options.save))

@@ -79,5 +79,7 @@ class RunBaseline:
                    if r.get("body_passed", True) and (r.get("measurement") or r.get("metrics"))}
         if not entries:
             return "nothing measured, baseline not written"
+        # Fingerprint again: by now the tests have imported torch, so its thread count is known.
+        self.fingerprint = machine_fingerprint(self.threads)
         merged = save_entries(self.path, entries, self.fingerprint, speed_score())
         return f"saved {len(entries)} test(s) to {self.path} ({len(merged.entries)} in the file)"

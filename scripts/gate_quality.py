@@ -4,6 +4,7 @@
 Run from the repository root::
 
     python scripts/gate_quality.py [--pairs N] [--out docs/gate_quality.md]
+    python scripts/gate_quality.py --ab [--runs N] [--rounds K] [--out ...]   (see gate_quality_ab.py)
 
 What it does
 ------------
@@ -438,6 +439,12 @@ def write_table(path: Path, md: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--ab" in argv:  # the A/B mode: the real `perfguard ab` on a throw-away repository
+        argv.remove("--ab")
+        import gate_quality_ab
+
+        return gate_quality_ab.main(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=100,
                     help="sessions to record = pairs per scenario (default 100, ~5 s each)")

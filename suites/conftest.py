@@ -14,6 +14,7 @@ import pytest
 from perfcases import variant
 
 SCALES = ("ci", "full")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,6 +23,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="which variant of each case to run: optimized (default), naive, or a case's own names")
     group.addoption("--perfcases-scale", default="ci", choices=SCALES,
                     help="ci: minutes on 2 cores (default); full: the sizes of the original reports")
+    group.addoption("--perfcases-device", default="auto", choices=DEVICES,
+                    help="where the torch-based cases run: auto (CUDA when available, default), cpu or cuda")
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +35,23 @@ def variant_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def scale(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("perfcases_scale"))
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The torch device of the torch-based cases: ``"cuda"`` or ``"cpu"``.
+
+    ``--perfcases-device=cuda`` on a machine without CUDA skips those tests with the reason,
+    never fails them. On CUDA the perf fixture synchronises every round and reports ``gpu_memory``.
+    """
+    choice = str(request.config.getoption("perfcases_device"))
+    if choice == "cpu":
+        return "cpu"
+    torch = pytest.importorskip("torch")
+    available = bool(torch.cuda.is_available())
+    if choice == "cuda" and not available:
+        pytest.skip("--perfcases-device=cuda: this machine has no CUDA device (torch.cuda.is_available() is False)")
+    return "cuda" if available else "cpu"
 
 
 @pytest.fixture

@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""A/B mode of the gate-quality measurement: the real ``perfguard ab`` on a throw-away repository.
+
+Run from the repository root (``python scripts/gate_quality.py --ab ...`` does the same)::
+
+    python scripts/gate_quality_ab.py [--runs 100] [--rounds 4] [--out docs/gate_quality.md]
+
+What it does
+------------
+1. Makes a throw-away git repository with two commits. The base commit has four perf tests that
+   all run the same workload (~1.5 ms per call, pure Python). The head commit keeps ``aa``
+   unchanged and makes ``plus5``, ``plus10`` and ``plus20`` do 5 %, 10 % and 20 % more iterations.
+2. Runs ``perfguard ab BASE --rounds K -- --perf-max-time=T`` there ``--runs`` times, through
+   ``pytest_perfguard.ab.run_ab`` (the code behind the command, unchanged). Every second run has a
+   **noisy neighbour**: a busy-looping process pinned to CPU 0 that runs during the head's runs
+   only and is stopped during the base's (the harshest placement: it always hits the same side).
+3. Counts, per test, how often the gate says the head failed: for ``aa`` that is a false failure
+   (A/A), for the others a detection. The same recording also gives
+   * the verdicts with fewer alternations (the first k rounds of each run, judged again by
+     ``ab.judge``): how the default ``--rounds`` was chosen;
+   * the **stored-baseline gate under the same conditions**: round 1 of the base side of one run
+     as the stored baseline, against round 1 of the head side of the run half a recording later
+     (what ``--perf`` against a committed baseline sees, without its re-measurement).
+
+``--save`` keeps every run's per-round results (JSON lines) so that the analysis can be repeated
+with ``--load``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pytest_perfguard import ab  # noqa: E402
+from pytest_perfguard.decide import compare_samples  # noqa: E402
+
+CASES = {"aa": 0.0, "plus5": 0.05, "plus10": 0.10, "plus20": 0.20}
+NAMES = {"aa": "A/A (no change)", "plus5": "+5 % work", "plus10": "+10 % work", "plus20": "+20 % work"}
+BASE_UNITS = 200
+BEGIN, END = "<!-- gate_quality_ab:begin -->", "<!-- gate_quality_ab:end -->"
+
+LIB = '''
+UNITS = {units!r}
+
+
+def work(units):
+    acc = 0
+    for u in range(units):
+        for i in range(40):
+            acc += (i * u) % 7
+    return acc
+'''
+
+TEST = '''
+import pytest
+import gq
+from pytest_perfguard import perf_budget
+
+
+@perf_budget(latency="1s")
+@pytest.mark.parametrize("case", sorted(gq.UNITS))
+def test_gate(perf, case):
+    perf(gq.work, gq.UNITS[case])
+'''
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(root: Path) -> str:
+    """The two-commit repository; returns the base commit's sha (the head is checked out)."""
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "gate@example.com")
+    _git(root, "config", "user.name", "gate quality")
+    (root / "src" / "gq").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "pyproject.toml").write_text('[tool.pytest.ini_options]\ntestpaths = ["tests"]\n')
+    (root / "tests" / "test_gq.py").write_text(TEST)
+    lib = root / "src" / "gq" / "__init__.py"
+    lib.write_text(LIB.format(units={c: BASE_UNITS for c in CASES}))
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+    base = _git(root, "rev-parse", "HEAD")
+    lib.write_text(LIB.format(units={c: int(round(BASE_UNITS * (1 + x))) for c, x in CASES.items()}))
+    _git(root, "commit", "-q", "-am", "head")
+    return base
+
+
+class Hog:
+    """A busy loop pinned to CPU 0, running only while ``on`` (SIGSTOP/SIGCONT)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            os.sched_setaffinity(self.proc.pid, {0})
+        except (AttributeError, OSError):
+            pass
+        self.set(False)
+
+    def set(self, on: bool) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT if on else signal.SIGSTOP)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _slim(run: ab.SideRun) -> dict[str, Any]:
+    tests = {n: {"measurement": {k: r["measurement"].get(k) for k in ("samples", "unit", "items", "memory_growth")},
+                 "metrics": r.get("metrics") or {}, "budget": r.get("budget") or {},
+                 "body_passed": r.get("body_passed")}
+             for n, r in run.results.items() if r.get("measurement")}
+    return {"side": run.side, "round": run.round, "returncode": run.returncode, "seconds": run.seconds,
+            "tests": tests}
+
+
+def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path | None) -> list[dict[str, Any]]:
+    records = []
+    with tempfile.TemporaryDirectory(prefix="gate-quality-ab-") as tmp:
+        repo = Path(tmp)
+        base = make_repo(repo)
+        hog = Hog()
+        try:
+            for i in range(runs):
+                hogged = i % 2 == 1
+
+                def on_run(side: str, rnd: int, total: int) -> None:
+                    hog.set(hogged and side == "head")
+
+                t0 = time.time()
+                res = ab.run_ab(base, ["tests", f"--perf-max-time={max_time}"], rounds=rounds,
+                                tolerance=tolerance, cwd=repo, say=lambda _: None, on_run=on_run)
+                hog.set(False)
+                rec = {"run": i, "hog": hogged, "start": t0, "seconds": time.time() - t0,
+                       "rounds": [_slim(r) for r in res.runs]}
+                records.append(rec)
+                verdicts = {t["nodeid"].split("[")[-1].rstrip("]"): t["verdict"] for t in res.tests}
+                print(f"run {i + 1}/{runs} hog={hogged} {rec['seconds']:.0f} s {verdicts}", file=sys.stderr)
+                if save:
+                    with save.open("a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+        finally:
+            hog.close()
+    return records
+
+
+def _results(rec: dict[str, Any], side: str, upto: int) -> list[ab.SideRun]:
+    return [ab.SideRun(r["side"], r["round"], r["returncode"], r["seconds"], Path(os.devnull),
+                       {n: dict(t, nodeid=n) for n, t in r["tests"].items()})
+            for r in rec["rounds"] if r["side"] == side and r["round"] <= upto]
+
+
+def ab_verdicts(rec: dict[str, Any], k: int, tolerance: float) -> dict[str, bool]:
+    """case -> the A/B gate failed the head, judging the first ``k`` alternations of one run."""
+    base, head = ab._pool(_results(rec, "base", k)), ab._pool(_results(rec, "head", k))
+    out = {}
+    for nodeid, h in head.items():
+        case = nodeid.split("[")[-1].rstrip("]")
+        out[case] = ab.judge(nodeid, base.get(nodeid), h, tolerance, "base")["verdict"] in ("regressed", "failed")
+    return out
+
+
+def stored_verdicts(base_rec: dict[str, Any], head_rec: dict[str, Any], tolerance: float) -> dict[str, bool]:
+    """case -> regressed, with round 1 of ``base_rec``'s base as the stored baseline."""
+    b = next(r for r in base_rec["rounds"] if r["side"] == "base" and r["round"] == 1)["tests"]
+    h = next(r for r in head_rec["rounds"] if r["side"] == "head" and r["round"] == 1)["tests"]
+    out = {}
+    for nodeid in h:
+        case = nodeid.split("[")[-1].rstrip("]")
+        c = compare_samples(b[nodeid]["measurement"]["samples"], h[nodeid]["measurement"]["samples"],
+                            tolerance=tolerance)
+        out[case] = c.verdict == "regressed"
+    return out
+
+
+def rate(k: int, n: int) -> str:
+    if n == 0:
+        return "n/a"
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return f"{100 * k / n:.1f} % ({k}/{n}; {100 * ci.low:.1f}-{100 * ci.high:.1f})"
+
+
+def analyse(records: list[dict[str, Any]], tolerance: float) -> tuple[list[list[str]], int]:
+    rounds = max(r["round"] for r in records[0]["rounds"])
+    ks = sorted({1, 2, rounds} | ({4} if rounds >= 4 else set()))
+    rows = []
+    for hogged in (False, True):
+        group = [r for r in records if r["hog"] == hogged]
+        half = len(group) // 2
+        stored = [stored_verdicts(group[i], group[i + half], tolerance) for i in range(half)]
+        by_k = {k: [ab_verdicts(r, k, tolerance) for r in group] for k in ks}
+        for case in CASES:
+            cells = [rate(sum(v[case] for v in by_k[k]), len(by_k[k])) for k in ks]
+            rows.append(["on the head's runs (CPU 0)" if hogged else "none", NAMES[case],
+                         *cells, rate(sum(v[case] for v in stored), len(stored))])
+    return rows, rounds
+
+
+def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: int, cmd: str, max_time: float) -> str:
+    ks = sorted({1, 2, rounds} | ({4} if rounds >= 4 else set()))
+    secs = sorted(r["seconds"] for r in records)
+    header = ["CPU hog", "head", *[f"A/B, {k} alternation{'s' if k > 1 else ''}" for k in ks],
+              "stored baseline, 1 block"]
+    out = [
+        f"Command: `{cmd}`  ",
+        f"Date: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} (UTC); "
+        f"{len(records)} runs of `perfguard ab`, {rounds} alternations each, `--perf-max-time={max_time}`; "
+        f"median wall time of one run {secs[len(secs) // 2]:.0f} s  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} logical cores (shared), Python {platform.python_version()}",
+        "",
+        "Each cell: share of runs in which the gate failed the head (count; 95 % Wilson interval). "
+        "A/A rows are false failures, the others detections. Fewer alternations: the first k rounds "
+        "of the same runs, judged again. Stored baseline: round 1 of one run's base against round 1 "
+        "of the head of a run half the recording later (no re-measurement).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def write_table(path: Path, md: str) -> None:
+    """Replace what lies between the markers (appended at the end when they are missing)."""
+    old = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{md}{END}"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=100, help="runs of perfguard ab (half of them with the hog)")
+    ap.add_argument("--rounds", type=int, default=ab.DEFAULT_ROUNDS, help="alternations per run")
+    ap.add_argument("--max-time", type=float, default=0.25, help="--perf-max-time of each pytest run")
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--save", type=Path, help="append every run's per-round results here (JSON lines)")
+    ap.add_argument("--load", type=Path, help="analyse a saved recording instead of measuring")
+    ap.add_argument("--out", action="append", type=Path, default=[], help="write the table between the markers")
+    args = ap.parse_args(argv)
+    if args.load:
+        records = [json.loads(line) for line in args.load.read_text().splitlines() if line.strip()]
+    else:
+        records = record(args.runs, args.rounds, args.max_time, args.tolerance, args.save)
+    rows, rounds = analyse(records, args.tolerance)
+    cmd = "python scripts/gate_quality.py --ab " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = to_markdown(rows, records, rounds, cmd.strip(), args.max_time)
+    print(md)
+    for path in args.out:
+        write_table(path, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

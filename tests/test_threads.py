@@ -1,0 +1,77 @@
+"""``--perf-threads``: torch's thread count pinned and recorded in the baseline's fingerprint."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+
+import pytest
+
+from pytest_perfguard.machine import machine_fingerprint
+
+
+class FakeTorch(types.ModuleType):
+    """Just enough of torch for the plugin: thread count and no CUDA."""
+
+    def __init__(self, threads: int = 2) -> None:
+        super().__init__("torch")
+        self.threads = threads
+        self.cuda = types.SimpleNamespace(is_available=lambda: False, is_initialized=lambda: False)
+
+    def set_num_threads(self, n: int) -> None:
+        self.threads = n
+
+    def get_num_threads(self) -> int:
+        return self.threads
+
+
+def test_fingerprint_reads_torch_threads_only_when_torch_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert "torch_threads" not in machine_fingerprint()["software"]
+    monkeypatch.setitem(sys.modules, "torch", FakeTorch(threads=3))
+    assert machine_fingerprint()["software"]["torch_threads"] == 3
+    assert machine_fingerprint(threads=1)["software"]["torch_threads"] == 1
+
+
+def test_perf_threads_pins_torch_and_is_saved_with_the_baseline(pytester: pytest.Pytester,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTorch(threads=2)
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    pytester.makepyfile(
+        """
+        import os, torch
+
+        def test_pinned(perf):
+            perf(sum, range(10))
+            assert torch.get_num_threads() == 1
+            assert os.environ["OMP_NUM_THREADS"] == "1"
+        """
+    )
+    result = pytester.runpytest("--perf", "--perf-save", "--perf-threads=1", "--perf-max-time=0.01",
+                                "--perf-min-rounds=2", "--perf-machine=box")
+    result.assert_outcomes(passed=1)
+    saved = json.loads((pytester.path / "baselines" / "box.json").read_text())
+    assert saved["machine"]["software"]["torch_threads"] == 1
+    assert fake.threads == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_perf_threads_without_torch_is_a_usage_error(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("--perf-threads=2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-threads pins torch's thread count, but torch is not installed*"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_perf_threads_must_be_positive(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest(f"--perf-threads={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-threads must be >= 1*"])
