@@ -176,8 +176,9 @@ def _round(fn: Callable[[], Any], loops: int, timer: Callable[[], float], sync: 
         if sync:
             cuda_synchronize()
         start = timer()
-        for _ in range(loops):
-            result = fn()
+        for _ in range(loops - 1):
+            fn()  # results dropped at once: a kept result would add to the next call's peak memory
+        result = fn()
         if sync:
             cuda_synchronize()
         elapsed = timer() - start
@@ -214,7 +215,9 @@ def measure_calls(
             t0 = timer()
             warm = 0.0
             for _ in range(max(1, settings.warmup_calls)):
+                result = None
                 warm, result = _round(fn, 1, timer, sync)
+            result = None
             loops = _calibrate(fn, warm, settings.min_round_time, timer, sync)
             rounds_wanted = max(settings.min_rounds, min_samples)
             if progress is not None and warm * loops * rounds_wanted > 2.0:
@@ -223,6 +226,7 @@ def measure_calls(
             start = timer()
             cap = max(settings.max_time * settings.hard_cap_factor, settings.min_cap)
             while True:
+                result = None  # not held while the next round runs (peak memory)
                 elapsed, result = _round(fn, loops, timer, sync)
                 samples.append(elapsed / loops)
                 spent = timer() - start

@@ -130,3 +130,16 @@ def test_torch_cpu_tensor_is_seen_when_torch_is_installed():
     with MemoryMeter() as meter:
         alloc()
     assert meter.growth == pytest.approx(MB200, rel=0.10)
+
+
+def test_a_call_result_is_not_held_while_the_next_call_runs():
+    """Each call returns a fresh 64 MiB array: peak growth is one array, not two."""
+    size = 64 * 2**20
+
+    def fresh() -> np.ndarray:
+        return np.ones(size, dtype=np.uint8)  # touched pages: resident
+
+    m, last = measure_calls(fresh, Settings(min_rounds=4, max_time=0.0, min_round_time=0.0))
+    assert last.nbytes == size and m.rounds >= 4
+    assert m.memory_growth is not None
+    assert 0.9 * size <= m.memory_growth < 1.5 * size
