@@ -162,6 +162,18 @@ def ab_document(result: Any) -> dict[str, Any]:
         "only_head": result.only_head, "runs": runs}})
 
 
+def report(args: argparse.Namespace) -> int:
+    """``perfguard report RUN.json ... -o report.html``: exit 2 with one line on bad input."""
+    from .html_report import ReportError, write_report
+
+    try:
+        print(write_report([Path(p) for p in args.runs], [Path(p) for p in args.baseline], Path(args.output)))
+    except ReportError as exc:
+        print(f"perfguard report: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _tolerance(text: str) -> float:
     from .budget import BudgetError, parse_ratio
 
@@ -198,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", help="write the verdicts and pooled samples here")
     a.set_defaults(func=ab, pytest_args=[])
     a.epilog = "Pytest arguments follow a `--`: perfguard ab origin/main -- suites -k serving"
+    r = sub.add_parser(
+        "report", help="one self-contained HTML page with plots from --perf-json runs",
+        description="Latency distributions vs the baseline, accuracy vs latency (Pareto), latency at "
+                    "100 / 10k / 100k users, memory, cross-machine ratios and every row, in one HTML "
+                    "file that opens offline. Needs matplotlib: pip install 'pytest-perfguard[report]'.")
+    r.add_argument("runs", nargs="+", metavar="RUN.json", help="documents written by pytest --perf --perf-json")
+    r.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="FILE",
+                   help="baseline files, one per machine (repeat the option or list several, e.g. "
+                        "--baseline baselines/*.json after the RUN files); the first is the reference "
+                        "of the cross-machine ratios")
+    r.add_argument("-o", "--output", default="perfguard-report.html", help="the page (default perfguard-report.html)")
+    r.set_defaults(func=report)
     return p
 
 
