@@ -1,4 +1,4 @@
-"""``perfguard show FILE``, ``perfguard compare A B`` and ``perfguard ab REV`` (no pytest import)."""
+"""``perfguard show FILE``, ``compare A B``, ``ab REV`` and ``report RUN.json`` (no pytest import)."""
 
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def _tolerance(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="perfguard", description="pytest-perfguard: show and compare baselines, A/B merge gate")
+    p = argparse.ArgumentParser(prog="perfguard", description="pytest-perfguard: show and compare baselines, A/B merge gate, HTML report")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("show", help="table of one baseline file")
     s.add_argument("file")

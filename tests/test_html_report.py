@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 
 from pytest_perfguard.cli import main
-from pytest_perfguard.html_report import (
+from pytest_perfguard.html_report import render_report
+from pytest_perfguard.plots import format_duration
+from pytest_perfguard.report_data import (
     Point,
     Run,
     accuracy_points,
     baseline_for,
     budget_ranges,
     cross_machine,
-    format_duration,
     load_baselines,
     load_runs,
     pareto_front,
     projections,
-    render_report,
     variant_name,
 )
 
