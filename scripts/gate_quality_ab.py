@@ -12,15 +12,17 @@ What it does
    unchanged and makes ``plus5``, ``plus10`` and ``plus20`` do 5 %, 10 % and 20 % more iterations.
 2. Runs ``perfguard ab BASE --rounds K -- --perf-max-time=T`` there ``--runs`` times, through
    ``pytest_perfguard.ab.run_ab`` (the code behind the command, unchanged). Every second run has a
-   **noisy neighbour**: a busy-looping process pinned to CPU 0 that runs during the head's runs
-   only and is stopped during the base's (the harshest placement: it always hits the same side).
+   **noisy neighbour**: a busy-looping process pinned to CPU 0, running through the whole A/B run
+   (``--hog-on run``, default), or only during the head's pytest runs (``--hog-on head``: the
+   adversarial placement, where the neighbour is perfectly confounded with the side).
 3. Counts, per test, how often the gate says the head failed: for ``aa`` that is a false failure
    (A/A), for the others a detection. The same recording also gives
    * the verdicts with fewer alternations (the first k rounds of each run, judged again by
      ``ab.judge``): how the default ``--rounds`` was chosen;
-   * the **stored-baseline gate under the same conditions**: round 1 of the base side of one run
-     as the stored baseline, against round 1 of the head side of the run half a recording later
-     (what ``--perf`` against a committed baseline sees, without its re-measurement).
+   * the **stored-baseline gate under the same conditions**: round 1 of the base side of a quiet
+     run (no hog: a baseline is recorded once, at a chosen moment) as the stored baseline, against
+     round 1 of the head side of a run of the group half a recording later (what ``--perf``
+     against a committed baseline sees, without its re-measurement).
 
 ``--save`` keeps every run's per-round results (JSON lines) so that the analysis can be repeated
 with ``--load``.
@@ -128,7 +130,8 @@ def _slim(run: ab.SideRun) -> dict[str, Any]:
             "tests": tests}
 
 
-def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path | None) -> list[dict[str, Any]]:
+def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path | None,
+           hog_on: str = "run") -> list[dict[str, Any]]:
     records = []
     with tempfile.TemporaryDirectory(prefix="gate-quality-ab-") as tmp:
         repo = Path(tmp)
@@ -139,13 +142,13 @@ def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path
                 hogged = i % 2 == 1
 
                 def on_run(side: str, rnd: int, total: int) -> None:
-                    hog.set(hogged and side == "head")
+                    hog.set(hogged and (hog_on == "run" or side == "head"))
 
                 t0 = time.time()
                 res = ab.run_ab(base, ["tests", f"--perf-max-time={max_time}"], rounds=rounds,
                                 tolerance=tolerance, cwd=repo, say=lambda _: None, on_run=on_run)
                 hog.set(False)
-                rec = {"run": i, "hog": hogged, "start": t0, "seconds": time.time() - t0,
+                rec = {"run": i, "hog": hogged, "hog_on": hog_on, "start": t0, "seconds": time.time() - t0,
                        "rounds": [_slim(r) for r in res.runs]}
                 records.append(rec)
                 verdicts = {t["nodeid"].split("[")[-1].rstrip("]"): t["verdict"] for t in res.tests}
@@ -198,14 +201,17 @@ def analyse(records: list[dict[str, Any]], tolerance: float) -> tuple[list[list[
     rounds = max(r["round"] for r in records[0]["rounds"])
     ks = sorted({1, 2, rounds} | ({4} if rounds >= 4 else set()))
     rows = []
+    quiet = [r for r in records if not r["hog"]]
     for hogged in (False, True):
         group = [r for r in records if r["hog"] == hogged]
         half = len(group) // 2
-        stored = [stored_verdicts(group[i], group[i + half], tolerance) for i in range(half)]
+        n = min(half, len(quiet) - (half if not hogged else 0))
+        stored = [stored_verdicts(quiet[i], group[i + half], tolerance) for i in range(max(0, n))]
         by_k = {k: [ab_verdicts(r, k, tolerance) for r in group] for k in ks}
         for case in CASES:
             cells = [rate(sum(v[case] for v in by_k[k]), len(by_k[k])) for k in ks]
-            rows.append(["on the head's runs (CPU 0)" if hogged else "none", NAMES[case],
+            where = "head's runs only" if records[0].get("hog_on") == "head" else "whole run"
+            rows.append([f"CPU 0, {where}" if hogged else "none", NAMES[case],
                          *cells, rate(sum(v[case] for v in stored), len(stored))])
     return rows, rounds
 
@@ -251,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=ab.DEFAULT_ROUNDS, help="alternations per run")
     ap.add_argument("--max-time", type=float, default=0.25, help="--perf-max-time of each pytest run")
     ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--hog-on", choices=("run", "head"), default="run",
+                    help="the hog runs through whole A/B runs (default) or only during the head's pytest runs")
     ap.add_argument("--save", type=Path, help="append every run's per-round results here (JSON lines)")
     ap.add_argument("--load", type=Path, help="analyse a saved recording instead of measuring")
     ap.add_argument("--out", action="append", type=Path, default=[], help="write the table between the markers")
@@ -258,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         records = [json.loads(line) for line in args.load.read_text().splitlines() if line.strip()]
     else:
-        records = record(args.runs, args.rounds, args.max_time, args.tolerance, args.save)
+        records = record(args.runs, args.rounds, args.max_time, args.tolerance, args.save, args.hog_on)
     rows, rounds = analyse(records, args.tolerance)
     cmd = "python scripts/gate_quality.py --ab " + " ".join(argv if argv is not None else sys.argv[1:])
     md = to_markdown(rows, records, rounds, cmd.strip(), args.max_time)
