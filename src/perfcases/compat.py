@@ -19,7 +19,7 @@ _LIBRARY = None  # kept alive: dropping the Library object would unregister the 
 def import_torchvision() -> ModuleType:
     """``import torchvision``, defining the missing operator schemas first if needed."""
     global _LIBRARY
-    import torch
+    from torch import library
 
     if _LIBRARY is None and not _has_op("nms"):
         try:
@@ -29,7 +29,7 @@ def import_torchvision() -> ModuleType:
         except RuntimeError as exc:
             if "torchvision::nms" not in str(exc):
                 raise
-        _LIBRARY = torch.library.Library("torchvision", "DEF")
+        _LIBRARY = library.Library("torchvision", "DEF")
         _LIBRARY.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         _LIBRARY.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         _drop_partial_imports()
