@@ -23,7 +23,7 @@ def import_torchvision() -> ModuleType:
 
     if _LIBRARY is None and not _has_op("nms"):
         try:
-            import torchvision  # noqa: F401  (a build with a working extension needs nothing)
+            import torchvision  # a build with a working extension needs nothing more
 
             return torchvision
         except RuntimeError as exc:
