@@ -70,6 +70,7 @@ class SideRun:
     seconds: float
     log: Path
     results: dict[str, dict[str, Any]]  # nodeid -> the --perf-json test entry
+    reported: bool = True  # False: pytest died before writing its --perf-json report
 
 
 @dataclass
@@ -160,11 +161,12 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _read_results(path: Path) -> dict[str, dict[str, Any]]:
+def _read_results(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The tests of a --perf-json report; None when there is no readable report."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
+        return None
     return {t["nodeid"]: t for t in doc.get("tests", []) if isinstance(t, dict) and "nodeid" in t}
 
 
@@ -181,7 +183,9 @@ def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir
     start = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    return SideRun(side, rnd, proc.returncode, time.perf_counter() - start, log, _read_results(out))
+    results = _read_results(out)
+    return SideRun(side, rnd, proc.returncode, time.perf_counter() - start, log, results or {},
+                   reported=results is not None)
 
 
 def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
@@ -278,11 +282,13 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
                 run = run_side(side, rnd, side_cwd, pytest_args, Path(work), python)
                 say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
                     f"{len(run.results)} perf tests, {run.seconds:.1f} s")
-                if side == "head" and run.returncode in (3, 4):
-                    raise ABError(f"pytest stopped with exit {run.returncode} ({_RC[run.returncode]}) on the "
+                crashed = run.returncode in (0, 1) and not run.reported
+                if side == "head" and (run.returncode in (3, 4) or crashed):
+                    why = _NO_REPORT if crashed else _RC[run.returncode]
+                    raise ABError(f"pytest stopped with exit {run.returncode} ({why}) on the "
                                   f"head; nothing was compared:\n{_tail(run.log)}")
-                if side == "base" and run.returncode not in (0, 1):
-                    why = f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')})"
+                if side == "base" and (run.returncode not in (0, 1) or crashed):
+                    why = f"pytest exit {run.returncode} ({_NO_REPORT if crashed else _RC.get(run.returncode, 'error')})"
                     if not any(b.startswith(why) for b in result.base_broken):
                         result.base_broken.append(f"{why} (round {rnd}):\n{_tail(run.log)}")
                 result.runs.append(run)
@@ -290,6 +296,7 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     return result
 
 
+_NO_REPORT = "it wrote no --perf-json report: it crashed, or the plugin could not be loaded"
 _RC = {2: "interrupted or collection errors", 3: "internal error", 4: "usage error", 5: "no tests collected"}
 
 

@@ -148,6 +148,9 @@ def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path
                 res = ab.run_ab(base, ["tests", f"--perf-max-time={max_time}"], rounds=rounds,
                                 tolerance=tolerance, cwd=repo, say=lambda _: None, on_run=on_run)
                 hog.set(False)
+                if res.base_broken or not res.tests:
+                    raise SystemExit("perfguard ab measured nothing usable; stopping the recording:\n"
+                                     + "\n".join(res.base_broken))
                 rec = {"run": i, "hog": hogged, "hog_on": hog_on, "start": t0, "seconds": time.time() - t0,
                        "rounds": [_slim(r) for r in res.runs]}
                 records.append(rec)

@@ -137,6 +137,28 @@ def test_a_broken_base_is_reported_not_gated_on(repo: Path) -> None:
     assert "base broken" in proc.stdout and "interrupted or collection errors" in proc.stdout
 
 
+CRASH = "import os\n\ndef pytest_collection_finish(session):\n    os._exit(1)\n"
+
+
+def test_a_head_whose_pytest_dies_without_a_report_fails_the_gate(repo: Path) -> None:
+    # exit 1 looks like "tests failed", but no report means nothing was measured: never a pass
+    commit(repo, "crash", {"tests/conftest.py": CRASH})
+    proc = ab(repo, "HEAD~2", "--rounds", "1", "--", *FAST)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "on the head; nothing was compared" in proc.stderr
+    assert "wrote no --perf-json report" in proc.stderr
+    assert len(worktrees(repo)) == 1
+
+
+def test_a_base_whose_pytest_dies_without_a_report_is_base_broken(repo: Path) -> None:
+    git(repo, "checkout", "-q", "HEAD~1")
+    commit(repo, "crash", {"tests/conftest.py": CRASH})
+    git(repo, "checkout", "-q", "-")
+    proc = ab(repo, "HEAD@{1}", "--rounds", "1", "--", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "base broken" in proc.stdout and "wrote no --perf-json report" in proc.stdout
+
+
 def test_a_rev_that_does_not_exist_is_a_clear_error(repo: Path) -> None:
     proc = ab(repo, "no-such-branch", "--", *FAST)
     assert proc.returncode == 2
