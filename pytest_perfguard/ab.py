@@ -28,15 +28,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .budget import BudgetError, parse_budget
-from .check import evaluate
-from .decide import compare_samples, geometric_mean, summarize
+from .check import Row, evaluate
+from .decide import compare_runs, compare_samples, geometric_mean, summarize
 from .gate import baseline_rows, entry_from_result
 from .measure import Measurement
 
@@ -202,6 +202,8 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
             p["metrics"] = dict(res.get("metrics") or {})  # functional metrics: the latest run's
             if m and p["measurement"] is not None:
                 p["measurement"]["samples"].extend(m.get("samples") or [])
+                if m.get("samples"):
+                    p["measurement"].setdefault("run_bests", []).append(float(np.min(m["samples"])))
                 if m.get("memory_growth") is not None:
                     memory.setdefault(nodeid, []).append(float(m["memory_growth"]))
     for nodeid, p in pooled.items():
@@ -210,6 +212,31 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
             m["summary"] = summarize(m["samples"])
             m["memory_growth"] = float(np.median(memory[nodeid])) if memory.get(nodeid) else None
     return pooled
+
+
+def _across_runs(rows: list[Row], base: dict[str, Any] | None, head_m: dict[str, Any]) -> list[Row]:
+    """A latency regression or improvement counts only when the runs agree, not just the rounds.
+
+    ``compare_samples`` pools every round of every run; a run-to-run shift of the whole process
+    (see ``decide.compare_runs``) then looks significant. With >= ``MIN_RUNS`` rounds per side,
+    a latency row's "regressed" / "improved" stands only when the per-run best rounds show the
+    same direction (one-sided Welch test, p < 0.01); otherwise it becomes "unchanged", and says why.
+    """
+    base_bests = ((base or {}).get("measurement") or {}).get("run_bests") or []
+    head_bests = head_m.get("run_bests") or []
+    out = []
+    for row in rows:
+        if row.verdict in ("regressed", "improved") and row.unit.startswith("s/"):
+            check = compare_runs(base_bests, head_bests, slower=row.verdict == "regressed")
+            runs = f"per-run best {check.ratio:.3f}x over {check.n_base}+{check.n_head} runs"
+            if check.confirmed is False:
+                row = replace(row, verdict="unchanged",
+                              message=f"{row.message}; not confirmed across runs ({runs}, Welch p={check.p_value:.2g}): "
+                                      "run-to-run noise")
+            elif check.confirmed:
+                row = replace(row, message=f"{row.message}; confirmed across runs ({runs}, Welch p={check.p_value:.2g})")
+        out.append(row)
+    return out
 
 
 def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolerance: float,
@@ -227,7 +254,7 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
                               gpu_memory_growth=hm.get("gpu_memory_growth")) if hm else None
     result = dict(head, rows=[r.to_dict() for r in evaluate(budget, measurement, head.get("metrics") or {})])
     entry = entry_from_result(base, sha) if base is not None and not base.get("broken") else None
-    rows = baseline_rows(result, budget, entry, tolerance)
+    rows = _across_runs(baseline_rows(result, budget, entry, tolerance), base, hm)
     comparison = None
     if entry is not None and hm.get("samples") and entry["samples"]["latency"] and entry.get("unit") == hm.get("unit"):
         comparison = compare_samples(entry["samples"]["latency"], hm["samples"], tolerance=tolerance).to_dict()

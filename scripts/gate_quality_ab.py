@@ -200,9 +200,14 @@ def rate(k: int, n: int) -> str:
     return f"{100 * k / n:.1f} % ({k}/{n}; {100 * ci.low:.1f}-{100 * ci.high:.1f})"
 
 
+def _ks(rounds: int) -> list[int]:
+    """The alternation counts reported: 1, 2, 4, 6, ... up to ``rounds``."""
+    return sorted({k for k in (1, 2, 4, 6, 8, 12) if k <= rounds} | {rounds})
+
+
 def analyse(records: list[dict[str, Any]], tolerance: float) -> tuple[list[list[str]], int]:
     rounds = max(r["round"] for r in records[0]["rounds"])
-    ks = sorted({1, 2, rounds} | ({4} if rounds >= 4 else set()))
+    ks = _ks(rounds)
     rows = []
     quiet = [r for r in records if not r["hog"]]
     for hogged in (False, True):
@@ -220,7 +225,7 @@ def analyse(records: list[dict[str, Any]], tolerance: float) -> tuple[list[list[
 
 
 def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: int, cmd: str, max_time: float) -> str:
-    ks = sorted({1, 2, rounds} | ({4} if rounds >= 4 else set()))
+    ks = _ks(rounds)
     secs = sorted(r["seconds"] for r in records)
     header = ["CPU hog", "head", *[f"A/B, {k} alternation{'s' if k > 1 else ''}" for k in ks],
               "stored baseline, 1 block"]

@@ -92,10 +92,11 @@ def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(r
 
 def test_a_slower_head_fails_with_a_regression_and_markdown(repo: Path) -> None:
     git(repo, "checkout", "-q", "HEAD~1")  # head = the slow commit, base = the fast one
-    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "2",
+    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "3",
               "--markdown", "ab.md", "--", *FAST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "latency vs baseline regressed" in proc.stdout
+    assert "confirmed across runs (per-run best" in proc.stdout  # 3x slower in every run
     md = (repo / "ab.md").read_text()
     assert "**FAILED**: 1 regression" in md and "### Regressions" in md
 
@@ -225,3 +226,19 @@ def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (test,) = json.loads((repo / "ab.json").read_text())["tests"]
     assert (test["base_metrics"]["is_head"], test["metrics"]["is_head"]) == (0.0, 1.0)
+
+
+def test_a_regression_the_runs_do_not_agree_on_is_run_to_run_noise() -> None:
+    from pytest_perfguard.ab import _across_runs
+    from pytest_perfguard.check import Row
+
+    row = Row("latency vs baseline", "±5%", 1.1e-3, "s/call", "regressed", "latency vs baseline regressed: ...")
+    memory = Row("memory vs baseline", "±5%", 2e8, "B", "regressed", "memory vs baseline regressed: ...")
+    base = {"measurement": {"run_bests": [1.00e-3, 1.12e-3, 0.95e-3, 1.08e-3]}}
+    noisy = _across_runs([row, memory], base, {"run_bests": [1.01e-3, 1.10e-3, 1.09e-3, 1.05e-3]})
+    assert noisy[0].verdict == "unchanged" and "not confirmed across runs" in noisy[0].message
+    assert noisy[1].verdict == "regressed"  # one number per run: not a sample row, left alone
+    steady = _across_runs([row], base, {"run_bests": [1.30e-3, 1.32e-3, 1.31e-3, 1.29e-3]})
+    assert steady[0].verdict == "regressed" and "confirmed across runs" in steady[0].message
+    few = _across_runs([row], {"measurement": {"run_bests": [1e-3, 1.1e-3]}}, {"run_bests": [1.2e-3, 1.2e-3]})
+    assert few[0] == row  # fewer than 3 runs a side: the pooled verdict stands

@@ -233,3 +233,47 @@ def test_summarize():
     one = summarize([2.0])
     assert one["stdev"] is None and one["median"] == 2.0
     json.dumps(one, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- across runs (perfguard ab)
+def runs_with_process_shifts(rng: np.random.Generator, k: int, slowdown: float = 1.0,
+                             shift: float = 0.05) -> list[np.ndarray]:
+    """``k`` runs whose whole level moves by a log-normal factor (sd ``shift``) from run to run,
+    as separate processes on a shared VM do, each with a sharp floor inside."""
+    return [timing_rounds(rng, 40, t0=1e-3 * math.exp(rng.normal(0, shift)), slowdown=slowdown) for _ in range(k)]
+
+
+def pooled_verdict(base_runs, head_runs) -> str:
+    return compare_samples(np.concatenate(base_runs), np.concatenate(head_runs)).verdict
+
+
+def test_process_level_shifts_fool_the_pooled_samples_but_not_the_runs_check():
+    rng = np.random.default_rng(11)
+    pooled = runs = 0
+    for _ in range(100):
+        b, h = runs_with_process_shifts(rng, 8), runs_with_process_shifts(rng, 8)
+        if pooled_verdict(b, h) == "regressed":
+            pooled += 1
+            check = decide.compare_runs([x.min() for x in b], [x.min() for x in h], slower=True)
+            runs += bool(check.confirmed)
+    assert pooled >= 5  # the within-run intervals are far too narrow for process-level noise
+    assert runs <= 1
+
+
+def test_runs_check_confirms_a_ten_percent_slowdown_over_eight_runs():
+    rng = np.random.default_rng(12)
+    confirmed = 0
+    for _ in range(100):
+        b = runs_with_process_shifts(rng, 8, shift=0.04)
+        h = runs_with_process_shifts(rng, 8, slowdown=1.10, shift=0.04)
+        confirmed += bool(decide.compare_runs([x.min() for x in b], [x.min() for x in h], slower=True).confirmed)
+    assert confirmed >= 90
+
+
+def test_runs_check_direction_and_too_few_runs():
+    slow = decide.compare_runs([1.0, 1.01, 0.99], [1.2, 1.21, 1.19], slower=True)
+    assert slow.confirmed is True and slow.ratio == pytest.approx(1.2, rel=1e-3) and slow.p_value < 0.01
+    assert decide.compare_runs([1.0, 1.01, 0.99], [1.2, 1.21, 1.19], slower=False).confirmed is False
+    assert decide.compare_runs([1.0, 1.0, 1.0], [1.1, 1.1, 1.1], slower=True).confirmed is True  # no spread
+    two = decide.compare_runs([1.0, 1.01], [1.5, 1.6], slower=True)
+    assert two.confirmed is None and two.p_value is None and (two.n_base, two.n_head) == (2, 2)
