@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from perfcases import device as devices
 from perfcases import variant
 
 SCALES = ("ci", "full")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = devices.CHOICES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,6 +26,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="ci: minutes on 2 cores (default); full: the sizes of the original reports")
     group.addoption("--perfcases-device", default="auto", choices=DEVICES,
                     help="where the torch-based cases run: auto (CUDA when available, default), cpu or cuda")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    devices.resolve(str(config.getoption("perfcases_device")))
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +49,9 @@ def device(request: pytest.FixtureRequest) -> str:
     ``--perfcases-device=cuda`` on a machine without CUDA skips those tests with the reason,
     never fails them. On CUDA the perf fixture synchronises every round and reports ``gpu_memory``.
     """
-    choice = str(request.config.getoption("perfcases_device"))
-    if choice == "cpu":
-        return "cpu"
-    torch = pytest.importorskip("torch")
-    available = bool(torch.cuda.is_available())
-    if choice == "cuda" and not available:
+    if devices.selected == "cuda" and not devices.cuda_available():
         pytest.skip("--perfcases-device=cuda: this machine has no CUDA device (torch.cuda.is_available() is False)")
-    return "cuda" if available else "cpu"
+    return devices.selected
 
 
 @pytest.fixture

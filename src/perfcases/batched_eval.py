@@ -90,22 +90,23 @@ class Classifier:
 
     module: DigitCNN
     session: InferenceSession | None  # None where only the PyTorch paths are used (training)
+    device: str = "cpu"  # where ``module`` lives; the ONNX Runtime session is CPU-only
 
 
 def load_classifier(weights: Path = WEIGHTS, onnx_model: Path = ONNX_MODEL,
-                    threads: int = ORT_THREADS) -> Classifier:
-    """Load the committed model (trained by scripts/train_batched_eval.py): eval mode, ``threads``
-    intra-op threads for ONNX Runtime."""
+                    threads: int = ORT_THREADS, device: str = "cpu") -> Classifier:
+    """Load the committed model (trained by scripts/train_batched_eval.py): eval mode on ``device``,
+    ``threads`` intra-op threads for ONNX Runtime."""
     import onnxruntime
 
     module = DigitCNN()
     module.load_state_dict(torch.load(weights, weights_only=True))
-    module.eval()
+    module.eval().to(device)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(onnx_model), options, providers=["CPUExecutionProvider"])
-    return Classifier(module, session)
+    return Classifier(module, session, device)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def naive(classifier: Classifier, digits: DigitSet) -> EvalResult:
     predictions = []
     for index in range(len(dataset)):
         image, _label = dataset[index]
-        output = model(image.unsqueeze(0))
+        output = model(image.unsqueeze(0).to(classifier.device))
         predictions.append(output.argmax(1).item())
     return EvalResult.score(np.array(predictions, dtype=np.int64), digits.labels)
 
@@ -146,9 +147,9 @@ def naive(classifier: Classifier, digits: DigitSet) -> EvalResult:
 def dataloader(classifier: Classifier, digits: DigitSet) -> EvalResult:
     """The reported fix: a ``DataLoader`` collates the per-item dataset into batches of 64."""
     model = classifier.module
-    predictions = [model(images).argmax(1)
+    predictions = [model(images.to(classifier.device)).argmax(1)
                    for images, _labels in DataLoader(DigitDataset(digits), batch_size=REPORTED_BATCH_SIZE)]
-    return EvalResult.score(torch.cat(predictions).numpy(), digits.labels)
+    return EvalResult.score(torch.cat(predictions).cpu().numpy(), digits.labels)
 
 
 def batched(classifier: Classifier, digits: DigitSet, batch_size: int = BATCH_SIZE) -> EvalResult:
@@ -156,13 +157,16 @@ def batched(classifier: Classifier, digits: DigitSet, batch_size: int = BATCH_SI
     model = classifier.module
     images = digits.images
     with torch.inference_mode():
-        predictions = [model(torch.from_numpy(to_input(images[start:start + batch_size]))).argmax(1)
+        predictions = [model(torch.from_numpy(to_input(images[start:start + batch_size])).to(classifier.device)).argmax(1)
                        for start in range(0, len(images), batch_size)]
-    return EvalResult.score(torch.cat(predictions).numpy(), digits.labels)
+    return EvalResult.score(torch.cat(predictions).cpu().numpy(), digits.labels)
 
 
 def optimized(classifier: Classifier, digits: DigitSet, batch_size: int = BATCH_SIZE) -> EvalResult:
-    """The batched path through ONNX Runtime, same model, same batches."""
+    """The batched path through ONNX Runtime, same model, same batches; on CUDA, the PyTorch
+    batched path on the GPU (the ONNX Runtime installed here has no CUDA provider)."""
+    if classifier.device != "cpu":
+        return batched(classifier, digits, batch_size)
     session = classifier.session
     assert session is not None, "optimized() needs the ONNX Runtime session of load_classifier()"
     predictions = np.empty(len(digits), dtype=np.int64)

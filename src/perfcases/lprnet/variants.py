@@ -67,12 +67,13 @@ def load_model(context_norm: ContextNorm = "sample", weights: Path = WEIGHTS) ->
     return model.eval()
 
 
-def torch_predictor(model: LPRNet) -> Predictor:
-    """PyTorch eager inference (no autograd bookkeeping)."""
+def torch_predictor(model: LPRNet, device: str = "cpu") -> Predictor:
+    """PyTorch eager inference (no autograd bookkeeping) on ``device``."""
+    model = model.to(device)
 
     def predict(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(images)).numpy()
+            return model(torch.from_numpy(images).to(device)).cpu().numpy()
 
     return predict
 
@@ -111,8 +112,9 @@ class ModelFiles:
     """
 
     def __init__(self, workdir: Path, weights: Path = WEIGHTS, calibration_plates: int = 200,
-                 metadata: Path = METADATA) -> None:
+                 metadata: Path = METADATA, device: str = "cpu") -> None:
         self.workdir = workdir
+        self.device = device  # where the PyTorch variants run; the ONNX Runtime ones run on the CPU
         self.weights = weights
         self.calibration_plates = calibration_plates
         self.pruning_amount = float(json.loads(metadata.read_text())["pruning_amount"])
@@ -155,11 +157,11 @@ def _save(model: LPRNet, path: Path) -> list[Path]:
 
 def fp32(files: ModelFiles) -> Deployment:
     """The reference as published: eager PyTorch, context normalised over the whole batch."""
-    return Deployment("fp32", torch_predictor(files.model(context_norm="batch")), files.state_dict())
+    return Deployment("fp32", torch_predictor(files.model(context_norm="batch"), files.device), files.state_dict())
 
 
 def pruned(files: ModelFiles) -> Deployment:
-    return Deployment("pruned", torch_predictor(files.model(pruned=True)), files.state_dict(pruned=True))
+    return Deployment("pruned", torch_predictor(files.model(pruned=True), files.device), files.state_dict(pruned=True))
 
 
 def onnx_fp32(files: ModelFiles) -> Deployment:

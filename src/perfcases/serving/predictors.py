@@ -57,15 +57,16 @@ def _top1(logits: torch.Tensor) -> list[tuple[int, float]]:
 class PerRequestModel:
     """The reported handler: ``model = vit_l_32()`` inside the request, then a forward pass."""
 
-    def __init__(self, spec: ModelSpec, seed: int = 0) -> None:
+    def __init__(self, spec: ModelSpec, seed: int = 0, device: str = "cpu") -> None:
         self.spec = spec
         self.seed = seed
+        self.device = device
 
     def predict(self, image: torch.Tensor) -> Prediction:
         start = time.perf_counter()
-        model = build_model(self.spec, self.seed)  # the reported cost: construction on every request
+        model = build_model(self.spec, self.seed).to(self.device)  # the reported cost: construction on every request
         built = time.perf_counter()
-        ((index, probability),) = _top1(model(image.unsqueeze(0)))
+        ((index, probability),) = _top1(model(image.unsqueeze(0).to(self.device)))
         return Prediction(index, probability, build_s=built - start, forward_s=time.perf_counter() - built)
 
     def close(self) -> None:
@@ -75,13 +76,14 @@ class PerRequestModel:
 class PreloadedModel:
     """One model built at start-up, shared by all request threads (inference is read-only)."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, device: str = "cpu") -> None:
+        self.model = model.to(device)
+        self.device = device
 
     def predict(self, image: torch.Tensor) -> Prediction:
         start = time.perf_counter()
         with torch.inference_mode():
-            ((index, probability),) = _top1(self.model(image.unsqueeze(0)))
+            ((index, probability),) = _top1(self.model(image.unsqueeze(0).to(self.device)))
         return Prediction(index, probability, forward_s=time.perf_counter() - start)
 
     def close(self) -> None:
@@ -91,15 +93,18 @@ class PreloadedModel:
 class BatchedModel:
     """The preloaded model behind a ``MicroBatcher``: concurrent requests share one forward pass."""
 
-    def __init__(self, model: nn.Module, *, max_batch: int = 8, max_wait_s: float = 0.005) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, *, max_batch: int = 8, max_wait_s: float = 0.005,
+                 device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.model = model.to(device)
+        self.device, self.dtype = device, dtype
         self.batcher: MicroBatcher[torch.Tensor, tuple[int, float, float]] = MicroBatcher(
             self._forward, max_batch=max_batch, max_wait_s=max_wait_s, name="serving-batcher")
 
     def _forward(self, images: Sequence[torch.Tensor]) -> list[tuple[int, float, float]]:
         start = time.perf_counter()
         with torch.inference_mode():
-            top1 = _top1(self.model(torch.stack(list(images))))
+            batch = torch.stack(list(images)).to(self.device, self.dtype)
+            top1 = _top1(self.model(batch).float())
         elapsed = time.perf_counter() - start
         return [(index, probability, elapsed) for index, probability in top1]
 

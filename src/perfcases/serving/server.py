@@ -52,13 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0: an ephemeral port chosen by the OS")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device of the model: cpu or cuda")
     parser.add_argument("--torch-threads", type=int, default=TORCH_THREADS, help="intra-op threads per forward pass")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.torch_threads)
 
     spec = SPECS[args.scale]
-    predictor = VARIANTS[args.variant](spec, args.seed)
+    predictor = VARIANTS[args.variant](spec, args.seed, args.device)
     app = create_app(predictor, image_size=spec.image_size, variant=args.variant)
     server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads)
     # waitress warns "Task queue depth is N" whenever a request waits for a free thread: under a
@@ -77,7 +78,7 @@ def _exit(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def serve_subprocess(variant: str, scale: str, *, seed: int = 0, threads: int = THREADS,
+def serve_subprocess(variant: str, scale: str, *, seed: int = 0, threads: int = THREADS, device: str = "cpu",
                      start_timeout_s: float = 300.0) -> Iterator[str]:
     """Run the server in a child process; yield its base URL once ``/health`` answers.
 
@@ -88,7 +89,7 @@ def serve_subprocess(variant: str, scale: str, *, seed: int = 0, threads: int = 
     src = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "perfcases.serving.server", "--variant", variant, "--scale", scale,
-           "--port", "0", "--seed", str(seed), "--threads", str(threads)]
+           "--port", "0", "--seed", str(seed), "--threads", str(threads), "--device", device]
     with tempfile.TemporaryFile(mode="w+") as stderr:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         try:
