@@ -346,7 +346,7 @@ class PerfGuard:
             extra = {"settings": json_safe(vars(self.options.timing))}
             if self.baseline is not None:
                 extra.update(machine=self.baseline.fingerprint, machine_slug=self.baseline.slug,
-                             baseline=str(self.baseline.path) if self.baseline.path else None)
+                             baseline=_relative(self.baseline.path, self.config.rootpath) if self.baseline.path else None)
             write_json(self.options.json_path, json_document(self.results, extra))
             self.notes.append(f"wrote {self.options.json_path}")
         if self.options.markdown_path is not None:
@@ -403,6 +403,14 @@ def _baseline_notes(run: RunBaseline, saving: bool) -> list[str]:
     if run.software_diff:
         notes.append("software differs from the baseline's: " + "; ".join(run.software_diff))
     return notes
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to the rootdir when inside it (a report must not carry the checkout's location)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _parse_marker(item: pytest.Item) -> str | None:

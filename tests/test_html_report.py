@@ -264,6 +264,8 @@ def test_end_to_end_from_a_real_run(pytester: pytest.Pytester, capsys: pytest.Ca
     run = pytester.runpytest("--perf", "--perf-json", "run.json", "--perf-max-time=0.02", "--perf-min-rounds=3",
                              "--perf-profile=never", "-p", "no:cacheprovider")
     run.assert_outcomes(passed=2, failed=1)
+    doc = json.loads((pytester.path / "run.json").read_text())
+    assert doc["baseline"] == f"baselines/{doc['machine_slug']}.json"  # relative: no checkout path in reports
     out = pytester.path / "report.html"
     assert main(["report", str(pytester.path / "run.json"), "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
