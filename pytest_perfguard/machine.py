@@ -210,6 +210,8 @@ def compare_fingerprints(saved: dict[str, Any], current: dict[str, Any]) -> tupl
     hardware = _diff(_part(saved, "hardware"), _part(current, "hardware"), "absent")
     old_sw, new_sw = dict(_part(saved, "software")), dict(_part(current, "software"))
     old_pk, new_pk = old_sw.pop("packages", {}), new_sw.pop("packages", {})
+    if "torch_threads" not in new_sw:  # torch not imported yet at session start: unknown, not different
+        old_sw.pop("torch_threads", None)
     software = _diff(old_sw, new_sw, "unset")
     software += _diff(
         old_pk if isinstance(old_pk, dict) else {},

@@ -75,3 +75,13 @@ def test_perf_threads_must_be_positive(pytester: pytest.Pytester, value: str) ->
     result = pytester.runpytest(f"--perf-threads={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--perf-threads must be >= 1*"])
+
+
+def test_torch_threads_unknown_at_session_start_is_not_a_software_difference() -> None:
+    from pytest_perfguard.machine import compare_fingerprints
+
+    saved = {"hardware": {}, "software": {"python": "3.11.7", "torch_threads": 2}}
+    _, software = compare_fingerprints(saved, {"hardware": {}, "software": {"python": "3.11.7"}})
+    assert software == []
+    _, software = compare_fingerprints(saved, {"hardware": {}, "software": {"python": "3.11.7", "torch_threads": 1}})
+    assert software == ["torch threads 2 -> 1"]
