@@ -428,14 +428,17 @@ def to_markdown(rows: list[dict], true_ratio: dict, rec: dict, tolerance: float,
 BEGIN, END = "<!-- gate_quality:begin -->", "<!-- gate_quality:end -->"
 
 
-def write_table(path: Path, md: str) -> None:
-    """Write the table; in an existing file, replace only what lies between the markers."""
-    block = f"{BEGIN}\n{md}{END}\n"
+def write_table(path: Path, md: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put ``md`` between the markers: in an existing file only that part changes (the block is
+    appended when the file has no markers yet)."""
     old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        block = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1:]
+    block = f"{begin}\n{md}{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old else "") + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(block)
+    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:

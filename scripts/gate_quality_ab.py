@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scipy import stats
+from gate_quality import wilson, write_table  # the same folder: shared table helpers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_perfguard import ab  # noqa: E402
@@ -151,7 +151,7 @@ def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path
                 if res.base_broken or not res.tests:
                     raise SystemExit("perfguard ab measured nothing usable; stopping the recording:\n"
                                      + "\n".join(res.base_broken))
-                rec = {"run": i, "hog": hogged, "hog_on": hog_on, "start": t0, "seconds": time.time() - t0,
+                rec = {"run": i, "hog": hogged, "hog_on": hog_on, "max_time": max_time, "start": t0, "seconds": time.time() - t0,
                        "rounds": [_slim(r) for r in res.runs]}
                 records.append(rec)
                 verdicts = {t["nodeid"].split("[")[-1].rstrip("]"): t["verdict"] for t in res.tests}
@@ -196,8 +196,8 @@ def stored_verdicts(base_rec: dict[str, Any], head_rec: dict[str, Any], toleranc
 def rate(k: int, n: int) -> str:
     if n == 0:
         return "n/a"
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return f"{100 * k / n:.1f} % ({k}/{n}; {100 * ci.low:.1f}-{100 * ci.high:.1f})"
+    lo, hi = wilson(k, n)
+    return f"{100 * k / n:.1f} % ({k}/{n}; {100 * lo:.1f}-{100 * hi:.1f})"
 
 
 def _ks(rounds: int) -> list[int]:
@@ -232,7 +232,8 @@ def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: in
     out = [
         f"Command: `{cmd}`  ",
         f"Date: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} (UTC); "
-        f"{len(records)} runs of `perfguard ab`, {rounds} alternations each, `--perf-max-time={max_time}`; "
+        f"{len(records)} runs of `perfguard ab`, {rounds} alternations each, "
+        f"`--perf-max-time={records[0].get('max_time', max_time)}`; "
         f"median wall time of one run {secs[len(secs) // 2]:.0f} s  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} logical cores (shared), Python {platform.python_version()}",
         "",
@@ -246,17 +247,6 @@ def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: in
     ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out) + "\n"
-
-
-def write_table(path: Path, md: str) -> None:
-    """Replace what lies between the markers (appended at the end when they are missing)."""
-    old = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{md}{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(rows, records, rounds, cmd.strip(), args.max_time)
     print(md)
     for path in args.out:
-        write_table(path, md)
+        write_table(path, md, BEGIN, END)
     return 0
 
 
