@@ -131,7 +131,7 @@ def ab_lines(result: Any) -> list[str]:
     rows = []
     for t in result.tests:
         c = t.get("comparison")
-        unit = f"s/{next((r['unit'][2:] for r in t['rows'] if str(r.get('unit', '')).startswith('s/')), 'call')}"
+        unit = f"s/{(t.get('measurement') or {}).get('unit') or 'call'}"
         if c:
             rows.append([t["nodeid"], format_value(c["base_median"], unit), format_value(c["head_median"], unit),
                          f"{c['ratio']:.2f}x", f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]", t["verdict"]])
