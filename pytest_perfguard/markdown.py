@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
-from .check import FAILING, format_value
+from .check import FAILING
+from .report import row_cell
 
 __all__ = ["markdown_summary", "row_kind", "write_markdown"]
 
@@ -34,18 +35,11 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _value(row: dict[str, Any], key: str) -> str:
-    value = row.get(key)
-    if key == "ratio":
-        return f"{value:.2f}x" if isinstance(value, (int, float)) else ""
-    return format_value(value, row.get("unit") or "") if value is not None else ""
-
-
 def _table(lines: list[tuple[str, dict[str, Any]]]) -> list[str]:
     out = ["| test | metric | budget | baseline | now | ratio | verdict |", "|---|---|---|---|---|---|---|"]
     for nodeid, row in lines:
-        cells = [f"`{nodeid}`", row.get("metric", ""), row.get("budget", ""), _value(row, "baseline"),
-                 _value(row, "now"), _value(row, "ratio"), f"**{row.get('verdict')}**"
+        cells = [f"`{nodeid}`", row.get("metric", ""), row.get("budget", ""), row_cell(row, "baseline"),
+                 row_cell(row, "now"), row_cell(row, "ratio"), f"**{row.get('verdict')}**"
                  if row_kind(row) != "other" else str(row.get("verdict", ""))]
         out.append("| " + " | ".join(_cell(str(c)) for c in cells) + " |")
     return out

@@ -16,7 +16,7 @@ from typing import Any
 from .atomic import write_text
 from .check import format_value
 
-__all__ = ["JSON_FORMAT", "MAX_REPORT_SAMPLES", "align", "summary_table", "json_document", "write_json", "json_safe"]
+__all__ = ["JSON_FORMAT", "MAX_REPORT_SAMPLES", "align", "row_cell", "summary_table", "json_document", "write_json", "json_safe"]
 
 # History of the --perf-json format:
 # 1: first version (tests with rows, measurement summary + bounded samples, metrics, budgets).
@@ -35,7 +35,8 @@ def json_safe(value: Any) -> Any:
     return repr(value)
 
 
-def _cell(row: dict[str, Any], key: str) -> str:
+def row_cell(row: dict[str, Any], key: str) -> str:
+    """One cell of a result row as shown in every table: values in the row's unit, ratio as ``1.23x``."""
     value = row.get(key)
     if key in ("now", "baseline"):
         return format_value(value, row.get("unit", ""))
@@ -52,7 +53,7 @@ def summary_table(results: Iterable[dict[str, Any]], with_baseline: bool = False
     for res in results:
         name = res["nodeid"]
         for i, row in enumerate(res.get("rows", [])):
-            table.append([name if i == 0 else ""] + [_cell(row, k) for k in keys])
+            table.append([name if i == 0 else ""] + [row_cell(row, k) for k in keys])
     if len(table) == 1:
         return []
     return align(table[0], table[1:], first_width=60)

@@ -239,8 +239,10 @@ def test_memory_budget_sees_a_large_numpy_allocation(pytester):
         assert m["memory_mechanism"] in ("vmhwm", "sampling")
 
 
-def test_pytest_benchmark_statistics_are_gated(pytester):
+def test_pytest_benchmark_statistics_are_gated(pytester, monkeypatch):
     pytest.importorskip("pytest_benchmark")
+    # under an outer `pytest -n`, pytest-benchmark would see the worker's variable and disable itself
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(
         """
         import time
