@@ -217,9 +217,9 @@ def _across_runs(rows: list[Row], base: dict[str, Any] | None, head_m: dict[str,
     """A latency regression or improvement counts only when the runs agree, not just the rounds.
 
     ``compare_samples`` pools every round of every run; a run-to-run shift of the whole process
-    (see ``decide.compare_runs``) then looks significant. With >= ``MIN_RUNS`` rounds per side,
+    (see ``decide.compare_runs``) then looks significant. With >= ``decide.MIN_RUNS`` rounds a side,
     a latency row's "regressed" / "improved" stands only when the per-run best rounds show the
-    same direction (one-sided Welch test, p < 0.01); otherwise it becomes "unchanged", and says why.
+    same direction (one-sided Mann-Whitney U, p < 0.01); otherwise it becomes "unchanged", and says why.
     """
     base_bests = ((base or {}).get("measurement") or {}).get("run_bests") or []
     head_bests = head_m.get("run_bests") or []
@@ -227,13 +227,13 @@ def _across_runs(rows: list[Row], base: dict[str, Any] | None, head_m: dict[str,
     for row in rows:
         if row.verdict in ("regressed", "improved") and row.unit.startswith("s/"):
             check = compare_runs(base_bests, head_bests, slower=row.verdict == "regressed")
-            runs = f"per-run best {check.ratio:.3f}x over {check.n_base}+{check.n_head} runs"
+            runs = f"per-run best rounds, medians {check.ratio:.3f}x, {check.n_base}+{check.n_head} runs"
             if check.confirmed is False:
                 row = replace(row, verdict="unchanged",
-                              message=f"{row.message}; not confirmed across runs ({runs}, Welch p={check.p_value:.2g}): "
+                              message=f"{row.message}; not confirmed across runs ({runs}, Mann-Whitney p={check.p_value:.2g}): "
                                       "run-to-run noise")
             elif check.confirmed:
-                row = replace(row, message=f"{row.message}; confirmed across runs ({runs}, Welch p={check.p_value:.2g})")
+                row = replace(row, message=f"{row.message}; confirmed across runs ({runs}, Mann-Whitney p={check.p_value:.2g})")
         out.append(row)
     return out
 

@@ -92,7 +92,7 @@ def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(r
 
 def test_a_slower_head_fails_with_a_regression_and_markdown(repo: Path) -> None:
     git(repo, "checkout", "-q", "HEAD~1")  # head = the slow commit, base = the fast one
-    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "3",
+    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "5",
               "--markdown", "ab.md", "--", *FAST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "latency vs baseline regressed" in proc.stdout
@@ -234,11 +234,11 @@ def test_a_regression_the_runs_do_not_agree_on_is_run_to_run_noise() -> None:
 
     row = Row("latency vs baseline", "±5%", 1.1e-3, "s/call", "regressed", "latency vs baseline regressed: ...")
     memory = Row("memory vs baseline", "±5%", 2e8, "B", "regressed", "memory vs baseline regressed: ...")
-    base = {"measurement": {"run_bests": [1.00e-3, 1.12e-3, 0.95e-3, 1.08e-3]}}
-    noisy = _across_runs([row, memory], base, {"run_bests": [1.01e-3, 1.10e-3, 1.09e-3, 1.05e-3]})
+    base = {"measurement": {"run_bests": [1.00e-3, 1.12e-3, 0.95e-3, 1.08e-3, 1.02e-3]}}
+    noisy = _across_runs([row, memory], base, {"run_bests": [1.01e-3, 1.10e-3, 1.09e-3, 1.05e-3, 0.97e-3]})
     assert noisy[0].verdict == "unchanged" and "not confirmed across runs" in noisy[0].message
     assert noisy[1].verdict == "regressed"  # one number per run: not a sample row, left alone
-    steady = _across_runs([row], base, {"run_bests": [1.30e-3, 1.32e-3, 1.31e-3, 1.29e-3]})
+    steady = _across_runs([row], base, {"run_bests": [1.30e-3, 1.32e-3, 1.31e-3, 1.29e-3, 1.33e-3]})
     assert steady[0].verdict == "regressed" and "confirmed across runs" in steady[0].message
-    few = _across_runs([row], {"measurement": {"run_bests": [1e-3, 1.1e-3]}}, {"run_bests": [1.2e-3, 1.2e-3]})
-    assert few[0] == row  # fewer than 3 runs a side: the pooled verdict stands
+    few = _across_runs([row], {"measurement": {"run_bests": [1e-3] * 4}}, {"run_bests": [1.2e-3] * 4})
+    assert few[0] == row  # fewer than 5 runs a side: the pooled verdict stands

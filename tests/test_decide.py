@@ -271,9 +271,12 @@ def test_runs_check_confirms_a_ten_percent_slowdown_over_eight_runs():
 
 
 def test_runs_check_direction_and_too_few_runs():
-    slow = decide.compare_runs([1.0, 1.01, 0.99], [1.2, 1.21, 1.19], slower=True)
+    base, head = [1.0, 1.01, 0.99, 1.02, 0.98], [1.2, 1.21, 1.19, 1.22, 1.18]
+    slow = decide.compare_runs(base, head, slower=True)
     assert slow.confirmed is True and slow.ratio == pytest.approx(1.2, rel=1e-3) and slow.p_value < 0.01
-    assert decide.compare_runs([1.0, 1.01, 0.99], [1.2, 1.21, 1.19], slower=False).confirmed is False
-    assert decide.compare_runs([1.0, 1.0, 1.0], [1.1, 1.1, 1.1], slower=True).confirmed is True  # no spread
-    two = decide.compare_runs([1.0, 1.01], [1.5, 1.6], slower=True)
-    assert two.confirmed is None and two.p_value is None and (two.n_base, two.n_head) == (2, 2)
+    assert decide.compare_runs(base, head, slower=False).confirmed is False
+    # a wholly disturbed run on each side of 8 does not hide a consistent change (ranks, not means)
+    base8, head8 = base + [1.0, 0.99, 3.0], head + [1.2, 1.19, 3.5]
+    assert decide.compare_runs(base8, head8, slower=True).confirmed is True
+    four = decide.compare_runs(base[:4], head[:4], slower=True)  # 4 + 4 runs: p >= 1/70, never < 0.01
+    assert four.confirmed is None and four.p_value is None and (four.n_base, four.n_head) == (4, 4)
