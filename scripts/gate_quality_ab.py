@@ -47,7 +47,7 @@ from gate_quality import wilson, write_table  # the same folder: shared table he
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_perfguard import ab  # noqa: E402
-from pytest_perfguard.decide import compare_samples  # noqa: E402
+from pytest_perfguard.decide import MIN_RUNS, compare_samples  # noqa: E402
 
 CASES = {"aa": 0.0, "plus5": 0.05, "plus10": 0.10, "plus20": 0.20}
 NAMES = {"aa": "A/A (no change)", "plus5": "+5 % work", "plus10": "+10 % work", "plus20": "+20 % work"}
@@ -170,9 +170,13 @@ def _results(rec: dict[str, Any], side: str, upto: int) -> list[ab.SideRun]:
             for r in rec["rounds"] if r["side"] == side and r["round"] <= upto]
 
 
-def ab_verdicts(rec: dict[str, Any], k: int, tolerance: float) -> dict[str, bool]:
-    """case -> the A/B gate failed the head, judging the first ``k`` alternations of one run."""
+def ab_verdicts(rec: dict[str, Any], k: int, tolerance: float, across_runs: bool = True) -> dict[str, bool]:
+    """case -> the A/B gate failed the head, judging the first ``k`` alternations of one run
+    (``across_runs=False``: on the pooled samples alone, without the per-run check)."""
     base, head = ab._pool(_results(rec, "base", k)), ab._pool(_results(rec, "head", k))
+    if not across_runs:
+        for pooled in (*base.values(), *head.values()):
+            (pooled.get("measurement") or {}).pop("run_bests", None)
     out = {}
     for nodeid, h in head.items():
         case = nodeid.split("[")[-1].rstrip("]")
@@ -216,8 +220,10 @@ def analyse(records: list[dict[str, Any]], tolerance: float) -> tuple[list[list[
         n = min(half, len(quiet) - (half if not hogged else 0))
         stored = [stored_verdicts(quiet[i], group[i + half], tolerance) for i in range(max(0, n))]
         by_k = {k: [ab_verdicts(r, k, tolerance) for r in group] for k in ks}
+        pooled_only = [ab_verdicts(r, rounds, tolerance, across_runs=False) for r in group]
         for case in CASES:
             cells = [rate(sum(v[case] for v in by_k[k]), len(by_k[k])) for k in ks]
+            cells.append(rate(sum(v[case] for v in pooled_only), len(pooled_only)))
             where = "head's runs only" if records[0].get("hog_on") == "head" else "whole run"
             rows.append([f"CPU 0, {where}" if hogged else "none", NAMES[case],
                          *cells, rate(sum(v[case] for v in stored), len(stored))])
@@ -228,7 +234,7 @@ def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: in
     ks = _ks(rounds)
     secs = sorted(r["seconds"] for r in records)
     header = ["CPU hog", "head", *[f"A/B, {k} alternation{'s' if k > 1 else ''}" for k in ks],
-              "stored baseline, 1 block"]
+              f"A/B, {rounds}, pooled samples only", "stored baseline, 1 block"]
     out = [
         f"Command: `{cmd}`  ",
         f"Date: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} (UTC); "
@@ -239,7 +245,9 @@ def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: in
         "",
         "Each cell: share of runs in which the gate failed the head (count; 95 % Wilson interval). "
         "A/A rows are false failures, the others detections. Fewer alternations: the first k rounds "
-        "of the same runs, judged again. Stored baseline: round 1 of one run's base against round 1 "
+        f"of the same runs, judged again; from {MIN_RUNS} alternations on, a latency verdict also needs the "
+        "per-run best rounds to agree (one-sided Mann-Whitney, p < 0.01), and the 'pooled samples only' "
+        "column shows the same runs judged without that check. Stored baseline: round 1 of one run's base against round 1 "
         "of the head of a run half the recording later (no re-measurement).",
         "",
         "| " + " | ".join(header) + " |",
