@@ -5,7 +5,10 @@ REV is checked out into a temporary git worktree. The same pytest command then r
 ... for ``rounds`` rounds, so that drift on a shared runner hits both sides alike. Each test's
 samples are pooled per side and judged by the same rules as a stored baseline
 (``gate.baseline_rows``: the base pool plays the baseline entry), so budgets, relative budgets
-and the latency decision mean exactly what they mean in a ``--perf`` run.
+and the latency decision mean exactly what they mean in a ``--perf`` run. One addition: each run
+is its own process, and a process can be a few percent faster or slower than the next as a
+whole, so from ``decide.MIN_RUNS`` rounds on a latency verdict must also hold across the per-run
+best rounds (``_across_runs``).
 
 The measuring instrument is the installed plugin (the current checkout's, in an editable install)
 for both sides: pytest runs as ``python -P -m pytest`` so that the base worktree's own copy of a
