@@ -47,7 +47,7 @@ from .measure import Measurement
 __all__ = ["ABError", "ABResult", "run_ab", "ab_pythonpath", "SIDE_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
 
 SIDE_ENV = "PERFGUARD_AB_SIDE"
-DEFAULT_ROUNDS = 4
+DEFAULT_ROUNDS = 8  # measured: docs/gate_quality.md, "Same-runner A/B"
 # Arguments perfguard ab sets itself, or that would mix the two sides' measurements.
 REFUSED_ARGS = {
     "-n": "xdist workers would measure tests in parallel; the A/B gate alternates whole runs on one runner",
