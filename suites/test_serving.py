@@ -8,7 +8,7 @@ The claims, for the selected variant (``--perfcases-variant``, default ``optimiz
 
 - under 8 concurrent clients against a real waitress server on 127.0.0.1, p50 and p99 latency per
   request stay within budget, with no errors (``test_serves_8_concurrent_clients_...``), and p50
-  and throughput beat a naive server's 10x at the same concurrency (``test_10x_lower_p50_...``);
+  and throughput beat a naive server's 10x and 15x at the same concurrency (``test_lower_p50_...``);
 - the same 8 concurrent requests, handled in this process through Flask's test client, stay
   within a latency and a peak-memory budget per request (``test_8_concurrent_requests_in_process_...``).
   The load test's server runs in its own process (client and server do not share a GIL), which
@@ -210,13 +210,17 @@ def test_serves_8_concurrent_clients_within_p50_p99_budget(perf, server_url, sca
 
 # The targets at 8 clients: >= 10x lower p50 and >= 20x the throughput of naive, judged on
 # whatever machine runs it, best run against best run (a neighbour slows a run down, never speeds
-# it up). Measured here (busy machine) at ci: optimized 18-21x lower p50 and 18-22x the throughput
-# (batched 18x and 22x, preloaded 12x and 12x). At full, separate load runs gave 11-14x and
-# 8.5-13x (docs/serving.md): the 20x throughput is not reached reliably here, so the
-# budget asks for the 10x both scales kept.
-@perf_budget(metrics={"p50_vs_naive": ">=10", "throughput_vs_naive": ">=10", "errors": "==0"})
-def test_10x_lower_p50_and_10x_the_throughput_of_naive_at_8_clients(perf, variant_name, server_url, scale, uploads,
-                                                                    device):
+# it up). Measured here at ci on a quiet machine (5 runs, 2026-11-24): optimized 20.5-23.9x lower
+# p50 and 20.5-24.3x the throughput; on a busy one (load 3-8) 12-22x. 20x is met when quiet, but
+# by 2.5 % at the worst of 5 runs, too thin for a gate that must not flap, so ci asks for 15x
+# throughput (the target less 25 % for a shared runner) and the 10x p50. At full, separate
+# load runs on the busy machine gave 11-14x and 8.5-13x (docs/serving.md): 10x both, not run in CI.
+@per_scale(
+    ci=perf_budget(metrics={"p50_vs_naive": ">=10", "throughput_vs_naive": ">=15", "errors": "==0"}),
+    full=perf_budget(metrics={"p50_vs_naive": ">=10", "throughput_vs_naive": ">=10", "errors": "==0"}),
+)
+def test_lower_p50_and_higher_throughput_than_naive_at_8_clients(perf, variant_name, server_url, scale, uploads,
+                                                                 device):
     if not perf.enabled:
         pytest.skip("a timing claim: measured under --perf")
     if variant_name == "naive":
