@@ -221,7 +221,11 @@ def test_variant_ships_a_small_model(perf, deployment: Deployment):
     perf.record(model_bytes=deployment.model_bytes)
 
 
-@perf_budget(latency=LATENCY_B1, memory="32MiB")
+# Tolerance 50 % against the baseline: one ~1.5 ms call is at the mercy of the host. On this
+# quiet VM (steal time 2-5 %) the median moved 1.4-2.4 ms between runs minutes apart with the same
+# code, and in one run even the best rounds stayed 1.35x the baseline's through both
+# re-measurements. The drill (int8 swapped for FP32) is 1.99x at batch 1: still caught.
+@perf_budget(latency=LATENCY_B1, memory="32MiB", tolerance="50%")
 def test_latency_per_plate_at_batch_1(perf, fresh_deployment: Deployment, first_100: PlateSet):
     plate = to_input(first_100.images[:1])
     perf(fresh_deployment.predict, plate, items=1)
