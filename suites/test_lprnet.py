@@ -231,7 +231,9 @@ def test_latency_per_plate_at_batch_1(perf, fresh_deployment: Deployment, first_
     perf(fresh_deployment.predict, plate, items=1)
 
 
-@perf_budget(latency=LATENCY_B100, memory=MEMORY_B100)
+# Tolerance 35 %: between quiet runs on 2026-11-24 the median moved 2.07-2.42 ms per plate and
+# the best rounds reached 1.18x the baseline's; the FP32 drill is 1.52-1.80x: still caught.
+@perf_budget(latency=LATENCY_B100, memory=MEMORY_B100, tolerance="35%")
 def test_latency_per_plate_at_batch_100(perf, fresh_deployment: Deployment, first_100: PlateSet):
     plates = to_input(first_100.images[:100])
     perf(fresh_deployment.predict, plates, items=100)
