@@ -40,7 +40,7 @@ import numpy as np
 
 from .budget import BudgetError, parse_budget
 from .check import Row, evaluate
-from .decide import compare_runs, compare_samples, geometric_mean, summarize
+from .decide import RunCheck, compare_runs, compare_samples, geometric_mean, summarize
 from .gate import baseline_rows, entry_from_result
 from .measure import Measurement
 
@@ -226,10 +226,12 @@ def _across_runs(rows: list[Row], base: dict[str, Any] | None, head_m: dict[str,
     """
     base_bests = ((base or {}).get("measurement") or {}).get("run_bests") or []
     head_bests = head_m.get("run_bests") or []
+    checks: dict[bool, RunCheck] = {}  # one test per direction, however many latency rows share it
     out = []
     for row in rows:
         if row.verdict in ("regressed", "improved") and row.unit.startswith("s/"):
-            check = compare_runs(base_bests, head_bests, slower=row.verdict == "regressed")
+            slower = row.verdict == "regressed"
+            check = checks.get(slower) or checks.setdefault(slower, compare_runs(base_bests, head_bests, slower=slower))
             runs = f"per-run best rounds, medians {check.ratio:.3f}x, {check.n_base}+{check.n_head} runs"
             if check.confirmed is False:
                 row = replace(row, verdict="unchanged",

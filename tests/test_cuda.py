@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from perfcases.device import cuda_available as _cuda_available
+
 SUITES_CONFTEST = Path(__file__).resolve().parent.parent / "suites" / "conftest.py"
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 needs_cuda = pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device; torch.cuda.is_available() is False here")
