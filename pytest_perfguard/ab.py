@@ -5,10 +5,10 @@ REV is checked out into a temporary git worktree. The same pytest command then r
 ... for ``rounds`` rounds, so that drift on a shared runner hits both sides alike. Each test's
 samples are pooled per side and judged by the same rules as a stored baseline
 (``gate.baseline_rows``: the base pool plays the baseline entry), so budgets, relative budgets
-and the latency decision mean exactly what they mean in a ``--perf`` run. One addition: each run
-is its own process, and a process can be a few percent faster or slower than the next as a
-whole, so from ``decide.MIN_RUNS`` rounds on a latency verdict must also hold across the per-run
-best rounds (``_across_runs``).
+and the latency decision mean exactly what they mean in a ``--perf`` run. One difference: each run
+is its own process, and a whole run can be a few percent (in a noisy hour, tens of percent)
+faster or slower than the next, so from ``runs.MIN_RUNS`` rounds on the latency verdict is taken
+across runs, each run's best round one observation (``runs.compare_runs``).
 
 The measuring instrument is the installed plugin (the current checkout's, in an editable install)
 for both sides: pytest runs as ``python -P -m pytest`` so that the base worktree's own copy of a
@@ -32,22 +32,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .budget import BudgetError, parse_budget
-from .check import Row, evaluate
-from .decide import RunCheck, compare_runs, compare_samples, geometric_mean, summarize
+from .check import evaluate
+from .decide import compare_samples, geometric_mean, summarize
 from .gate import baseline_rows, entry_from_result
 from .measure import Measurement
+from .runs import compare_runs
 
 __all__ = ["ABError", "ABResult", "run_ab", "ab_pythonpath", "SIDE_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
 
 SIDE_ENV = "PERFGUARD_AB_SIDE"
-DEFAULT_ROUNDS = 8  # measured: docs/gate_quality.md, "Same-runner A/B"
+DEFAULT_ROUNDS = 12  # measured: docs/gate_quality.md, "Same-runner A/B"
 # Arguments perfguard ab sets itself, or that would mix the two sides' measurements.
 REFUSED_ARGS = {
     "-n": "xdist workers would measure tests in parallel; the A/B gate alternates whole runs on one runner",
@@ -216,33 +217,6 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
     return pooled
 
 
-def _across_runs(rows: list[Row], base: dict[str, Any] | None, head_m: dict[str, Any]) -> list[Row]:
-    """A latency regression or improvement counts only when the runs agree, not just the rounds.
-
-    ``compare_samples`` pools every round of every run; a run-to-run shift of the whole process
-    (see ``decide.compare_runs``) then looks significant. With >= ``decide.MIN_RUNS`` rounds a side,
-    a latency row's "regressed" / "improved" stands only when the per-run best rounds show the
-    same direction (one-sided Mann-Whitney U, p < 0.01); otherwise it becomes "unchanged", and says why.
-    """
-    base_bests = ((base or {}).get("measurement") or {}).get("run_bests") or []
-    head_bests = head_m.get("run_bests") or []
-    checks: dict[bool, RunCheck] = {}  # one test per direction, however many latency rows share it
-    out = []
-    for row in rows:
-        if row.verdict in ("regressed", "improved") and row.unit.startswith("s/"):
-            slower = row.verdict == "regressed"
-            check = checks.get(slower) or checks.setdefault(slower, compare_runs(base_bests, head_bests, slower=slower))
-            runs = f"per-run best rounds, medians {check.ratio:.3f}x, {check.n_base}+{check.n_head} runs"
-            if check.confirmed is False:
-                row = replace(row, verdict="unchanged",
-                              message=f"{row.message}; not confirmed across runs ({runs}, Mann-Whitney p={check.p_value:.2g}): "
-                                      "run-to-run noise")
-            elif check.confirmed:
-                row = replace(row, message=f"{row.message}; confirmed across runs ({runs}, Mann-Whitney p={check.p_value:.2g})")
-        out.append(row)
-    return out
-
-
 def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolerance: float,
           sha: str) -> dict[str, Any]:
     """One test's A/B verdict: head budgets on the pooled head, plus the gate against the base pool."""
@@ -258,10 +232,15 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
                               gpu_memory_growth=hm.get("gpu_memory_growth")) if hm else None
     result = dict(head, rows=[r.to_dict() for r in evaluate(budget, measurement, head.get("metrics") or {})])
     entry = entry_from_result(base, sha) if base is not None and not base.get("broken") else None
-    rows = _across_runs(baseline_rows(result, budget, entry, tolerance), base, hm)
+    base_runs = ((base or {}).get("measurement") or {}).get("run_bests")
+    rows = baseline_rows(result, budget, entry, tolerance, base_runs)
     comparison = None
     if entry is not None and hm.get("samples") and entry["samples"]["latency"] and entry.get("unit") == hm.get("unit"):
         comparison = compare_samples(entry["samples"]["latency"], hm["samples"], tolerance=tolerance).to_dict()
+        across = compare_runs(base_runs or [], hm.get("run_bests") or [], tolerance=tolerance)
+        if across.verdict != "insufficient":  # the table shows what decided: the runs
+            comparison.update(ratio=across.ratio, ci_low=across.ci_low, ci_high=across.ci_high,
+                              basis="runs", runs=across.to_dict())
     failing = [r for r in rows if r.failed]
     if head.get("broken"):
         verdict = "failed"

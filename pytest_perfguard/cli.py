@@ -12,6 +12,7 @@ from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseli
 from .check import format_value
 from .decide import compare_samples, geometric_mean
 from .gate import base_latency
+from .runs import MIN_RUNS
 from .report import align
 
 __all__ = ["main"]
@@ -133,13 +134,17 @@ def ab_lines(result: Any) -> list[str]:
         c = t.get("comparison")
         unit = f"s/{(t.get('measurement') or {}).get('unit') or 'call'}"
         if c:
-            rows.append([t["nodeid"], format_value(c["base_median"], unit), format_value(c["head_median"], unit),
+            runs = c.get("runs") if c.get("basis") == "runs" else None
+            base, head = (runs["base_value"], runs["head_value"]) if runs else (c["base_median"], c["head_median"])
+            rows.append([t["nodeid"], format_value(base, unit), format_value(head, unit),
                          f"{c['ratio']:.2f}x", f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]", t["verdict"]])
         else:
             rows.append([t["nodeid"], "", "", "", "", t["verdict"]])
     lines = [f"perfguard ab: {line}" for line in ab_context(result)]
     if rows:
-        lines += align(["test", "base median", "head median", "head/base", "99% CI", "verdict"], rows)
+        lines += align(["test", "base", "head", "head/base", "99% CI", "verdict"], rows)
+        lines.append(f"base, head: the fastest third of the per-run best rounds (geometric mean) from {MIN_RUNS} "
+                     f"rounds on, else the median round")
     for why in result.base_broken:
         lines.append(f"base broken: {why}")
     for t in result.failed:

@@ -233,41 +233,6 @@ def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bo
                       best_lo, best_hi, confidence, higher_is_better)
 
 
-MIN_RUNS = 5  # below this a one-sided rank test cannot reach p < 0.01 (4 + 4 runs: p >= 1/70)
-
-
-@dataclass(frozen=True)
-class RunCheck:
-    """Is a change seen across independent runs (processes), not just within them?"""
-
-    ratio: float  # head / base, medians of the per-run best rounds
-    p_value: float | None  # one-sided Mann-Whitney U on the per-run bests (None: too few runs)
-    n_base: int
-    n_head: int
-    confirmed: bool | None  # None: fewer than MIN_RUNS runs on a side, not assessed
-
-
-def compare_runs(base_bests, head_bests, *, slower: bool, confidence: float = 0.99) -> RunCheck:
-    """Test whether the head's per-run best rounds are slower (``slower``) or faster than the base's.
-
-    Within one run, ``compare_samples`` sees every round of that process; it cannot see that a
-    whole process can be several percent faster or slower than the next one (code placement,
-    the host moving the virtual CPU). Measured with ``scripts/gate_quality.py --ab`` on a shared
-    2-core VM, the best round of an unchanged test moved by 5-15 % between back-to-back runs
-    (two modes ~12 % apart, plus runs a neighbour disturbed throughout), enough to fail a 5 %
-    tolerance. Taking each run as one observation (its best round) and asking a one-sided rank
-    test for the direction of the change puts that run-to-run noise into the decision; ranks, so
-    that neither the two modes nor a wholly disturbed run need a distribution assumed (pyperf
-    spreads a benchmark over many processes for the same reason).
-    """
-    b, h = _clean(base_bests), _clean(head_bests)
-    ratio = float(np.median(h) / np.median(b)) if len(b) and len(h) else math.nan
-    if len(b) < MIN_RUNS or len(h) < MIN_RUNS:
-        return RunCheck(ratio, None, len(b), len(h), None)
-    p = float(_stats().mannwhitneyu(h, b, alternative="greater" if slower else "less").pvalue)
-    return RunCheck(ratio, p, len(b), len(h), p < 1 - confidence)
-
-
 def geometric_mean(ratios) -> float:
     """Geometric mean of positive ratios (the right average for speed-ups and slow-downs)."""
     r = _clean(ratios)

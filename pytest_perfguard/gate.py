@@ -2,7 +2,9 @@
 
 * Latency (samples): ``decide.compare_samples`` - significant AND beyond the tolerance.
   A relative latency budget ``"+10%"`` is the same check with its own tolerance;
-  ``throughput="-10%"`` likewise (throughput is the inverse of latency).
+  ``throughput="-10%"`` likewise (throughput is the inverse of latency). When both sides come
+  from several runs (``perfguard ab``: per-run best rounds, ``run_bests``), the runs decide
+  instead (``runs.compare_runs``): pooled rounds cannot see run-to-run noise.
 * Memory and recorded metrics are one number per run: compared as a ratio. Memory ignores
   changes smaller than ``MEMORY_FLOOR`` (allocator arenas and lazily touched pages move
   peak RSS by a few MiB between runs whatever the code does).
@@ -19,6 +21,7 @@ from .budget import Budget, Limit
 from .check import Row, format_value, metric_value
 from .measure import Measurement
 from .decide import compare_samples
+from .runs import compare_runs
 
 __all__ = ["baseline_rows", "base_latency", "entry_from_result", "MEMORY_FLOOR"]
 
@@ -49,19 +52,24 @@ def entry_from_result(result: dict[str, Any], commit: str | None) -> dict[str, A
 
 
 def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
-                 unit: str) -> Row:
+                 unit: str, runs: tuple[list[float], list[float]] | None = None) -> Row:
     cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
     verdict = cmp.verdict if cmp.verdict != "insufficient" else "unchanged"
-    ci = f"[{cmp.ci_low:.2f}-{cmp.ci_high:.2f}]"
+    ratio, ci, reason = cmp.ratio, f"[{cmp.ci_low:.2f}-{cmp.ci_high:.2f}]", cmp.reason
+    across = compare_runs(*runs, tolerance=tolerance) if runs else None
+    if across is not None and across.verdict != "insufficient":
+        verdict, ratio, ci = across.verdict, across.ratio, f"[{across.ci_low:.2f}-{across.ci_high:.2f}]"
+        reason = across.reason
     now_s, base_s = format_value(cmp.head_median, unit), format_value(cmp.base_median, unit)
-    shown = f"{now_s} vs baseline {base_s} (median {cmp.ratio:.2f}x {ci}; {cmp.reason})"
-    if cmp.verdict == "regressed":
+    what = "median" if across is None or across.verdict == "insufficient" else "runs"
+    shown = f"{now_s} vs baseline {base_s} ({what} {ratio:.2f}x {ci}; {reason})"
+    if verdict == "regressed":
         msg = f"{label} regressed: {shown}"
-    elif cmp.verdict == "improved":
+    elif verdict == "improved":
         msg = f"{label} improved: {shown}; consider --perf-save"
     else:
         msg = f"{label} {shown}"
-    return Row(label, budget_text, cmp.head_median, unit, verdict, msg, baseline=cmp.base_median, ratio=cmp.ratio)
+    return Row(label, budget_text, cmp.head_median, unit, verdict, msg, baseline=cmp.base_median, ratio=ratio)
 
 
 def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
@@ -79,14 +87,15 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
     return Row(label, budget_text, now, unit, "unchanged", f"{label} {shown}", baseline=base, ratio=ratio)
 
 
-def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str) -> Row | None:
+def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str,
+                  runs: tuple[list[float], list[float]] | None = None) -> Row | None:
     base_samples = base_latency(entry)
     if lim.metric in ("latency", "throughput"):
         if not base_samples or not head:
             return None
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
-        return _latency_row(lim.label, lim.text, base_samples, head, tol, unit)
+        return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs)
     if lim.metric in ("memory", "gpu_memory"):
         key = f"{lim.metric}_growth"
         base, now = entry.get(key), (result.get("measurement") or {}).get(key)
@@ -116,8 +125,12 @@ def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
 
 
 def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str, Any] | None,
-                  tolerance: float) -> list[Row]:
-    """Rows replacing ``no-baseline`` rows (relative budgets) plus the default regression checks."""
+                  tolerance: float, base_runs: list[float] | None = None) -> list[Row]:
+    """Rows replacing ``no-baseline`` rows (relative budgets) plus the default regression checks.
+
+    ``base_runs``: the base's per-run best rounds; with the head's (``measurement.run_bests``)
+    the latency rows are decided across runs (``perfguard ab``).
+    """
     if entry is None:
         return [Row(**d) for d in result["rows"]]
     rows = [_with_baseline(r, entry) for r in (Row(**d) for d in result["rows"]) if r.verdict != "no-baseline"]
@@ -126,16 +139,18 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
     m = result.get("measurement") or {}
     head = list(m.get("samples") or [])
     unit = f"s/{m.get('unit') or 'call'}"
+    runs = (list(base_runs), list(m["run_bests"])) if base_runs and m.get("run_bests") else None
     relative = [lim for lim in (budget.limits if budget else ()) if lim.relative]
     for lim in relative:
-        row = _relative_row(lim, entry, result, head, unit)
+        row = _relative_row(lim, entry, result, head, unit, runs)
         rows.append(row or Row(lim.label, lim.text, None, unit, "error",
                                f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
     checked = {lim.metric for lim in relative}
     base_samples = base_latency(entry)
     if head and base_samples and not checked & {"latency", "throughput"}:
         if entry.get("unit") == m.get("unit"):
-            rows.append(_latency_row("latency vs baseline", f"±{tolerance:.0%}", base_samples, head, tolerance, unit))
+            rows.append(_latency_row("latency vs baseline", f"±{tolerance:.0%}", base_samples, head, tolerance, unit,
+                                    runs))
     base_mem, now_mem = entry.get("memory_growth"), m.get("memory_growth")
     if "memory" not in checked and base_mem is not None and now_mem is not None:
         rows.append(_scalar_row("memory vs baseline", f"±{tolerance:.0%}", float(base_mem), float(now_mem), "B",

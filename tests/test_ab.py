@@ -96,7 +96,8 @@ def test_a_slower_head_fails_with_a_regression_and_markdown(repo: Path) -> None:
               "--markdown", "ab.md", "--", *FAST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "latency vs baseline regressed" in proc.stdout
-    assert "confirmed across runs (per-run best" in proc.stdout  # 3x slower in every run
+    assert "fastest third of the per-run best rounds" in proc.stdout  # 5 rounds: the runs decide
+    assert "slower beyond the 5 % tolerance" in proc.stdout
     md = (repo / "ab.md").read_text()
     assert "**FAILED**: 1 regression" in md and "### Regressions" in md
 
@@ -228,17 +229,29 @@ def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
     assert (test["base_metrics"]["is_head"], test["metrics"]["is_head"]) == (0.0, 1.0)
 
 
-def test_a_regression_the_runs_do_not_agree_on_is_run_to_run_noise() -> None:
-    from pytest_perfguard.ab import _across_runs
-    from pytest_perfguard.check import Row
+def test_from_five_rounds_on_the_runs_decide_the_latency_rows() -> None:
+    from pytest_perfguard.gate import baseline_rows
 
-    row = Row("latency vs baseline", "±5%", 1.1e-3, "s/call", "regressed", "latency vs baseline regressed: ...")
-    memory = Row("memory vs baseline", "±5%", 2e8, "B", "regressed", "memory vs baseline regressed: ...")
-    base = {"measurement": {"run_bests": [1.00e-3, 1.12e-3, 0.95e-3, 1.08e-3, 1.02e-3]}}
-    noisy = _across_runs([row, memory], base, {"run_bests": [1.01e-3, 1.10e-3, 1.09e-3, 1.05e-3, 0.97e-3]})
-    assert noisy[0].verdict == "unchanged" and "not confirmed across runs" in noisy[0].message
-    assert noisy[1].verdict == "regressed"  # one number per run: not a sample row, left alone
-    steady = _across_runs([row], base, {"run_bests": [1.30e-3, 1.32e-3, 1.31e-3, 1.29e-3, 1.33e-3]})
-    assert steady[0].verdict == "regressed" and "confirmed across runs" in steady[0].message
-    few = _across_runs([row], {"measurement": {"run_bests": [1e-3] * 4}}, {"run_bests": [1.2e-3] * 4})
-    assert few[0] == row  # fewer than 5 runs a side: the pooled verdict stands
+    def rounds(level: float) -> list[float]:  # 20 rounds with a sharp floor at ``level``
+        return [level * (1 + 0.001 * i) for i in range(20)]
+
+    base_bests = [1.00e-3, 1.12e-3, 1.00e-3, 1.08e-3, 1.02e-3]
+    entry = {"samples": {"latency": [x for b in base_bests for x in rounds(b)]}, "unit": "call",
+             "memory_growth": 1e8}
+
+    def latency(head_bests: list[float], base_runs: list[float] | None) -> dict:
+        result = {"rows": [], "measurement": {"samples": [x for h in head_bests for x in rounds(h)], "unit": "call",
+                                              "run_bests": head_bests, "memory_growth": 2e8}}
+        return {r.metric: r for r in baseline_rows(result, None, entry, 0.05, base_runs)}
+
+    noisy = [1.06e-3, 1.10e-3, 1.09e-3, 1.07e-3, 1.12e-3]  # the two fastest of 10 runs are the base's
+    assert latency(noisy, None)["latency vs baseline"].verdict == "regressed"  # pooled rounds alone
+    rows = latency(noisy, base_bests)
+    assert rows["latency vs baseline"].verdict == "unchanged", rows["latency vs baseline"].message
+    assert "fastest third of the per-run best rounds" in rows["latency vs baseline"].message
+    assert rows["memory vs baseline"].verdict == "regressed"  # one number per run: not decided by runs
+    steady = latency([1.30e-3, 1.32e-3, 1.31e-3, 1.29e-3, 1.33e-3], base_bests)["latency vs baseline"]
+    assert steady.verdict == "regressed"
+    assert steady.ratio == pytest.approx((1.29 * 1.30) ** 0.5 / (1.00 * 1.00) ** 0.5)  # fastest 2 of 5 a side
+    few = latency(noisy[:4], base_bests[:4])["latency vs baseline"]  # < 5 runs a side: the pooled rounds
+    assert few.verdict == "regressed" and "fastest third" not in few.message
