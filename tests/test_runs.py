@@ -40,7 +40,8 @@ def test_false_failures_and_detection_over_eight_runs(disturbed: float) -> None:
 def test_the_fastest_third_beats_all_runs_when_runs_are_disturbed() -> None:
     """The same recordings judged on all runs (a rank test of the run bests, as asv does with
     its samples) lose slowdowns that disturbed base runs hide; the fastest third does not."""
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats
+
     rng = np.random.default_rng(8)
     third = ranks = 0
     for _ in range(200):
@@ -114,5 +115,8 @@ def test_many_runs_use_a_seeded_sample_of_splits(monkeypatch: pytest.MonkeyPatch
     assert one == two and one.verdict == "regressed"  # deterministic, not cached luck
     monkeypatch.setattr(runs, "MAX_SPLITS", 10**5)  # exact enumeration agrees to sampling error
     runs._splits.cache_clear()
-    exact = runs._compare.__wrapped__(tuple(b), tuple(h), 0.05, 0.99)
+    try:
+        exact = runs._compare.__wrapped__(tuple(b), tuple(h), 0.05, 0.99)
+    finally:
+        runs._splits.cache_clear()  # no exact 9 + 9 table left behind for other tests
     assert exact.p_slower == pytest.approx(one.p_slower, abs=5e-4)
