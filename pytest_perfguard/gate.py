@@ -55,13 +55,12 @@ def _latency_row(label: str, budget_text: str, base: list[float], head: list[flo
                  unit: str, runs: tuple[list[float], list[float]] | None = None) -> Row:
     cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
     verdict = cmp.verdict if cmp.verdict != "insufficient" else "unchanged"
-    ratio, ci, reason = cmp.ratio, f"[{cmp.ci_low:.2f}-{cmp.ci_high:.2f}]", cmp.reason
+    what, ratio, ci, reason = "median", cmp.ratio, f"[{cmp.ci_low:.2f}-{cmp.ci_high:.2f}]", cmp.reason
     across = compare_runs(*runs, tolerance=tolerance) if runs else None
     if across is not None and across.verdict != "insufficient":
-        verdict, ratio, ci = across.verdict, across.ratio, f"[{across.ci_low:.2f}-{across.ci_high:.2f}]"
-        reason = across.reason
+        what, verdict, ratio, reason = "runs", across.verdict, across.ratio, across.reason
+        ci = f"[{across.ci_low:.2f}-{across.ci_high:.2f}]"
     now_s, base_s = format_value(cmp.head_median, unit), format_value(cmp.base_median, unit)
-    what = "median" if across is None or across.verdict == "insufficient" else "runs"
     shown = f"{now_s} vs baseline {base_s} ({what} {ratio:.2f}x {ci}; {reason})"
     if verdict == "regressed":
         msg = f"{label} regressed: {shown}"

@@ -36,6 +36,8 @@ from itertools import combinations
 
 import numpy as np
 
+from .decide import _clean, _json_float, geometric_mean
+
 MIN_RUNS = 5  # 5 + 5 runs: 252 splits, p >= 1/252 < 0.005; 4 + 4: p >= 1/70, never significant
 KEEP = 1 / 3  # the fastest third of each side's runs
 MAX_SPLITS = 20_000  # exact enumeration up to this many splits, a seeded random sample above
@@ -58,7 +60,8 @@ class RunComparison:
     reason: str
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        """JSON-safe dict (non-finite floats become None)."""
+        return {k: _json_float(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 @lru_cache(maxsize=16)
@@ -66,19 +69,13 @@ def _splits(n_base: int, n_head: int) -> np.ndarray:
     """Boolean rows: True where a value goes to the head; row 0 is the observed split (read-only)."""
     n = n_base + n_head
     if math.comb(n, n_head) <= MAX_SPLITS:
-        idx = np.array(list(combinations(range(n), n_head)))
-        rows = np.zeros((len(idx), n), dtype=bool)
-        rows[np.arange(len(idx))[:, None], idx] = True
-        observed = np.all(rows[:, n_base:], axis=1) & ~np.any(rows[:, :n_base], axis=1)
-        rows = np.concatenate([rows[observed], rows[~observed]])
-        rows.flags.writeable = False
-        return rows
-    rng = np.random.default_rng(0)
-    order = np.argsort(rng.random((MAX_SPLITS, n)), axis=1)[:, :n_head]
-    rows = np.zeros((MAX_SPLITS, n), dtype=bool)
-    rows[np.arange(MAX_SPLITS)[:, None], order] = True
-    rows[0] = False
-    rows[0, n_base:] = True
+        # values are base then head: the observed head (n_base..n-1) is the last combination
+        idx = np.array(list(combinations(range(n), n_head))[::-1])
+    else:
+        idx = np.argsort(np.random.default_rng(0).random((MAX_SPLITS, n)), axis=1)[:, :n_head]
+        idx[0] = np.arange(n_base, n)
+    rows = np.zeros((len(idx), n), dtype=bool)
+    rows[np.arange(len(idx))[:, None], idx] = True
     rows.flags.writeable = False
     return rows
 
@@ -103,17 +100,18 @@ class _Permutation:
         base = _fastest_mean(np.where(self.rows, np.inf, grid), self.kb)
         return head - base  # row 0: observed
 
-    def p_values(self, delta: float) -> tuple[float, float]:
+    def test(self, delta: float) -> tuple[float, float, float]:
+        """The observed statistic and the one-sided p-values (head slower, head faster)."""
         t = self.stats(delta)
         eps = 1e-12 * max(1.0, abs(t[0]))
-        return float(np.mean(t >= t[0] - eps)), float(np.mean(t <= t[0] + eps))
+        return float(t[0]), float(np.mean(t >= t[0] - eps)), float(np.mean(t <= t[0] + eps))
 
     def bound(self, alpha: float, lower: bool, observed: float) -> float:
         """The shift at which the one-sided test (slower for the lower bound) stops rejecting."""
         span = 2 * float(np.ptp(np.concatenate([self.b, self.h]))) + 1e-9  # shifted this far: no overlap
 
         def rejects(delta: float) -> bool:
-            slower, faster = self.p_values(delta)
+            _, slower, faster = self.test(delta)
             return (slower if lower else faster) < alpha
 
         inside = observed
@@ -131,12 +129,12 @@ def _keep(n: int) -> int:
 
 
 def _level(x: np.ndarray) -> float:
-    return float(np.exp(np.mean(np.sort(np.log(x))[:_keep(len(x))]))) if len(x) else math.nan
+    return geometric_mean(np.sort(x)[:_keep(len(x))]) if len(x) else math.nan
 
 
 def _positive(values) -> tuple[float, ...]:
-    x = np.asarray([v for v in values if v is not None], dtype=float)
-    return tuple(float(v) for v in x[np.isfinite(x) & (x > 0)])
+    x = _clean(values)  # None and non-finite values dropped
+    return tuple(float(v) for v in x[x > 0])
 
 
 def compare_runs(base_bests, head_bests, *, tolerance: float = 0.05, confidence: float = 0.99,
@@ -146,24 +144,14 @@ def compare_runs(base_bests, head_bests, *, tolerance: float = 0.05, confidence:
     ``interval=False`` skips the interval (NaN; some 40 permutation passes), for simulations that
     only need the verdict: the verdict does not depend on it.
     """
-    return _compare(_positive(base_bests), _positive(head_bests), float(tolerance), float(confidence), interval)
-
-
-@lru_cache(maxsize=256)  # the gate rows and the A/B table ask for the same comparison
-def _compare(base: tuple[float, ...], head: tuple[float, ...], tolerance: float, confidence: float,
-             interval: bool = True) -> RunComparison:
-    b, h = np.array(base), np.array(head)
-    alpha = (1 - confidence) / 2
-    bv, hv = _level(b), _level(h)
+    b, h = _positive(base_bests), _positive(head_bests)
+    bv, hv = _level(np.array(b)), _level(np.array(h))
     if len(b) < MIN_RUNS or len(h) < MIN_RUNS:
         return RunComparison(bv, hv, hv / bv if len(b) and len(h) else math.nan, math.nan, math.nan, None, None,
                              len(b), len(h), tolerance, confidence, "insufficient",
                              f"too few runs to judge across runs ({len(b)} + {len(h)}; need {MIN_RUNS} a side)")
-    perm = _Permutation(np.log(b), np.log(h))
-    observed = float(perm.stats(0.0)[0])
-    p_slower, p_faster = perm.p_values(0.0)
-    lo = perm.bound(alpha, True, observed) if interval else math.nan
-    hi = perm.bound(alpha, False, observed) if interval else math.nan
+    observed, p_slower, p_faster, lo, hi = _permutation_test(b, h, float(confidence), interval)
+    alpha = (1 - confidence) / 2
     ratio = math.exp(observed)
     verdict = "unchanged"
     if p_slower < alpha and ratio > 1 + tolerance:
@@ -178,3 +166,15 @@ def _compare(base: tuple[float, ...], head: tuple[float, ...], tolerance: float,
               "unchanged": f"{shown}: no change beyond {tol} shown"}[verdict]
     return RunComparison(bv, hv, ratio, math.exp(lo), math.exp(hi), p_slower, p_faster, len(b), len(h), tolerance,
                          confidence, verdict, reason)
+
+
+@lru_cache(maxsize=256)  # the gate rows and the A/B table ask for the same runs, maybe at other tolerances
+def _permutation_test(base: tuple[float, ...], head: tuple[float, ...], confidence: float,
+                      interval: bool) -> tuple[float, float, float, float, float]:
+    """log ratio, p slower, p faster and the interval's log bounds (NaN without ``interval``)."""
+    perm = _Permutation(np.log(base), np.log(head))
+    observed, p_slower, p_faster = perm.test(0.0)
+    alpha = (1 - confidence) / 2
+    lo = perm.bound(alpha, True, observed) if interval else math.nan
+    hi = perm.bound(alpha, False, observed) if interval else math.nan
+    return observed, p_slower, p_faster, lo, hi
