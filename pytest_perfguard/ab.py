@@ -1,14 +1,16 @@
-"""``perfguard ab REV``: measure REV (base) and the working tree (head) alternately on one runner.
+"""``perfguard ab REV``: measure REV (base) and the working tree (head) in turn on one runner.
 
 REV is checked out into a temporary git worktree. The same pytest command then runs with
-``--perf --perf-json`` in the base worktree and in the current checkout, base, head, base, head,
-... for ``rounds`` rounds, so that drift on a shared runner hits both sides alike. Each test's
-samples are pooled per side and judged by the same rules as a stored baseline
-(``gate.baseline_rows``: the base pool plays the baseline entry), so budgets, relative budgets
-and the latency decision mean exactly what they mean in a ``--perf`` run. One difference: each run
-is its own process, and a whole run can be a few percent (in a noisy hour, tens of percent)
-faster or slower than the next, so from ``runs.MIN_RUNS`` rounds on the latency verdict is taken
-across runs, each run's best round one observation (``runs.compare_runs``).
+``--perf --perf-json`` in the base worktree and in the current checkout, one run of each side per
+round, for ``rounds`` rounds, so that drift on a shared runner hits both sides alike. Which side
+goes first in a round is drawn at random (``seed``), so that nothing periodic or drifting on the
+machine can line up with one side. Each test's samples are pooled per side and judged by the same
+rules as a stored baseline (``gate.baseline_rows``: the base pool plays the baseline entry), so
+budgets, relative budgets and the latency decision mean exactly what they mean in a ``--perf``
+run. One difference: each run is its own process, and a whole run can be a few percent (in a noisy
+hour, tens of percent) faster or slower than the next, so with enough rounds (``runs.min_pairs``)
+the latency verdict is taken across runs, each run's best round one observation and each round a
+pair (``runs.compare_runs``, a randomization test that matches the random order).
 
 The measuring instrument is the installed plugin (the current checkout's, in an editable install)
 for both sides: pytest runs as ``python -P -m pytest`` so that the base worktree's own copy of a
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -84,6 +87,7 @@ class ABResult:
     sha: str
     rounds: int
     dirty: bool
+    seed: int = 0  # draws the order of the sides in each round
     runs: list[SideRun] = field(default_factory=list)
     tests: list[dict[str, Any]] = field(default_factory=list)  # one per test: see ``judge``
     base_broken: list[str] = field(default_factory=list)  # why the base cannot be gated on
@@ -195,6 +199,8 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
     """Per test: one result whose samples are all rounds' samples, in time order."""
     pooled: dict[str, dict[str, Any]] = {}
     memory: dict[str, list[float]] = {}
+    bests: dict[str, dict[int, float]] = {}
+    last = max((run.round for run in runs), default=0)
     for run in runs:
         for nodeid, res in run.results.items():
             m = res.get("measurement") or {}
@@ -206,13 +212,15 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
             if m and p["measurement"] is not None:
                 p["measurement"]["samples"].extend(m.get("samples") or [])
                 if m.get("samples"):
-                    p["measurement"].setdefault("run_bests", []).append(float(np.min(m["samples"])))
+                    bests.setdefault(nodeid, {})[run.round] = float(np.min(m["samples"]))
                 if m.get("memory_growth") is not None:
                     memory.setdefault(nodeid, []).append(float(m["memory_growth"]))
     for nodeid, p in pooled.items():
         m = p["measurement"]
         if m is not None:
             m["summary"] = summarize(m["samples"])
+            if nodeid in bests:  # by round, None where a run has no samples: rounds pair the sides
+                m["run_bests"] = [bests[nodeid].get(r) for r in range(1, last + 1)]
             m["memory_growth"] = float(np.median(memory[nodeid])) if memory.get(nodeid) else None
     return pooled
 
@@ -260,13 +268,16 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
 
 
 def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,
-           cwd: Path | None = None, python: str = sys.executable,
+           cwd: Path | None = None, python: str = sys.executable, seed: int | None = None,
            on_run: Callable[[str, int, int], None] | None = None,
            say: Callable[[str], None] = print) -> ABResult:
-    """Alternate base and head ``rounds`` times and judge every test; raises ``ABError`` on bad input.
+    """Run base and head once each per round, ``rounds`` times, and judge every test.
+
+    Raises ``ABError`` on bad input.
 
     ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
-    wants to disturb one side).
+    wants to disturb one side). ``seed`` draws the order of the sides in each round (None: a fresh
+    one, kept in the result so that the order can be repeated).
     """
     if rounds < 1:
         raise ABError(f"--rounds must be >= 1, not {rounds}")
@@ -278,7 +289,10 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     repo = Path(top.stdout.strip())
     sha = resolve(rev, repo)
     dirty = bool(_git(["status", "--porcelain", "--untracked-files=no"], repo).stdout.strip())
-    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**32)
+    order = random.Random(seed)
+    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed)
     if dirty:
         say("perfguard ab: the working tree has uncommitted changes: the head is measured as it is on disk")
     with worktree(repo, sha) as base_root, tempfile.TemporaryDirectory(prefix="perfguard-ab-runs-") as work:
@@ -286,7 +300,9 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
         if not base_cwd.is_dir():
             raise ABError(f"{here.relative_to(repo)} does not exist at {rev}")
         for rnd in range(1, rounds + 1):
-            for side, side_cwd in (("base", base_cwd), ("head", here)):
+            sides = [("base", base_cwd), ("head", here)]
+            order.shuffle(sides)
+            for side, side_cwd in sides:
                 if on_run is not None:
                     on_run(side, rnd, rounds)
                 run = run_side(side, rnd, side_cwd, pytest_args, Path(work), python)

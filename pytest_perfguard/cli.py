@@ -12,7 +12,7 @@ from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseli
 from .check import format_value
 from .decide import compare_samples, geometric_mean
 from .gate import base_latency
-from .runs import MIN_RUNS
+from .runs import min_pairs
 from .report import align
 
 __all__ = ["main"]
@@ -96,7 +96,8 @@ def ab(args: argparse.Namespace) -> int:
     from .ab import ABError, run_ab
 
     try:
-        result = run_ab(args.rev, args.pytest_args, rounds=args.rounds, tolerance=args.tolerance)
+        result = run_ab(args.rev, args.pytest_args, rounds=args.rounds, tolerance=args.tolerance,
+                        seed=args.seed)
     except ABError as exc:
         print(f"perfguard ab: error: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +120,8 @@ def ab(args: argparse.Namespace) -> int:
 def ab_context(result: Any) -> list[str]:
     """The lines that say what was compared (markdown context and the terminal header)."""
     lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
-             f"{', with uncommitted changes' if result.dirty else ''}), {result.rounds} alternations"]
+             f"{', with uncommitted changes' if result.dirty else ''}), {result.rounds} rounds, "
+             f"the sides in random order (--seed {result.seed})"]
     if result.geomean is not None:
         lines.append(f"geometric mean head/base: {result.geomean:.3f}x (< 1: head is faster)")
     lines += [f"base broken, not gated on: {why.splitlines()[0]}" for why in result.base_broken]
@@ -143,7 +145,7 @@ def ab_lines(result: Any) -> list[str]:
     lines = [f"perfguard ab: {line}" for line in ab_context(result)]
     if rows:
         lines += align(["test", "base", "head", "head/base", "99% CI", "verdict"], rows)
-        lines.append(f"base, head: the fastest third of the per-run best rounds (geometric mean) from {MIN_RUNS} "
+        lines.append(f"base, head: the fastest third of the per-run best rounds (geometric mean) from {min_pairs()} "
                      f"rounds on, else the median round")
     for why in result.base_broken:
         lines.append(f"base broken: {why}")
@@ -162,7 +164,7 @@ def ab_document(result: Any) -> dict[str, Any]:
     runs = [{"side": r.side, "round": r.round, "returncode": r.returncode, "seconds": r.seconds}
             for r in result.runs]
     return json_document(result.tests, {"ab": {
-        "rev": result.rev, "sha": result.sha, "rounds": result.rounds, "dirty": result.dirty,
+        "rev": result.rev, "sha": result.sha, "rounds": result.rounds, "seed": result.seed, "dirty": result.dirty,
         "geomean": result.geomean, "base_broken": result.base_broken, "only_base": result.only_base,
         "only_head": result.only_head, "runs": runs}})
 
@@ -203,13 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .ab import DEFAULT_ROUNDS
 
     a = sub.add_parser(
-        "ab", help="merge gate: measure REV and the working tree alternately on this runner",
+        "ab", help="merge gate: measure REV and the working tree in turn on this runner",
         description="Check REV out into a temporary worktree and run `pytest --perf PYTEST_ARGS` "
-                    "alternately there and here (base, head, base, head, ...), then judge every test "
-                    "on the pooled samples. Exit 1 on a regression or budget breach of the head.")
+                    "there and here, once each per round in a random order, then judge every test "
+                    "against the base measured in this job. Exit 1 on a regression or budget breach "
+                    "of the head.")
     a.add_argument("rev", help="the base revision, e.g. origin/main or HEAD~1")
     a.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                   help=f"alternations (default {DEFAULT_ROUNDS}: see the README's reliability table)")
+                   help=f"rounds, one run of each side per round (default {DEFAULT_ROUNDS}: see the README's "
+                        "reliability table)")
+    a.add_argument("--seed", type=int, help="draws the order of the sides in each round (default: a fresh "
+                                            "one, printed, so that a run can be repeated)")
     a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
     a.add_argument("--markdown", help="write a markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     a.add_argument("--json", help="write the verdicts and pooled samples here")

@@ -17,7 +17,7 @@ What it does
    adversarial placement, where the neighbour is perfectly confounded with the side).
 3. Counts, per test, how often the gate says the head failed: for ``aa`` that is a false failure
    (A/A), for the others a detection. The same recording also gives
-   * the verdicts with fewer alternations (the first k rounds of each run, judged again by
+   * the verdicts with fewer rounds (the first k rounds of each run, judged again by
      ``ab.judge``): how the default ``--rounds`` was chosen;
    * the **stored-baseline gate under the same conditions**: round 1 of the base side of a quiet
      run (no hog: a baseline is recorded once, at a chosen moment) as the stored baseline, against
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import signal
@@ -43,12 +44,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gate_quality import wilson, write_table  # the same folder: shared table helpers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_perfguard import ab  # noqa: E402
 from pytest_perfguard.decide import compare_samples  # noqa: E402
-from pytest_perfguard.runs import MIN_RUNS  # noqa: E402
+from pytest_perfguard.runs import min_pairs  # noqa: E402
 
 CASES = {"aa": 0.0, "plus5": 0.05, "plus10": 0.10, "plus20": 0.20}
 NAMES = {"aa": "A/A (no change)", "plus5": "+5 % work", "plus10": "+10 % work", "plus20": "+20 % work"}
@@ -153,6 +156,7 @@ def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path
                     raise SystemExit("perfguard ab measured nothing usable; stopping the recording:\n"
                                      + "\n".join(res.base_broken))
                 rec = {"run": i, "hog": hogged, "hog_on": hog_on, "max_time": max_time, "start": t0, "seconds": time.time() - t0,
+                       "seed": res.seed,
                        "rounds": [_slim(r) for r in res.runs]}
                 records.append(rec)
                 verdicts = {t["nodeid"].split("[")[-1].rstrip("]"): t["verdict"] for t in res.tests}
@@ -172,7 +176,7 @@ def _results(rec: dict[str, Any], side: str, upto: int) -> list[ab.SideRun]:
 
 
 def ab_verdicts(rec: dict[str, Any], k: int, tolerance: float, across_runs: bool = True) -> dict[str, bool]:
-    """case -> the A/B gate failed the head, judging the first ``k`` alternations of one run
+    """case -> the A/B gate failed the head, judging the first ``k`` rounds of one run
     (``across_runs=False``: on the pooled samples alone, without the per-run check)."""
     base, head = ab._pool(_results(rec, "base", k)), ab._pool(_results(rec, "head", k))
     if not across_runs:
@@ -198,6 +202,10 @@ def stored_verdicts(base_rec: dict[str, Any], head_rec: dict[str, Any], toleranc
     return out
 
 
+def _utc(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
 def rate(k: int, n: int) -> str:
     if n == 0:
         return "n/a"
@@ -206,7 +214,7 @@ def rate(k: int, n: int) -> str:
 
 
 def _ks(rounds: int) -> list[int]:
-    """The alternation counts reported: 1, 2, 4, 6, ... up to ``rounds``."""
+    """The round counts reported: 1, 2, 4, 6, ... up to ``rounds``."""
     return sorted({k for k in (1, 2, 4, 6, 8, 12) if k <= rounds} | {rounds})
 
 
@@ -231,24 +239,59 @@ def analyse(records: list[dict[str, Any]], tolerance: float) -> tuple[list[list[
     return rows, rounds
 
 
+def order_check(records: list[dict[str, Any]], case: str = "aa") -> list[str]:
+    """Does something line up with the side, or with the place in the round? Per A/B run, count the
+    rounds in which the head's run of ``case`` was slower than the base's, and those in which the
+    second run was slower than the first. With no such effect each count is Binomial(rounds, 1/2)
+    when the order is random; over-dispersion (a larger variance, more extreme counts) means the
+    effect is there. (With the base first in every round, side and place are one count.)"""
+    lines = []
+    for hogged in (False, True):
+        group = [r for r in records if r["hog"] == hogged]
+        counts: dict[str, list[int]] = {"head slower": [], "second run slower": []}
+        n = 0
+        for rec in group:
+            runs = [(r["side"], r["round"], min(r["tests"][f"tests/test_gq.py::test_gate[{case}]"]["measurement"]["samples"]))
+                    for r in rec["rounds"]]
+            by_round: dict[int, list[tuple[str, float]]] = {}
+            for side, rnd, best in runs:  # in time order
+                by_round.setdefault(rnd, []).append((side, best))
+            pairs = [v for v in by_round.values() if len(v) == 2]
+            n = len(pairs)
+            counts["head slower"].append(sum((a if s == "head" else b) > (b if s == "head" else a)
+                                             for (s, a), (_, b) in pairs))
+            counts["second run slower"].append(sum(b > a for (_, a), (_, b) in pairs))
+        if not group or n == 0:
+            continue
+        lo, hi = max(0, n // 6), n - max(0, n // 6)  # the tails: at most 2 or at least 10 of 12
+        expected = len(group) * 2 * sum(math.comb(n, k) for k in range(lo + 1)) / 2**n
+        for what, c in counts.items():
+            arr = np.array(c)
+            lines.append(f"{'CPU 0' if hogged else 'none'} | {what} | {arr.var():.2f} (binomial {n / 4:.2f}) | "
+                         f"{int(((arr <= lo) | (arr >= hi)).sum())}/{len(arr)} (binomial {expected:.1f})")
+    return lines
+
+
 def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: int, cmd: str, max_time: float) -> str:
     ks = _ks(rounds)
     secs = sorted(r["seconds"] for r in records)
-    header = ["CPU hog", "head", *[f"A/B, {k} alternation{'s' if k > 1 else ''}" for k in ks],
+    header = ["CPU hog", "head", *[f"A/B, {k} round{'s' if k > 1 else ''}" for k in ks],
               f"A/B, {rounds}, pooled samples only", "stored baseline, 1 block"]
     out = [
         f"Command: `{cmd}`  ",
-        f"Date: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} (UTC); "
-        f"{len(records)} runs of `perfguard ab`, {rounds} alternations each, "
+        f"Recorded: {_utc(records[0]['start'])} to {_utc(records[-1]['start'] + records[-1]['seconds'])} (UTC); "
+        f"{len(records)} runs of `perfguard ab`, {rounds} rounds each, "
+        f"{'the sides in random order' if records[0].get('seed') is not None else 'base first'} in every round, "
         f"`--perf-max-time={records[0].get('max_time', max_time)}`; "
         f"median wall time of one run {secs[len(secs) // 2]:.0f} s  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} logical cores (shared), Python {platform.python_version()}",
         "",
         "Each cell: share of runs in which the gate failed the head (count; 95 % Wilson interval). "
-        "A/A rows are false failures, the others detections. Fewer alternations: the first k rounds "
-        f"of the same runs, judged again; from {MIN_RUNS} alternations on, the latency verdict is taken across "
-        "runs (each run's best round is one observation; per side the fastest third of them; an exact permutation "
-        "test: 99 % CI above 1 and the ratio beyond the 5 % tolerance; `pytest_perfguard/runs.py`), and the "
+        "A/A rows are false failures, the others detections. Fewer rounds: the first k rounds "
+        f"of the same runs, judged again; from {min_pairs()} rounds on, the latency verdict is taken across "
+        "runs (each run's best round is one observation; per side the fastest third of them; a randomization "
+        "test over the swaps of the two runs of each round: 99 % CI above 1 and the ratio beyond the 5 % "
+        "tolerance; `pytest_perfguard/runs.py`), and the "
         "'pooled samples only' column judges the same runs on their pooled rounds instead. Stored baseline: "
         "round 1 of one run's base against round 1 of the head of a run half the recording later (no re-measurement).",
         "",
@@ -256,13 +299,18 @@ def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: in
         "|" + "---|" * len(header),
     ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
+    n = max(r["round"] for r in records[0]["rounds"])
+    out += ["", f"Order check, A/A test, per A/B run: in how many of the {n} rounds ... (variance across runs; runs "
+                f"with at most {n // 6} or at least {n - n // 6})", "",
+            "| CPU hog | count | variance | extreme runs |", "|---|---|---|---|"]
+    out += [f"| {line} |" for line in order_check(records)]
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=100, help="runs of perfguard ab (half of them with the hog)")
-    ap.add_argument("--rounds", type=int, default=ab.DEFAULT_ROUNDS, help="alternations per run")
+    ap.add_argument("--rounds", type=int, default=ab.DEFAULT_ROUNDS, help="rounds per A/B run")
     ap.add_argument("--max-time", type=float, default=0.25, help="--perf-max-time of each pytest run")
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--hog-on", choices=("run", "head"), default="run",

@@ -74,7 +74,7 @@ def worktrees(repo: Path) -> list[str]:
 
 
 def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(repo: Path) -> None:
-    proc = ab(repo, "HEAD~1", "--rounds", "2", "--json", "ab.json", "--markdown", "ab.md", "--", *FAST)
+    proc = ab(repo, "HEAD~1", "--rounds", "2", "--seed", "7", "--json", "ab.json", "--markdown", "ab.md", "--", *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "round 2/2 head" in proc.stdout
     assert "improved" in proc.stdout
@@ -85,18 +85,19 @@ def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(r
     assert test["base_metrics"]["is_head"] == 0.0  # ... and the base its own
     assert test["comparison"]["ratio"] < 0.7  # 1/3 of the work
     assert test["verdict"] == "improved"
-    assert [(r["side"], r["round"]) for r in doc["ab"]["runs"]] == [("base", 1), ("head", 1), ("base", 2), ("head", 2)]
+    assert sorted((r["round"], r["side"]) for r in doc["ab"]["runs"]) == [(1, "base"), (1, "head"), (2, "base"), (2, "head")]
+    assert doc["ab"]["seed"] == 7 and "in random order (--seed 7)" in proc.stdout
     assert "**PASSED**" in (repo / "ab.md").read_text()
     assert len(worktrees(repo)) == 1  # the base worktree is gone
 
 
 def test_a_slower_head_fails_with_a_regression_and_markdown(repo: Path) -> None:
     git(repo, "checkout", "-q", "HEAD~1")  # head = the slow commit, base = the fast one
-    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "5",
+    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "8",
               "--markdown", "ab.md", "--", *FAST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "latency vs baseline regressed" in proc.stdout
-    assert "fastest third of the per-run best rounds" in proc.stdout  # 5 rounds: the runs decide
+    assert "fastest third of the per-run best rounds" in proc.stdout  # 8 rounds: the runs decide
     assert "slower beyond the 5 % tolerance" in proc.stdout
     md = (repo / "ab.md").read_text()
     assert "**FAILED**: 1 regression" in md and "### Regressions" in md
@@ -229,13 +230,34 @@ def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
     assert (test["base_metrics"]["is_head"], test["metrics"]["is_head"]) == (0.0, 1.0)
 
 
-def test_from_five_rounds_on_the_runs_decide_the_latency_rows() -> None:
+def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_perfguard import ab as ab_module
+
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable):
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {})
+
+    monkeypatch.setattr(ab_module, "run_side", fake_run)
+
+    def order(seed: int | None) -> list[tuple[int, str]]:
+        result = ab_module.run_ab("HEAD~1", [], rounds=16, cwd=repo, seed=seed, say=lambda _: None)
+        return [(r.round, r.side) for r in result.runs]
+
+    seven = order(7)
+    assert sorted(seven) == [(k, side) for k in range(1, 17) for side in ("base", "head")]  # one of each a round
+    assert seven == order(7)  # the seed repeats the order
+    firsts = {seven[2 * i][1] for i in range(16)}
+    assert firsts == {"base", "head"}  # not base first in every round
+    assert order(8) != seven
+    assert len(worktrees(repo)) == 1
+
+
+def test_from_eight_rounds_on_the_runs_decide_the_latency_rows() -> None:
     from pytest_perfguard.gate import baseline_rows
 
     def rounds(level: float) -> list[float]:  # 20 rounds with a sharp floor at ``level``
         return [level * (1 + 0.001 * i) for i in range(20)]
 
-    base_bests = [1.00e-3, 1.12e-3, 1.00e-3, 1.08e-3, 1.02e-3]
+    base_bests = [1.00e-3, 1.12e-3, 1.00e-3, 1.08e-3, 1.02e-3, 1.01e-3, 1.15e-3, 1.03e-3]
     entry = {"samples": {"latency": [x for b in base_bests for x in rounds(b)]}, "unit": "call",
              "memory_growth": 1e8}
 
@@ -244,14 +266,15 @@ def test_from_five_rounds_on_the_runs_decide_the_latency_rows() -> None:
                                               "run_bests": head_bests, "memory_growth": 2e8}}
         return {r.metric: r for r in baseline_rows(result, None, entry, 0.05, base_runs)}
 
-    noisy = [1.06e-3, 1.10e-3, 1.09e-3, 1.07e-3, 1.12e-3]  # the two fastest of 10 runs are the base's
+    noisy = [1.06e-3, 1.10e-3, 1.09e-3, 1.07e-3, 1.12e-3, 1.08e-3, 1.06e-3, 1.09e-3]  # the base has the fastest runs
     assert latency(noisy, None)["latency vs baseline"].verdict == "regressed"  # pooled rounds alone
     rows = latency(noisy, base_bests)
     assert rows["latency vs baseline"].verdict == "unchanged", rows["latency vs baseline"].message
     assert "fastest third of the per-run best rounds" in rows["latency vs baseline"].message
     assert rows["memory vs baseline"].verdict == "regressed"  # one number per run: not decided by runs
-    steady = latency([1.30e-3, 1.32e-3, 1.31e-3, 1.29e-3, 1.33e-3], base_bests)["latency vs baseline"]
+    steady = latency([1.30e-3, 1.32e-3, 1.31e-3, 1.29e-3, 1.33e-3, 1.30e-3, 1.34e-3, 1.31e-3],
+                     base_bests)["latency vs baseline"]
     assert steady.verdict == "regressed"
-    assert steady.ratio == pytest.approx((1.29 * 1.30) ** 0.5 / (1.00 * 1.00) ** 0.5)  # fastest 2 of 5 a side
-    few = latency(noisy[:4], base_bests[:4])["latency vs baseline"]  # < 5 runs a side: the pooled rounds
+    assert steady.ratio == pytest.approx((1.29 * 1.30 * 1.30) ** (1 / 3) / (1.00 * 1.00 * 1.01) ** (1 / 3))  # 3 of 8
+    few = latency(noisy[:7], base_bests[:7])["latency vs baseline"]  # < 8 rounds: the pooled rounds
     assert few.verdict == "regressed" and "fastest third" not in few.message
