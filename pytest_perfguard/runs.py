@@ -61,7 +61,7 @@ class RunComparison:
     ratio: float  # head_value / base_value
     ci_low: float
     ci_high: float
-    p_slower: float | None  # one-sided permutation p-values (None: too few runs)
+    p_slower: float | None  # one-sided randomization p-values (None: too few rounds)
     p_faster: float | None
     n_base: int  # runs with a value on each side
     n_head: int
