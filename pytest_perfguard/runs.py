@@ -63,8 +63,8 @@ class RunComparison:
     ci_high: float
     p_slower: float | None  # one-sided randomization p-values (None: too few rounds)
     p_faster: float | None
-    n_base: int  # runs with a value on each side
-    n_head: int
+    n_base: int  # runs with a usable value, base side
+    n_head: int  # and head side
     n_pairs: int  # rounds with a value on both sides: the swappable pairs
     tolerance: float
     confidence: float

@@ -258,9 +258,8 @@ def order_check(records: list[dict[str, Any]], case: str = "aa") -> list[str]:
                 by_round.setdefault(rnd, []).append((side, best))
             pairs = [v for v in by_round.values() if len(v) == 2]
             n = len(pairs)
-            counts["head slower"].append(sum((a if s == "head" else b) > (b if s == "head" else a)
-                                             for (s, a), (_, b) in pairs))
-            counts["second run slower"].append(sum(b > a for (_, a), (_, b) in pairs))
+            counts["head slower"].append(sum(dict(p)["head"] > dict(p)["base"] for p in pairs))
+            counts["second run slower"].append(sum(second > first for (_, first), (_, second) in pairs))
         if not group or n == 0:
             continue
         lo, hi = max(0, n // 6), n - max(0, n // 6)  # the tails: at most 2 or at least 10 of 12
@@ -300,8 +299,9 @@ def to_markdown(rows: list[list[str]], records: list[dict[str, Any]], rounds: in
     ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     n = max(r["round"] for r in records[0]["rounds"])
-    out += ["", f"Order check, A/A test, per A/B run: in how many of the {n} rounds ... (variance across runs; runs "
-                f"with at most {n // 6} or at least {n - n // 6})", "",
+    out += ["", f"Order check (`order_check`), A/A test: per A/B run, in how many of its {n} rounds the head's run "
+                f"was the slower one, and the second run of the round the slower one. Variance of those counts across "
+                f"A/B runs, and the A/B runs with at most {n // 6} or at least {n - n // 6}, against a fair coin.", "",
             "| CPU hog | count | variance | extreme runs |", "|---|---|---|---|"]
     out += [f"| {line} |" for line in order_check(records)]
     return "\n".join(out) + "\n"
