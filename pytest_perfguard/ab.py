@@ -43,10 +43,9 @@ import numpy as np
 
 from .budget import BudgetError, parse_budget
 from .check import evaluate
-from .decide import compare_samples, geometric_mean, summarize
-from .gate import baseline_rows, entry_from_result
+from .decide import geometric_mean, summarize
+from .gate import baseline_rows, entry_from_result, latency_decision
 from .measure import Measurement
-from .runs import compare_runs
 
 __all__ = ["ABError", "ABResult", "run_ab", "ab_pythonpath", "SIDE_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
 
@@ -244,11 +243,13 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
     rows = baseline_rows(result, budget, entry, tolerance, base_runs)
     comparison = None
     if entry is not None and hm.get("samples") and entry["samples"]["latency"] and entry.get("unit") == hm.get("unit"):
-        comparison = compare_samples(entry["samples"]["latency"], hm["samples"], tolerance=tolerance).to_dict()
-        across = compare_runs(base_runs or [], hm.get("run_bests") or [], tolerance=tolerance)
-        if across.verdict != "insufficient":  # the table shows what decided: the runs
-            comparison.update(ratio=across.ratio, ci_low=across.ci_low, ci_high=across.ci_high,
-                              basis="runs", runs=across.to_dict())
+        cmp, across = latency_decision(entry["samples"]["latency"], hm["samples"], tolerance,
+                                       (base_runs or [], hm.get("run_bests") or []))
+        # base, head, ratio and interval: of whatever decided (``basis``), for the table
+        comparison = dict(cmp.to_dict(), basis="median", base=cmp.base_median, head=cmp.head_median)
+        if across is not None:
+            comparison.update(basis="runs", base=across.base_value, head=across.head_value, ratio=across.ratio,
+                              ci_low=across.ci_low, ci_high=across.ci_high, runs=across.to_dict())
     failing = [r for r in rows if r.failed]
     if head.get("broken"):
         verdict = "failed"

@@ -136,9 +136,7 @@ def ab_lines(result: Any) -> list[str]:
         c = t.get("comparison")
         unit = f"s/{(t.get('measurement') or {}).get('unit') or 'call'}"
         if c:
-            runs = c.get("runs") if c.get("basis") == "runs" else None
-            base, head = (runs["base_value"], runs["head_value"]) if runs else (c["base_median"], c["head_median"])
-            rows.append([t["nodeid"], format_value(base, unit), format_value(head, unit),
+            rows.append([t["nodeid"], format_value(c["base"], unit), format_value(c["head"], unit),
                          f"{c['ratio']:.2f}x", f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]", t["verdict"]])
         else:
             rows.append([t["nodeid"], "", "", "", "", t["verdict"]])

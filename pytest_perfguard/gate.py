@@ -20,10 +20,10 @@ from typing import Any
 from .budget import Budget, Limit
 from .check import Row, format_value, metric_value
 from .measure import Measurement
-from .decide import compare_samples
-from .runs import compare_runs
+from .decide import Comparison, compare_samples
+from .runs import RunComparison, compare_runs
 
-__all__ = ["baseline_rows", "base_latency", "entry_from_result", "MEMORY_FLOOR"]
+__all__ = ["baseline_rows", "base_latency", "entry_from_result", "latency_decision", "MEMORY_FLOOR"]
 
 MEMORY_FLOOR = 8 * 2**20
 
@@ -51,13 +51,21 @@ def entry_from_result(result: dict[str, Any], commit: str | None) -> dict[str, A
     }
 
 
+def latency_decision(base: list[float], head: list[float], tolerance: float,
+                     runs: tuple[list[float], list[float]] | None = None) -> tuple[Comparison, RunComparison | None]:
+    """The pooled rounds' comparison, and the runs' when both sides come from enough runs to decide
+    (``perfguard ab``; else None): the latency verdict is the runs' whenever they have one."""
+    cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
+    across = compare_runs(*runs, tolerance=tolerance) if runs else None
+    return cmp, across if across is not None and across.verdict != "insufficient" else None
+
+
 def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
                  unit: str, runs: tuple[list[float], list[float]] | None = None) -> Row:
-    cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
+    cmp, across = latency_decision(base, head, tolerance, runs)
     verdict = cmp.verdict if cmp.verdict != "insufficient" else "unchanged"
     what, ratio, ci, reason = "median", cmp.ratio, f"[{cmp.ci_low:.2f}-{cmp.ci_high:.2f}]", cmp.reason
-    across = compare_runs(*runs, tolerance=tolerance) if runs else None
-    if across is not None and across.verdict != "insufficient":
+    if across is not None:
         what, verdict, ratio, reason = "runs", across.verdict, across.ratio, across.reason
         ci = f"[{across.ci_low:.2f}-{across.ci_high:.2f}]"
     now_s, base_s = format_value(cmp.head_median, unit), format_value(cmp.base_median, unit)

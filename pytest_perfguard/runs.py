@@ -192,7 +192,7 @@ def compare_runs(base_bests, head_bests, *, tolerance: float = 0.05, confidence:
         return RunComparison(bv, hv, hv / bv if n_b and n_h else math.nan, math.nan, math.nan, None, None,
                              n_b, n_h, pairs, tolerance, confidence, "insufficient",
                              f"too few rounds to judge across runs ({pairs} with both sides; need {need})")
-    observed, p_slower, p_faster, lo, hi = _randomization_test(tuple(b), tuple(h), float(confidence), interval)
+    observed, p_slower, p_faster, lo, hi = _randomization_test(_key(b), _key(h), float(confidence), interval)
     alpha = (1 - confidence) / 2
     ratio = math.exp(observed)
     verdict = "unchanged"
@@ -210,11 +210,16 @@ def compare_runs(base_bests, head_bests, *, tolerance: float = 0.05, confidence:
                          tolerance, confidence, verdict, reason)
 
 
+def _key(x: np.ndarray) -> tuple[float | None, ...]:
+    """Hashable and equal for equal runs: None for a missing run (NaN never equals itself)."""
+    return tuple(None if math.isnan(v) else float(v) for v in x)
+
+
 @lru_cache(maxsize=256)  # the gate rows and the A/B table ask for the same runs, maybe at other tolerances
-def _randomization_test(base: tuple[float, ...], head: tuple[float, ...], confidence: float,
+def _randomization_test(base: tuple[float | None, ...], head: tuple[float | None, ...], confidence: float,
                         interval: bool) -> tuple[float, float, float, float, float]:
     """log ratio, p slower, p faster and the interval's log bounds (NaN without ``interval``)."""
-    test = _Randomization(np.log(base), np.log(head))
+    test = _Randomization(np.log(np.array(base, dtype=float)), np.log(np.array(head, dtype=float)))
     observed, p_slower, p_faster = test.test(0.0)
     alpha = (1 - confidence) / 2
     lo = test.bound(alpha, True, observed) if interval else math.nan

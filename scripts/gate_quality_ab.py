@@ -262,7 +262,7 @@ def order_check(records: list[dict[str, Any]], case: str = "aa") -> list[str]:
             counts["second run slower"].append(sum(second > first for (_, first), (_, second) in pairs))
         if not group or n == 0:
             continue
-        lo, hi = max(0, n // 6), n - max(0, n // 6)  # the tails: at most 2 or at least 10 of 12
+        lo, hi = n // 6, n - n // 6  # the tails: at most 2 or at least 10 of 12
         expected = len(group) * 2 * sum(math.comb(n, k) for k in range(lo + 1)) / 2**n
         for what, c in counts.items():
             arr = np.array(c)
