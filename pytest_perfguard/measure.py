@@ -14,6 +14,12 @@ native allocations (numpy, torch) that ``tracemalloc`` cannot. Mechanisms, best 
   and nothing polls.
 * ``sampling``: elsewhere, or when the reset is refused. A thread samples RSS with psutil
   every ``interval`` seconds; spikes shorter than the interval can be missed.
+
+CUDA (only when torch is already imported; we never import it): once CUDA is initialised, before
+the region or by the measured function's first call, every round waits for the GPU
+(``torch.cuda.synchronize``) before the clock is read, so an asynchronous kernel is timed to its
+end. GPU memory is torch's peak allocated memory over the region above what was allocated when it
+began.
 """
 
 from __future__ import annotations
@@ -162,6 +168,7 @@ class _GpuMeter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # CUDA initialised inside the region: _start stays 0, the peak since then is all the region's
         if cuda_active():
             cuda = sys.modules["torch"].cuda
             cuda.synchronize()
@@ -214,9 +221,16 @@ def measure_calls(
             result = None
             t0 = timer()
             warm = 0.0
-            for _ in range(max(1, settings.warmup_calls)):
+            warmups = max(1, settings.warmup_calls)
+            while warmups > 0:
                 result = None
                 warm, result = _round(fn, 1, timer, sync)
+                warmups -= 1
+                if not sync and cuda_active():
+                    # fn initialised CUDA: from now on every round waits for the GPU, and one
+                    # more synchronised warm-up call gives the calibration its true duration
+                    sync = True
+                    warmups = max(warmups, 1)
             result = None
             loops = _calibrate(fn, warm, settings.min_round_time, timer, sync)
             rounds_wanted = max(settings.min_rounds, min_samples)
