@@ -79,11 +79,11 @@ def _cpu_affinity(logical: int | None) -> int | None:
         return logical
 
 
-def _gpus() -> list[str]:
-    """GPU names, only when the process has already imported torch (never import it here)."""
+def _gpus() -> list[str] | None:
+    """GPU names as torch sees them; None (unknown) until the process imports torch (never import it here)."""
     torch = sys.modules.get("torch")
     if torch is None:
-        return []
+        return None
     try:
         if not torch.cuda.is_available():
             return []
@@ -117,7 +117,8 @@ def machine_fingerprint(threads: int | None = None) -> dict[str, Any]:
     """Return ``{"hardware": {...}, "software": {...}}`` for this process on this machine.
 
     ``threads`` is the torch intra-op thread count the measurements ran with (``--perf-threads``);
-    when not given it is read from torch if the process has imported torch by then.
+    when not given it is read from torch if the process has imported torch by then. ``gpus`` (and
+    ``gpu_count``) are left out until then: unknown, which is not the same as none.
     """
     logical = psutil.cpu_count(logical=True)
     gpus = _gpus()
@@ -128,9 +129,9 @@ def machine_fingerprint(threads: int | None = None) -> dict[str, Any]:
         "cpu_logical": logical,
         "cpu_affinity": _cpu_affinity(logical),
         "memory_gib": round(psutil.virtual_memory().total / 2**30),
-        "gpus": gpus,
-        "gpu_count": len(gpus),
     }
+    if gpus is not None:
+        hardware.update(gpus=gpus, gpu_count=len(gpus))
     software: dict[str, Any] = {
         "os": platform.system() or "unknown",
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
@@ -205,14 +206,21 @@ def _part(fp: Any, name: str) -> dict[str, Any]:
     return part if isinstance(part, dict) else {}
 
 
+def _known(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in old.items() if key in new}
+
+
 def compare_fingerprints(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(hardware differences, software differences) as lines like ``numpy 2.4.6 -> 2.5.0``."""
-    hardware = _diff(_part(saved, "hardware"), _part(current, "hardware"), "absent")
+    """(hardware differences, software differences) as lines like ``numpy 2.4.6 -> 2.5.0``.
+
+    A field ``current`` leaves out is one it could not know (GPUs and torch threads before torch
+    is imported), not a difference. A package it lists as absent is not installed.
+    """
+    old_hw, new_hw = _part(saved, "hardware"), _part(current, "hardware")
+    hardware = _diff(_known(old_hw, new_hw), new_hw, "absent")
     old_sw, new_sw = dict(_part(saved, "software")), dict(_part(current, "software"))
     old_pk, new_pk = old_sw.pop("packages", {}), new_sw.pop("packages", {})
-    if "torch_threads" not in new_sw:  # torch not imported yet at session start: unknown, not different
-        old_sw.pop("torch_threads", None)
-    software = _diff(old_sw, new_sw, "unset")
+    software = _diff(_known(old_sw, new_sw), new_sw, "unset")
     software += _diff(
         old_pk if isinstance(old_pk, dict) else {},
         new_pk if isinstance(new_pk, dict) else {},

@@ -93,8 +93,14 @@ def test_fingerprint_never_imports_torch_and_lists_gpus_of_imported_torch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delitem(sys.modules, "torch", raising=False)
-    assert machine_fingerprint()["hardware"]["gpus"] == []
+    hardware = machine_fingerprint()["hardware"]
+    assert "gpus" not in hardware and "gpu_count" not in hardware  # unknown until torch is imported
     assert "torch" not in sys.modules
+
+    no_cuda = types.SimpleNamespace(is_available=lambda: False)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=no_cuda))
+    assert machine_fingerprint()["hardware"]["gpus"] == []
+    assert machine_fingerprint()["hardware"]["gpu_count"] == 0
 
     cuda = types.SimpleNamespace(
         is_available=lambda: True, device_count=lambda: 2, get_device_name=lambda i: "NVIDIA H100"
@@ -151,6 +157,26 @@ def test_compare_fingerprints_separates_hardware_and_software() -> None:
     assert hardware == ["CPUs available to the process 2 -> 1"]
     assert compare_fingerprints(MACHINE, MACHINE) == ([], [])
     assert compare_fingerprints({}, MACHINE)[0]  # a fingerprint-less file differs, no crash
+
+
+def test_fields_the_current_run_cannot_know_are_not_differences() -> None:
+    saved = json.loads(json.dumps(MACHINE))
+    saved["hardware"].update(gpus=["NVIDIA H100"], gpu_count=1)
+    saved["software"]["torch_threads"] = 2
+    before_torch = json.loads(json.dumps(MACHINE))  # no gpus, gpu_count, torch_threads: unknown
+    del before_torch["hardware"]["gpus"], before_torch["hardware"]["gpu_count"]
+    assert compare_fingerprints(saved, before_torch) == ([], [])
+
+    no_gpu = json.loads(json.dumps(MACHINE))
+    no_gpu["hardware"]["gpu_count"] = 0
+    no_gpu["software"]["torch_threads"] = 1
+    hardware, software = compare_fingerprints(saved, no_gpu)
+    assert hardware == ["GPU count 1 -> 0", "GPUs NVIDIA H100 -> none"]
+    assert software == ["torch threads 2 -> 1"]
+
+    gone = json.loads(json.dumps(MACHINE))
+    gone["software"]["packages"] = {}
+    assert compare_fingerprints(MACHINE, gone)[1] == ["numpy 2.4.6 -> not installed"]
 
 
 # --- speed score -----------------------------------------------------------------------------

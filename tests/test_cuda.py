@@ -211,3 +211,39 @@ def test_auto_and_cpu_resolve_to_what_the_machine_has(pytester: pytest.Pytester,
     expected = "cuda" if choice == "auto" and _cuda_available() else "cpu"
     budget = "{'gpu_memory': '256MiB'}" if expected == "cuda" else "{}"
     result.stdout.fnmatch_lines([f"*DEVICE {expected} GPU {budget}"])
+
+
+FAKE_TORCH = """
+import types
+
+cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: False, device_count=lambda: 1,
+                             get_device_name=lambda index: "NVIDIA H100 80GB HBM3")
+
+
+def get_num_threads():
+    return 2
+"""
+
+
+def test_gpus_unknown_until_the_tests_import_torch_are_not_a_hardware_difference(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch is imported by the test module, after the baseline was chosen at session start: the
+    # saved file lists the GPU, and the next run, which cannot see it yet, must not call that a
+    # different machine.
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    pytester.syspathinsert()
+    pytester.makepyfile(torch=FAKE_TORCH)
+    pytester.makepyfile(test_gpu="""
+        import torch
+
+        def test_model(perf):
+            perf(sum, range(10))
+    """)
+    args = ("--perf", "--perf-max-time=0.01", "--perf-min-rounds=2", "-p", "no:cacheprovider")
+    pytester.runpytest(*args, "--perf-save").assert_outcomes(passed=1)
+    (path,) = (pytester.path / "baselines").glob("*.json")
+    assert json.loads(path.read_text())["machine"]["hardware"]["gpus"] == ["NVIDIA H100 80GB HBM3"]
+    again = pytester.runpytest(*args)
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines([f"*baseline *{path.name} (1 tests*"])
+    assert "different hardware" not in again.stdout.str()
