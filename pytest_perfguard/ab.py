@@ -243,13 +243,13 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
     rows = baseline_rows(result, budget, entry, tolerance, base_runs)
     comparison = None
     if entry is not None and hm.get("samples") and entry["samples"]["latency"] and entry.get("unit") == hm.get("unit"):
-        cmp, across = latency_decision(entry["samples"]["latency"], hm["samples"], tolerance,
-                                       (base_runs or [], hm.get("run_bests") or []))
+        d = latency_decision(entry["samples"]["latency"], hm["samples"], tolerance,
+                             (base_runs or [], hm.get("run_bests") or []))
         # base, head, ratio and interval: of whatever decided (``basis``), for the table
-        comparison = dict(cmp.to_dict(), basis="median", base=cmp.base_median, head=cmp.head_median)
-        if across is not None:
-            comparison.update(basis="runs", base=across.base_value, head=across.head_value, ratio=across.ratio,
-                              ci_low=across.ci_low, ci_high=across.ci_high, runs=across.to_dict())
+        comparison = dict(d.pooled.to_dict(), basis=d.basis, base=d.base, head=d.head, ratio=d.ratio,
+                          ci_low=d.ci_low, ci_high=d.ci_high)
+        if d.runs is not None:
+            comparison["runs"] = d.runs.to_dict()
     failing = [r for r in rows if r.failed]
     if head.get("broken"):
         verdict = "failed"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget, Limit
@@ -23,7 +24,7 @@ from .measure import Measurement
 from .decide import Comparison, compare_samples
 from .runs import RunComparison, compare_runs
 
-__all__ = ["baseline_rows", "base_latency", "entry_from_result", "latency_decision", "MEMORY_FLOOR"]
+__all__ = ["baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR"]
 
 MEMORY_FLOOR = 8 * 2**20
 
@@ -51,32 +52,48 @@ def entry_from_result(result: dict[str, Any], commit: str | None) -> dict[str, A
     }
 
 
-def latency_decision(base: list[float], head: list[float], tolerance: float,
-                     runs: tuple[list[float], list[float]] | None = None) -> tuple[Comparison, RunComparison | None]:
+@dataclass(frozen=True)
+class LatencyDecision:
     """The pooled rounds' comparison, and the runs' when both sides come from enough runs to decide
-    (``perfguard ab``; else None): the latency verdict is the runs' whenever they have one."""
+    (``perfguard ab``; else None). ``basis`` to ``reason`` are those of whichever decided."""
+
+    pooled: Comparison
+    runs: RunComparison | None
+    basis: str  # "median" (pooled rounds) or "runs"
+    base: float
+    head: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    verdict: str  # regressed | improved | unchanged
+    reason: str
+
+
+def latency_decision(base: list[float], head: list[float], tolerance: float,
+                     runs: tuple[list[float], list[float]] | None = None) -> LatencyDecision:
+    """Pooled rounds, or the runs (per-run best rounds, aligned by round) whenever they have a verdict."""
     cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
-    across = compare_runs(*runs, tolerance=tolerance) if runs else None
-    return cmp, across if across is not None and across.verdict != "insufficient" else None
+    r = compare_runs(*runs, tolerance=tolerance) if runs else None
+    if r is not None and r.verdict != "insufficient":
+        return LatencyDecision(cmp, r, "runs", r.base_value, r.head_value, r.ratio, r.ci_low, r.ci_high,
+                               r.verdict, r.reason)
+    return LatencyDecision(cmp, None, "median", cmp.base_median, cmp.head_median, cmp.ratio, cmp.ci_low,
+                           cmp.ci_high, cmp.verdict if cmp.verdict != "insufficient" else "unchanged", cmp.reason)
 
 
 def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
                  unit: str, runs: tuple[list[float], list[float]] | None = None) -> Row:
-    cmp, across = latency_decision(base, head, tolerance, runs)
-    verdict = cmp.verdict if cmp.verdict != "insufficient" else "unchanged"
-    what, ratio, ci, reason = "median", cmp.ratio, f"[{cmp.ci_low:.2f}-{cmp.ci_high:.2f}]", cmp.reason
-    if across is not None:
-        what, verdict, ratio, reason = "runs", across.verdict, across.ratio, across.reason
-        ci = f"[{across.ci_low:.2f}-{across.ci_high:.2f}]"
-    now_s, base_s = format_value(cmp.head_median, unit), format_value(cmp.base_median, unit)
-    shown = f"{now_s} vs baseline {base_s} ({what} {ratio:.2f}x {ci}; {reason})"
-    if verdict == "regressed":
+    d = latency_decision(base, head, tolerance, runs)
+    now_s, base_s = format_value(d.pooled.head_median, unit), format_value(d.pooled.base_median, unit)
+    shown = f"{now_s} vs baseline {base_s} ({d.basis} {d.ratio:.2f}x [{d.ci_low:.2f}-{d.ci_high:.2f}]; {d.reason})"
+    if d.verdict == "regressed":
         msg = f"{label} regressed: {shown}"
-    elif verdict == "improved":
+    elif d.verdict == "improved":
         msg = f"{label} improved: {shown}; consider --perf-save"
     else:
         msg = f"{label} {shown}"
-    return Row(label, budget_text, cmp.head_median, unit, verdict, msg, baseline=cmp.base_median, ratio=ratio)
+    return Row(label, budget_text, d.pooled.head_median, unit, d.verdict, msg, baseline=d.pooled.base_median,
+               ratio=d.ratio)
 
 
 def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
