@@ -15,7 +15,9 @@ The claims, for the selected variant (``--perfcases-variant``, default ``optimiz
   the memory meter and a Scalene profile of the test process cannot see into; this test is where
   a failing run's profile shows the culprit line (docs/serving.md explains the split);
 - its answers match the float32 model's (``test_answers_match_...``);
-- bad uploads get a JSON 4xx and the server keeps serving (``test_bad_uploads_...``).
+- bad uploads get a JSON 4xx and the server keeps serving (``test_bad_uploads_...``);
+- 200 connections held open without a complete request do not lock other clients out
+  (``test_keeps_answering_while_200_idle_connections_...``).
 
 ``--perfcases-scale=full`` serves ``vit_l_32`` as reported; its budgets differ from CI's, so the
 budgeted tests carry one budget per scale (``per_scale``) and run under the selected scale's.
@@ -24,6 +26,7 @@ budgeted tests carry one budget per scale (``per_scale``) and run under the sele
 from __future__ import annotations
 
 import io
+import socket
 import struct
 import threading
 import time
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -319,6 +323,43 @@ def test_bad_uploads_get_a_json_4xx_and_the_server_keeps_serving(server_url, upl
     with requests.Session() as session:
         good = post_image(session, url, uploads[1])
     assert good.ok, f"a good request after the bad ones failed: {good}"
+
+
+# -- idle connections ---------------------------------------------------------------------------
+
+IDLE_CONNECTIONS = 200  # held open at once, more than waitress's default connection_limit (100)
+
+
+def test_keeps_answering_while_200_idle_connections_are_held_open(scale):
+    """Connections that send nothing, or half a request, must not lock other clients out.
+
+    With waitress's default limit of 100 open connections, the 101st and every later client sat
+    unanswered in the listen queue until idle ones were closed. Half the held connections send
+    nothing, half send a request's first header lines and stop (a slow client).
+    """
+    # naive: a server that builds nothing at start-up, so this costs one process start
+    with serve_subprocess("naive", scale) as url:
+        address = urlsplit(url)
+        held: list[socket.socket] = []
+        try:
+            for k in range(IDLE_CONNECTIONS):
+                sock = socket.create_connection((address.hostname, address.port), timeout=10)
+                if k % 2:
+                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+                held.append(sock)
+            for k in range(5):  # real clients, each on a new connection
+                try:
+                    response = requests.get(f"{url}/health", timeout=5)
+                except requests.RequestException as exc:
+                    pytest.fail(f"request {k} with {IDLE_CONNECTIONS} idle connections open got no answer "
+                                f"within 5 s: {type(exc).__name__}: {exc}")
+                assert response.status_code == 200 and response.json()["success"] is True
+            # the last held connection was accepted too: finishing its request gets the answer
+            held[-1].sendall(b"\r\n")
+            assert held[-1].recv(4096).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for sock in held:
+                sock.close()
 
 
 def test_server_process_is_stopped_even_when_the_test_body_fails(scale):

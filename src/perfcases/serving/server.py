@@ -27,9 +27,27 @@ from typing import IO
 
 import requests
 
-__all__ = ["THREADS", "TORCH_THREADS", "main", "serve_subprocess"]
+__all__ = ["BACKLOG", "CHANNEL_TIMEOUT_S", "CLEANUP_INTERVAL_S", "CONNECTION_LIMIT", "THREADS", "TORCH_THREADS",
+           "main", "serve_subprocess"]
 
 THREADS = 8  # waitress worker threads: one per concurrent client of the suite, so requests can batch
+# Open connections. waitress stops accepting at connection_limit (default 100): with that many held
+# open by clients that send nothing or half a request, every other client waits unanswered in the
+# listen queue. Idle connections cost no worker thread (only a complete request reaches one), so
+# the limit can be far above THREADS: 500 leaves room for 200 idle connections and 300 clients.
+# A connection uses up to 3 file descriptors (socket, spooled request and response bodies), so
+# main() raises the soft open-files limit to fit, and waits with poll(), as select() cannot watch a
+# descriptor numbered 1024 or above.
+CONNECTION_LIMIT = 500
+# A connection with no traffic and no request in progress is closed after 30 s (default 120 s), so
+# clients that go away or stall mid-request give their slot back. A request being handled is never
+# idle, however long it runs (naive at full scale takes ~30 s); the suite's keep-alive clients send
+# their next request at once.
+CHANNEL_TIMEOUT_S = 30
+CLEANUP_INTERVAL_S = 5  # how often idle connections are looked for: one lives 30-35 s
+# Connections beyond CONNECTION_LIMIT wait in the kernel's queue (capped by net.core.somaxconn)
+# instead of being refused; they are accepted as held ones close. waitress's default, made explicit.
+BACKLOG = 1024
 # One intra-op thread per forward pass: requests run in parallel instead. Measured here while
 # neighbours kept this 2-core machine busy: with torch's default (one thread per core) a batch-1
 # forward pass of the CI model took 600-1100 ms instead of 20-30 ms; at batch 8 with int8 one
@@ -61,7 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     spec = SPECS[args.scale]
     predictor = VARIANTS[args.variant](spec, args.seed, args.device)
     app = create_app(predictor, image_size=spec.image_size, variant=args.variant)
-    server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads)
+    _raise_open_files_limit(3 * CONNECTION_LIMIT + 256)
+    server = waitress.create_server(
+        app, host=args.host, port=args.port, threads=args.threads, connection_limit=CONNECTION_LIMIT,
+        channel_timeout=CHANNEL_TIMEOUT_S, cleanup_interval=CLEANUP_INTERVAL_S, backlog=BACKLOG,
+        asyncore_use_poll=True,
+    )
     # waitress warns "Task queue depth is N" whenever a request waits for a free thread: under a
     # load test that is expected and the latency figures already show it.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -71,6 +94,19 @@ def main(argv: list[str] | None = None) -> None:
         server.run()  # returns after SystemExit/KeyboardInterrupt, having stopped its threads
     finally:
         predictor.close()
+
+
+def _raise_open_files_limit(needed: int) -> None:
+    """Raise this process's soft limit on open files to ``needed``, as far as the hard limit allows."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX: nothing to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        needed = min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def _exit(signum: int, frame: FrameType | None) -> None:
