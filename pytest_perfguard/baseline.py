@@ -168,33 +168,37 @@ def _bound_entry(entry: dict[str, Any], max_samples: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
-    """flock on the sidecar ``<file>.lock``, removed on exit.
+    """flock on the sidecar ``<file>.lock``, removed on exit, SIGTERM and SIGHUP included.
 
     Removing it is safe because a waiter that wakes holding the lock on an unlinked (or
-    replaced) lock file notices the inode changed and starts again.
+    replaced) lock file notices the inode changed and starts again. One left by a SIGKILL is
+    taken over, and removed, by the next save.
     """
+    from pytest_perfguard.atomic import cleanup_on_termination
+
     lock = path.with_name(path.name + ".lock")
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            held = os.fstat(fd)
+    with cleanup_on_termination():
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                current = os.stat(lock)
-            except FileNotFoundError:
-                current = None
-        except BaseException:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held = os.fstat(fd)
+                try:
+                    current = os.stat(lock)
+                except FileNotFoundError:
+                    current = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
+                break
             os.close(fd)
-            raise
-        if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(lock)
-        os.close(fd)  # closing releases the flock
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+            os.close(fd)  # closing releases the flock
 
 
 def _dumps(baseline: Baseline) -> str:

@@ -6,6 +6,10 @@ own process group, ``python -m scalene run -o <out>.json [--cpu-only] --program-
 renders a self-contained HTML page (``scalene view --standalone``: every script and stylesheet
 is inlined, so it opens offline) and extracts the hottest lines for the failure report.
 
+Scalene makes a ``scaleneXXXXXXXX`` directory in ``$TMPDIR`` for each run (its Python aliases)
+and never removes it, so both Scalene commands run with ``TMPDIR`` set to a private directory
+that is removed afterwards, however the re-run ends.
+
 Nothing here imports pytest or scalene; Scalene is only ever run as a subprocess.
 """
 
@@ -177,13 +181,16 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 
 def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, str]:
-    """Run ``cmd`` in a new process group; on timeout kill the whole group and raise."""
+    """Run ``cmd`` in a new process group; on timeout (or Ctrl-C, or any other exception while
+    waiting) kill the whole group, reap it and raise: no re-run outlives this call."""
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, errors="replace",
                           start_new_session=True) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:
+            # Its own session does not get the terminal's Ctrl-C, and Popen's exit would not
+            # wait for it after a KeyboardInterrupt: kill it, or it runs on, orphaned.
             _kill_group(proc)
             proc.communicate()
             raise
@@ -226,9 +233,11 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
                  command_prefix: list[str] | None = None) -> ProfileResult:
     """Re-run ``nodeid`` under Scalene; write ``outdir/<name>.json`` and ``.html``.
 
-    ``env`` is overlaid on the current environment. ``command_prefix`` (a hook for tests)
-    replaces the interpreter: the command run is ``command_prefix + cmd[1:]`` where ``cmd`` is
-    :func:`build_command`'s list. A failing test (exit code 1) with a valid profile is a success.
+    ``env`` is overlaid on the current environment, in which ``TMPDIR`` names a private
+    directory that is removed on return (an ``env`` naming its own ``TMPDIR`` keeps what is made
+    there). ``command_prefix`` (a hook for tests) replaces the interpreter: the command run is
+    ``command_prefix + cmd[1:]`` where ``cmd`` is :func:`build_command`'s list. A failing test
+    (exit code 1) with a valid profile is a success.
     Memory profiling is on by default (the report shows memory hot lines); ``memory=False``
     (``--cpu-only``) is cheaper for allocation-heavy tests (DESIGN section 8).
     Raises :class:`ProfileError` on any problem.
@@ -245,8 +254,19 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
                         profile_paths=profile_paths, memory=memory, python=python, rootdir=rootdir)
     if command_prefix is not None:
         cmd = [*command_prefix, *cmd[1:]]
-    full_env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
-    full_env.update(env or {})
+    with tempfile.TemporaryDirectory(prefix="perfguard-scalene-", ignore_cleanup_errors=True) as tmp:
+        full_env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        full_env["TMPDIR"] = tmp  # Scalene leaves a scaleneXXXXXXXX directory in it
+        full_env.update(env or {})
+        return _profile(nodeid, cmd, rootdir=rootdir, json_path=json_path, html_path=html_path,
+                        full_env=full_env, timeout=timeout, memory=memory, python=python,
+                        profile_paths=profile_paths)
+
+
+def _profile(nodeid: str, cmd: list[str], *, rootdir: Path, json_path: Path, html_path: Path,
+             full_env: dict[str, str], timeout: float, memory: bool, python: str,
+             profile_paths: list[str]) -> ProfileResult:
+    """The body of :func:`profile_test` once the command and its environment are known."""
     start = time.perf_counter()
     try:
         rc, out, err = _run(cmd, cwd=rootdir, env=full_env, timeout=timeout)
@@ -275,7 +295,7 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
         raise ProfileError(f"The Scalene re-run of {nodeid} produced no profile data for {where} "
                            f"(that code ran for under ~1 s, or not at all): {_last_line(err, out)}")
     hot = hot_lines(profile, paths=profile_paths or None)
-    _write_html(json_path, html_path, python, outdir, full_env, profile, hot)
+    _write_html(json_path, html_path, python, json_path.parent, full_env, profile, hot)
     return ProfileResult(json_path=json_path, html_path=html_path, hot_lines=hot,
                          elapsed_s=elapsed, memory=bool(profile.get("memory", memory)),
                          returncode=rc)
