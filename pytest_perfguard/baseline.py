@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import stat
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,9 @@ from pytest_perfguard.machine import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_FILE_BYTES",
     "Baseline",
+    "entry_problem",
     "BaselineError",
     "baseline_path",
     "compare_fingerprints",
@@ -49,6 +53,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+MAX_FILE_BYTES = 64 * 2**20  # ~60x the largest file 1000 samples x 100 tests make; a bigger one is not ours
+MIN_SAMPLES = 5  # as decide.MIN_SAMPLES: fewer cannot be compared
 
 _ASIDE = "move it aside (or fix it) and save a new baseline with --perf-save"
 
@@ -62,8 +68,13 @@ class Baseline:
     path: Path
     machine: dict[str, Any]
     speed: dict[str, Any] | None
-    entries: dict[str, dict[str, Any]]
+    entries: dict[str, dict[str, Any]]  # every entry, as stored (a malformed one is kept, never dropped)
     updated: str | None
+    problems: dict[str, str] = field(default_factory=dict)  # node id -> why its entry cannot be judged by
+
+    def valid_entry(self, nodeid: str) -> dict[str, Any] | None:
+        """The entry a gate may judge by: None when missing or malformed (see ``problems``)."""
+        return None if nodeid in self.problems else self.entries.get(nodeid)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,19 +123,68 @@ def _validate(path: Path, data: Any) -> Baseline:
     machine, speed, updated = data.get("machine", {}), data.get("speed"), data.get("updated")
     if not isinstance(machine, dict) or not (speed is None or isinstance(speed, dict)) or not (
         updated is None or isinstance(updated, str)
-    ):
+    ) or (speed is not None and not (speed.get("score") is None or _positive(speed.get("score")))):
         raise BaselineError(
             f"Baseline file {path} has a malformed \"machine\", \"speed\" or \"updated\" field; "
             f"{_ASIDE}."
         )
-    return Baseline(Path(path), machine, speed, entries, updated)
+    return Baseline(Path(path), machine, speed, entries, updated, _problems(entries))
+
+
+def _problems(entries: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {nodeid: why for nodeid, entry in entries.items() for why in [entry_problem(entry)] if why}
+
+
+def _real(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _positive(x: Any) -> bool:
+    return _real(x) and x > 0
+
+
+def entry_problem(entry: dict[str, Any]) -> str | None:
+    """Why a stored entry cannot be judged by (hand-edited, truncated, another tool's), or None."""
+    samples = entry.get("samples")
+    if not isinstance(samples, dict) or not isinstance(samples.get("latency"), list):
+        return "\"samples\" must be an object holding a \"latency\" list"
+    latency = samples["latency"]
+    bad = [x for x in latency if not _positive(x)]
+    if bad:
+        return (f"{len(bad)} of its {len(latency)} latency samples are not finite positive seconds "
+                f"(e.g. {bad[0]!r})")
+    if 0 < len(latency) < MIN_SAMPLES:
+        return f"it holds {len(latency)} latency samples; at least {MIN_SAMPLES} are needed to compare"
+    if entry.get("unit") not in ("call", "item") and (latency or entry.get("unit") is not None):
+        return f"\"unit\" must be \"call\" or \"item\", not {entry.get('unit')!r}"
+    items = entry.get("items")
+    if items is not None and (not isinstance(items, int) or isinstance(items, bool) or items < 1):
+        return f"\"items\" must be a positive integer or null, not {items!r}"
+    for key in ("memory_growth", "gpu_memory_growth"):
+        if entry.get(key) is not None and not _real(entry[key]):
+            return f"\"{key}\" must be a finite number of bytes or null, not {entry[key]!r}"
+    metrics = entry.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(_real(v) for v in metrics.values()):
+        return "\"metrics\" must be an object of metric name -> finite number"
+    summary = entry.get("summary", {})
+    if not isinstance(summary, dict) or not all(v is None or _real(v) for v in summary.values()):
+        return "\"summary\" must be an object of statistic -> finite number or null"
+    return None
 
 
 def load_baseline(path: Path) -> Baseline | None:
     """Read a baseline file; None if it does not exist, BaselineError if it is unusable."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise BaselineError(f"Baseline file {path} is {kind}; {_ASIDE}.")
+        if st.st_size > MAX_FILE_BYTES:
+            raise BaselineError(f"Baseline file {path} is {st.st_size} bytes, more than the "
+                                f"{MAX_FILE_BYTES} a baseline can be; {_ASIDE}.")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # bounded even if it grew since the stat
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -132,6 +192,8 @@ def load_baseline(path: Path) -> Baseline | None:
             f"Cannot read baseline file {path} ({exc.strerror or exc}); check that it is a "
             f"readable file."
         ) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise BaselineError(f"Baseline file {path} is larger than {MAX_FILE_BYTES} bytes; {_ASIDE}.")
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -238,6 +300,7 @@ def save_entries(
                 speed=speed if speed is not None else (old.speed if old is not None else None),
                 entries=merged,
                 updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                problems=_problems(merged),
             )
             write_text(path, _dumps(baseline))  # TypeError here if an entry is not JSON
     except OSError as exc:

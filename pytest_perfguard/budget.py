@@ -49,7 +49,9 @@ _SIZE_UNITS = {
 _AMBIGUOUS_SIZE = {"KB": "kB (1000 B) or KiB (1024 B)", "K": "kB or KiB", "M": "MB or MiB", "G": "GB or GiB",
                    "Mb": "MB (bytes; Mb would be bits)", "mb": "MB or MiB", "gb": "GB or GiB", "kb": "kB or KiB"}
 _SI_PREFIX = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
-_NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+# Unambiguous (one way to match any digit string), so a malformed long string fails in linear time.
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+MAX_TEXT = 100  # characters in one budget string; longer is refused before any parsing
 _QUANT_RE = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-zµμ]*)\s*$")
 _REL_RE = re.compile(rf"^\s*([-+])\s*({_NUMBER})\s*%\s*$")
 _PCT_RE = re.compile(rf"^\s*({_NUMBER})\s*%\s*$")
@@ -109,30 +111,57 @@ class Budget:
         return out
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
 def _bad(kwarg: str, value: Any, why: str = "") -> BudgetError:
     extra = f" ({why})" if why else ""
-    return BudgetError(f"{kwarg}={value!r} is not a valid budget{extra}; accepted forms: {FORMS[kwarg]}")
+    return BudgetError(f"{kwarg}={_shown(value)} is not a valid budget{extra}; accepted forms: {FORMS[kwarg]}")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+def _number(value: Any, kwarg: str) -> float | None:
+    """A finite float from an int or float (never a bool); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
+    try:
+        num = float(value)
+    except OverflowError:
+        raise _bad(kwarg, value, "too large a number") from None
+    if not math.isfinite(num):
+        raise _bad(kwarg, value, "not a finite number")
+    return num
+
+
+def _text(value: Any, kwarg: str) -> str | None:
+    """The string, refused when too long to be a budget (no regex ever sees a huge string)."""
+    if not isinstance(value, str):
+        return None
+    if len(value) > MAX_TEXT:
+        raise _bad(kwarg, value, f"longer than {MAX_TEXT} characters")
+    return value
+
+
+def _float(text: str, kwarg: str, value: Any) -> float:
+    num = float(text)
+    if not math.isfinite(num):
+        raise _bad(kwarg, value, "not a finite number")
+    return num
 
 
 def parse_duration(value: Any, kwarg: str = "latency") -> float:
     """``"15ms"`` -> 0.015; a bare number is seconds."""
-    num = _number(value)
+    num = _number(value, kwarg)
     if num is None:
-        if not isinstance(value, str):
+        text = _text(value, kwarg)
+        if text is None:
             raise _bad(kwarg, value)
-        m = _QUANT_RE.match(value)
+        m = _QUANT_RE.match(text)
         if not m or m.group(2) not in _TIME_UNITS:
             unit = m.group(2) if m else ""
             raise _bad(kwarg, value, f"unknown time unit {unit!r}" if m and unit else "")
-        num = float(m.group(1)) * _TIME_UNITS[m.group(2)]
+        num = _float(m.group(1), kwarg, value) * _TIME_UNITS[m.group(2)]
     if not math.isfinite(num) or num <= 0:
         raise _bad(kwarg, value, "must be a positive duration")
     return num
@@ -140,11 +169,12 @@ def parse_duration(value: Any, kwarg: str = "latency") -> float:
 
 def parse_size(value: Any, kwarg: str = "memory") -> float:
     """``"512MiB"`` -> 536870912; ``"1.5GB"`` -> 1.5e9; a bare number is bytes."""
-    num = _number(value)
+    num = _number(value, kwarg)
     if num is None:
-        if not isinstance(value, str):
+        text = _text(value, kwarg)
+        if text is None:
             raise _bad(kwarg, value)
-        m = _QUANT_RE.match(value)
+        m = _QUANT_RE.match(text)
         if not m:
             raise _bad(kwarg, value)
         unit = m.group(2)
@@ -152,30 +182,38 @@ def parse_size(value: Any, kwarg: str = "memory") -> float:
             raise _bad(kwarg, value, f"ambiguous unit {unit!r}: write {_AMBIGUOUS_SIZE[unit]}")
         if unit not in _SIZE_UNITS:
             raise _bad(kwarg, value, f"unknown size unit {unit!r}" if unit else "a unit is required")
-        num = float(m.group(1)) * _SIZE_UNITS[unit]
+        num = _float(m.group(1), kwarg, value) * _SIZE_UNITS[unit]
     if not math.isfinite(num) or num < 0:
         raise _bad(kwarg, value, "must be a non-negative size")
     return num
 
 
+def _percent(value: Any, kwarg: str) -> float | None:
+    """``"98%"`` -> 0.98, a bare number as it is; None when neither."""
+    num = _number(value, kwarg)
+    text = _text(value, kwarg)
+    if num is None and text is not None:
+        m = _PCT_RE.match(text)
+        num = _float(m.group(1), kwarg, value) / 100 if m else None
+    return num
+
+
 def parse_ratio(value: Any, kwarg: str = "tolerance") -> float:
     """``"5%"`` -> 0.05; a bare number is a fraction."""
-    num = _number(value)
-    if num is None and isinstance(value, str):
-        m = _PCT_RE.match(value)
-        num = float(m.group(1)) / 100 if m else None
+    num = _percent(value, kwarg)
     if num is None:
         raise _bad(kwarg, value)
-    if not math.isfinite(num) or num < 0 or num >= 10:
+    if num < 0 or num >= 10:
         raise _bad(kwarg, value, "must be a non-negative fraction")
     return num
 
 
-def _relative(value: Any) -> tuple[str, float] | None:
-    if isinstance(value, str):
-        m = _REL_RE.match(value)
+def _relative(value: Any, kwarg: str) -> tuple[str, float] | None:
+    text = _text(value, kwarg)
+    if text is not None:
+        m = _REL_RE.match(text)
         if m:
-            return m.group(1), float(m.group(2)) / 100
+            return m.group(1), _float(m.group(2), kwarg, value) / 100
     return None
 
 
@@ -185,19 +223,20 @@ def _latency(value: Any) -> list[Limit]:
             raise _bad("latency", value, "empty dict")
         limits = []
         for stat, v in value.items():
-            m = _STAT_RE.match(str(stat))
+            m = _STAT_RE.match(stat) if isinstance(stat, str) else None
             if not m:
-                raise _bad("latency", value, f"unknown statistic {stat!r}: use p50, p90, p99, p99.9, median, mean or max")
+                raise _bad("latency", value, f"unknown statistic {_shown(stat)}: use p50, p90, p99, p99.9, median, "
+                                             "mean or max")
             if m.group(1) is not None and not 0 < float(m.group(1)) < 100:
                 raise _bad("latency", value, f"percentile {stat!r} must be between p0 and p100")
-            name = "p50" if stat == "median" else str(stat)
+            name = "p50" if stat == "median" else stat
             limits.extend(_latency_one(v, name))
         return limits
     return _latency_one(value, "p50")
 
 
 def _latency_one(value: Any, stat: str) -> list[Limit]:
-    rel = _relative(value)
+    rel = _relative(value, "latency")
     if rel:
         sign, frac = rel
         if sign == "-":
@@ -207,7 +246,7 @@ def _latency_one(value: Any, stat: str) -> list[Limit]:
 
 
 def _size(kwarg: str, value: Any) -> list[Limit]:
-    rel = _relative(value)
+    rel = _relative(value, kwarg)
     if rel:
         sign, frac = rel
         if sign == "-":
@@ -217,32 +256,30 @@ def _size(kwarg: str, value: Any) -> list[Limit]:
 
 
 def _accuracy(value: Any) -> list[Limit]:
-    rel = _relative(value)
+    rel = _relative(value, "accuracy")
     if rel:
         sign, frac = rel
         if sign == "+":
             raise _bad("accuracy", value, "a relative accuracy budget is the largest drop: use '-N%'")
         return [Limit("accuracy", ">=", -frac, relative=True, text=str(value))]
-    num = _number(value)
-    if num is None and isinstance(value, str):
-        m = _PCT_RE.match(value)
-        num = float(m.group(1)) / 100 if m else None
+    num = _percent(value, "accuracy")
     if num is None or not 0 <= num <= 1:
         raise _bad("accuracy", value, "a floor must lie in 0..1" if num is not None else "")
     return [Limit("accuracy", ">=", num, text=str(value))]
 
 
 def _throughput(value: Any) -> list[Limit]:
-    rel = _relative(value)
+    rel = _relative(value, "throughput")
     if rel:
         sign, frac = rel
         if sign == "+":
             raise _bad("throughput", value, "a relative throughput budget is the largest drop: use '-N%'")
         return [Limit("throughput", ">=", -frac, relative=True, text=str(value))]
-    num = _number(value)
-    if num is None and isinstance(value, str):
-        m = _RATE_RE.match(value)
-        num = float(m.group(1)) * _SI_PREFIX[m.group(2)] if m else None
+    num = _number(value, "throughput")
+    text = _text(value, "throughput")
+    if num is None and text is not None:
+        m = _RATE_RE.match(text)
+        num = _float(m.group(1), "throughput", value) * _SI_PREFIX[m.group(2)] if m else None
     if num is None or not math.isfinite(num) or num <= 0:
         raise _bad("throughput", value, "must be a positive rate" if num is not None else "")
     return [Limit("throughput", ">=", num, text=str(value))]
@@ -253,24 +290,25 @@ def _metrics(value: Any) -> list[Limit]:
         raise _bad("metrics", value, "a non-empty dict of metric name to condition")
     limits = []
     for name, cond in value.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise _bad("metrics", value, f"metric name {name!r} must be an identifier")
+        if not isinstance(name, str) or not name.isidentifier() or len(name) > MAX_TEXT:
+            raise _bad("metrics", value, f"metric name {_shown(name)} must be an identifier")
         if name in ("latency", "memory", "gpu_memory", "accuracy", "throughput"):
             raise _bad("metrics", value, f"{name!r} has its own kwarg")
-        rel = _relative(cond)
+        rel = _relative(cond, "metrics")
         if rel:
             sign, frac = rel
             op = "<=" if sign == "+" else ">="
             limits.append(Limit(name, op, frac if sign == "+" else -frac, relative=True, text=str(cond)))
             continue
-        num = _number(cond)
+        num = _number(cond, "metrics")
         if num is not None:
             limits.append(Limit(name, ">=", num, text=str(cond)))
             continue
-        m = _CMP_RE.match(cond) if isinstance(cond, str) else None
-        if not m:
-            raise _bad("metrics", value, f"condition {cond!r} for {name!r}")
-        limits.append(Limit(name, m.group(1), float(m.group(2)), text=cond.strip()))
+        text = _text(cond, "metrics")
+        m = _CMP_RE.match(text) if text is not None else None
+        if text is None or m is None:
+            raise _bad("metrics", value, f"condition {_shown(cond)} for {name!r}")
+        limits.append(Limit(name, m.group(1), _float(m.group(2), "metrics", value), text=text.strip()))
     return limits
 
 
@@ -296,7 +334,7 @@ def parse_budget(kwargs: dict[str, Any]) -> Budget:
                 continue
             limits.extend(_PARSERS[key](value))
         else:
-            raise BudgetError(f"unknown keyword {key!r}; perf_budget accepts: {', '.join(FORMS)}")
+            raise BudgetError(f"unknown keyword {_shown(key)}; perf_budget accepts: {', '.join(FORMS)}")
     return Budget(tuple(limits), tolerance, dict(kwargs))
 
 

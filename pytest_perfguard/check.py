@@ -18,7 +18,7 @@ from .measure import Measurement
 
 __all__ = ["Row", "evaluate", "metric_value", "required_samples", "statistic", "format_value"]
 
-FAILING = ("fail", "regressed", "insufficient", "error")
+FAILING = ("fail", "regressed", "insufficient", "error", "unjudged")  # "warned": unjudged, downgraded by the user
 _OPS = {
     "<=": lambda a, b: a <= b,
     ">=": lambda a, b: a >= b,
@@ -35,7 +35,8 @@ class Row:
     budget: str  # as written
     now: float | None
     unit: str  # "s/item", "s/call", "B", "items/s", ""
-    verdict: str  # pass | fail | insufficient | no-baseline | measured | regressed | improved | unchanged
+    verdict: str  # pass | fail | insufficient | no-baseline | measured | regressed | improved | unchanged |
+    # unjudged (the gate could not compare: fails) | warned (unjudged, under --perf-baseline-errors=warn)
     message: str
     baseline: float | None = None
     ratio: float | None = None

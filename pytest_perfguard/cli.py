@@ -43,6 +43,9 @@ def show(args: argparse.Namespace) -> int:
     print(f"updated {b.updated}, {len(b.entries)} tests")
     rows = []
     for nodeid, e in sorted(b.entries.items()):
+        if nodeid in b.problems:
+            rows.append([nodeid, "malformed", "", "", b.problems[nodeid], ""])
+            continue
         s = e.get("summary") or {}
         unit = f"s/{e.get('unit') or 'call'}"
         mem = e.get("memory_growth")
@@ -66,12 +69,20 @@ def compare(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
     ratios: list[float] = []
     regressed = 0
+    unjudged: list[str] = []
     for nodeid in sorted(set(a.entries) & set(b.entries)):
-        sa, sb = base_latency(a.entries[nodeid]), base_latency(b.entries[nodeid])
-        if not sa or not sb:
+        problem = next((f"{f.path}: {f.problems[nodeid]}" for f in (a, b) if nodeid in f.problems), None)
+        ea, eb = a.entries[nodeid], b.entries[nodeid]
+        if problem is None and (ea.get("unit") or "call") != (eb.get("unit") or "call"):
+            problem = f"seconds per {ea.get('unit') or 'call'} in A, per {eb.get('unit') or 'call'} in B"
+        if problem is None and not base_latency(ea) and not base_latency(eb):
+            continue  # a metrics-only test: nothing to compare
+        c = None if problem else compare_samples(base_latency(ea), base_latency(eb), tolerance=args.tolerance)
+        if c is None or c.verdict == "insufficient":
+            unjudged.append(f"{nodeid}: {problem if c is None else c.reason}")
+            rows.append([nodeid, "", "", "", "", "unjudged"])
             continue
-        c = compare_samples(sa, sb, tolerance=args.tolerance)
-        unit = f"s/{b.entries[nodeid].get('unit') or 'call'}"
+        unit = f"s/{eb.get('unit') or 'call'}"
         ratios.append(c.ratio)
         regressed += c.verdict == "regressed"
         rows.append([nodeid, format_value(c.base_median, unit), format_value(c.head_median, unit),
@@ -79,20 +90,26 @@ def compare(args: argparse.Namespace) -> int:
     if rows:
         for line in align(["test", "A median", "B median", "B/A", "99% CI", "verdict"], rows):
             print(line)
-        print(f"geometric mean B/A over {len(ratios)} tests: {geometric_mean(ratios):.3f}x "
-              "(< 1: B is faster)")
+        if ratios:
+            print(f"geometric mean B/A over {len(ratios)} tests: {geometric_mean(ratios):.3f}x "
+                  "(< 1: B is faster)")
     else:
         print("no test has latency samples in both files")
     for label, only in (("A", sorted(set(a.entries) - set(b.entries))), ("B", sorted(set(b.entries) - set(a.entries)))):
         for nodeid in only:
             print(f"only in {label}: {nodeid}")
-    if args.fail_on_regression and regressed:
-        print(f"{regressed} test(s) regressed in B vs A", file=sys.stderr)
+    for why in unjudged:
+        print(f"not judged: {why}")
+    if args.fail_on_regression and (regressed or unjudged):
+        print(f"{regressed} test(s) regressed in B vs A, {len(unjudged)} could not be compared (a gate that "
+              "cannot judge fails)", file=sys.stderr)
         return 1
     return 0
 
 
 def ab(args: argparse.Namespace) -> int:
+    import signal
+
     from .ab import ABError, run_ab
 
     try:

@@ -24,7 +24,8 @@ from .measure import Measurement
 from .decide import Comparison, compare_samples
 from .runs import RunComparison, compare_runs
 
-__all__ = ["baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR"]
+__all__ = ["baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
+           "unjudged"]
 
 MEMORY_FLOOR = 8 * 2**20
 
@@ -78,12 +79,19 @@ def latency_decision(base: list[float], head: list[float], tolerance: float,
         return LatencyDecision(cmp, r, "runs", r.base_value, r.head_value, r.ratio, r.ci_low, r.ci_high,
                                r.verdict, r.reason)
     return LatencyDecision(cmp, None, "median", cmp.base_median, cmp.head_median, cmp.ratio, cmp.ci_low,
-                           cmp.ci_high, cmp.verdict if cmp.verdict != "insufficient" else "unchanged", cmp.reason)
+                           cmp.ci_high, cmp.verdict, cmp.reason)
+
+
+def unjudged(label: str, budget_text: str, unit: str, why: str, now: float | None = None) -> Row:
+    """A check the gate could not make: it fails the test (never a silent pass)."""
+    return Row(label, budget_text, now, unit, "unjudged", f"{label} not judged: {why}")
 
 
 def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
                  unit: str, runs: tuple[list[float], list[float]] | None = None) -> Row:
     d = latency_decision(base, head, tolerance, runs)
+    if d.verdict == "insufficient":
+        return unjudged(label, budget_text, unit, d.reason, d.pooled.head_median)
     now_s, base_s = format_value(d.pooled.head_median, unit), format_value(d.pooled.base_median, unit)
     shown = f"{now_s} vs baseline {base_s} ({d.basis} {d.ratio:.2f}x [{d.ci_low:.2f}-{d.ci_high:.2f}]; {d.reason})"
     if d.verdict == "regressed":
@@ -111,12 +119,23 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
     return Row(label, budget_text, now, unit, "unchanged", f"{label} {shown}", baseline=base, ratio=ratio)
 
 
+def _unit_change(entry: dict[str, Any], m: dict[str, Any]) -> str | None:
+    """Why the entry's latencies cannot be compared with this run's, when their units differ."""
+    base, now = entry.get("unit") or "call", m.get("unit") or "call"
+    if base == now:
+        return None
+    return f"the baseline entry holds seconds per {base}, this run per {now} (items= changed)"
+
+
 def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str,
                   runs: tuple[list[float], list[float]] | None = None) -> Row | None:
     base_samples = base_latency(entry)
     if lim.metric in ("latency", "throughput"):
         if not base_samples or not head:
             return None
+        changed = _unit_change(entry, result.get("measurement") or {})
+        if changed:
+            return unjudged(lim.label, lim.text, unit, changed)
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
         return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs)
@@ -171,12 +190,20 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
                                f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
     checked = {lim.metric for lim in relative}
     base_samples = base_latency(entry)
-    if head and base_samples and not checked & {"latency", "throughput"}:
-        if entry.get("unit") == m.get("unit"):
-            rows.append(_latency_row("latency vs baseline", f"±{tolerance:.0%}", base_samples, head, tolerance, unit,
-                                    runs))
+    shown_tol = f"±{tolerance:.0%}"
+    if head and not checked & {"latency", "throughput"}:
+        changed = _unit_change(entry, m)
+        if not base_samples or changed:
+            rows.append(unjudged("latency vs baseline", shown_tol, unit,
+                                 changed or "the baseline entry has no latency samples, this run measured latency"))
+        else:
+            rows.append(_latency_row("latency vs baseline", shown_tol, base_samples, head, tolerance, unit, runs))
     base_mem, now_mem = entry.get("memory_growth"), m.get("memory_growth")
-    if "memory" not in checked and base_mem is not None and now_mem is not None:
-        rows.append(_scalar_row("memory vs baseline", f"±{tolerance:.0%}", float(base_mem), float(now_mem), "B",
-                                higher_is_better=False, tolerance=tolerance, floor=MEMORY_FLOOR))
+    if "memory" not in checked and now_mem is not None:
+        if base_mem is None:
+            rows.append(unjudged("memory vs baseline", shown_tol, "B",
+                                 "the baseline entry has no memory_growth, this run measured memory"))
+        else:
+            rows.append(_scalar_row("memory vs baseline", shown_tol, float(base_mem), float(now_mem), "B",
+                                    higher_is_better=False, tolerance=tolerance, floor=MEMORY_FLOOR))
     return rows

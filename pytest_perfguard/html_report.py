@@ -214,6 +214,11 @@ def header(runs: Sequence[Run], baselines: Sequence[Baseline], generated: str) -
                      f"{run.doc.get('machine_slug') or 'an unknown machine'}, Python {run.doc.get('python', '?')}{note}")
     lines += [f"--baseline {b.path} ({label}, updated {b.updated})" for b, label in zip(baselines, machine_labels(baselines))]
     items = "".join(f"<li>{esc(line)}</li>" for line in lines)
+    # what the gate could not judge comes first: such a run failed, whatever the rows say
+    problems = [f"{kind}: {text}" for run in runs for kind, key in (("ERROR", "gate_errors"), ("WARNING", "gate_warnings"))
+                for text in run.doc.get(key) or [] if isinstance(text, str)]
+    if problems:
+        items = "".join(f"<li class=\"failures\">{esc(p)}</li>" for p in problems) + items
     slugs = ", ".join(dict.fromkeys(str(r.doc.get("machine_slug") or "unknown machine") for r in runs))
     return (f"<header><h1>perfguard report</h1><p class=\"meta\">{esc(generated)} &middot; {esc(slugs)}</p>"
             f"<p>{chips or esc('no rows')}</p><ul>{items}</ul></header>")

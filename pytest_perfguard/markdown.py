@@ -18,13 +18,14 @@ from .report import row_cell
 
 __all__ = ["markdown_summary", "row_kind", "write_markdown"]
 
-_KINDS = (("regressed", "Regressions"), ("breach", "Budget breaches"), ("improved", "Improvements"))
+_KINDS = (("unjudged", "Not judged: the gate could not compare"), ("regressed", "Regressions"),
+          ("breach", "Budget breaches"), ("improved", "Improvements"))
 
 
 def row_kind(row: dict[str, Any]) -> str:
-    """``regressed``, ``breach`` (a failed budget), ``improved`` or ``other``."""
+    """``unjudged``, ``regressed``, ``breach`` (a failed budget), ``improved`` or ``other``."""
     verdict = row.get("verdict")
-    if verdict in ("regressed", "improved"):
+    if verdict in ("unjudged", "regressed", "improved"):
         return str(verdict)
     if verdict in FAILING:
         return "breach"
@@ -46,8 +47,9 @@ def _table(lines: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 
 def markdown_summary(results: Iterable[dict[str, Any]], *, title: str = "perfguard",
-                     context: Sequence[str] = ()) -> str:
-    """The whole markdown document (ends with a newline)."""
+                     context: Sequence[str] = (), errors: Sequence[str] = ()) -> str:
+    """The whole markdown document (ends with a newline). ``errors``: why the gate could not judge
+    the run at all (an unusable baseline file): they fail it and come first."""
     results = sorted(results, key=lambda r: r["nodeid"])
     by_kind: dict[str, list[tuple[str, dict[str, Any]]]] = {k: [] for k, _ in _KINDS}
     everything: list[tuple[str, dict[str, Any]]] = []
@@ -59,12 +61,14 @@ def markdown_summary(results: Iterable[dict[str, Any]], *, title: str = "perfgua
             if kind in by_kind:
                 by_kind[kind].append((res["nodeid"], row))
         for message in res.get("messages") or []:
-            if not any(row_kind(r) in ("regressed", "breach") for r in res.get("rows") or []):
+            if not any(row_kind(r) in ("unjudged", "regressed", "breach") for r in res.get("rows") or []):
                 failures_without_rows.append((res["nodeid"], message))
         if res.get("outcome") == "failed" and not res.get("messages") and not any(
-                row_kind(r) in ("regressed", "breach") for r in res.get("rows") or []):
+                row_kind(r) in ("unjudged", "regressed", "breach") for r in res.get("rows") or []):
             failures_without_rows.append((res["nodeid"], "the test failed (see the pytest report)"))
-    tallies = ((len(by_kind["regressed"]), "regression", "regressions"),
+    tallies = ((len(errors), "gate error", "gate errors"),
+               (len(by_kind["unjudged"]), "unjudged check", "unjudged checks"),
+               (len(by_kind["regressed"]), "regression", "regressions"),
                (len(by_kind["breach"]), "budget breach", "budget breaches"),
                (len(failures_without_rows), "failed test", "failed tests"))
     counts = [f"{n} {one if n == 1 else many}" for n, one, many in tallies if n]
@@ -76,6 +80,7 @@ def markdown_summary(results: Iterable[dict[str, Any]], *, title: str = "perfgua
         n = len(by_kind["improved"])
         verdict += f"; {n} improvement{'' if n == 1 else 's'}"
     out = [f"## {title}: {'failed' if counts else 'passed'}", "", verdict, ""]
+    out += [f"- **ERROR**: {_cell(error)}" for error in errors] + ([""] if errors else [])
     out += [f"- {line}" for line in context]
     if context:
         out.append("")

@@ -100,8 +100,10 @@ class Perf:
         if self.measurement is not None:
             raise PerfUsageError("this test already has a measured region; record_latencies() replaces none")
         samples = [float(s) for s in seconds]
-        if not samples or not all(math.isfinite(s) and s >= 0 for s in samples):
-            raise PerfUsageError("record_latencies() needs a non-empty list of finite, non-negative seconds")
+        bad = [s for s in samples if not (math.isfinite(s) and s > 0)]
+        if not samples or bad:
+            raise PerfUsageError("record_latencies() needs a non-empty list of finite, positive seconds"
+                                 + (f"; got {bad[0]!r} among {len(samples)}" if bad else ""))
         if not self.enabled:
             return
         per = float(items) if items else 1.0

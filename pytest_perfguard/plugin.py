@@ -6,7 +6,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,17 @@ import pytest
 
 from .ab import SIDE_ENV, ab_pythonpath
 from .baseline import BaselineError, thin_samples
-from .budget import Budget, BudgetError, parse_budget, parse_ratio
+from .budget import Budget, BudgetError, parse_budget
 from .check import Row, evaluate, required_samples
 from .decide import summarize
-from .gate import baseline_rows
-from .marker import marker_line
+from .marker import MARKER, marker_line, merged_kwargs
 from .markdown import markdown_summary, write_markdown
-from .measure import MemoryMeter, Measurement, Settings
+from .measure import MemoryMeter, Measurement
+from .options import Options, add_options
 from .perf import Perf
 from .rerun import default_profile_paths, profile_failure, rerun_args
 from .report import MAX_REPORT_SAMPLES, json_document, json_safe, summary_table, write_json
-from .serial import held, lock_path
+from .serial import held, lock_path, remove_lock
 from .store import RunBaseline
 
 budget_key = pytest.StashKey[Budget]()
@@ -33,129 +32,9 @@ memory_key = pytest.StashKey[MemoryMeter]()
 result_key = pytest.StashKey[dict[str, Any]]()  # the verdict the confirmation loop last computed
 
 PLUGIN_NAME = "perfguard-session"
-MARKER = "perf_budget"
-
-# (option, ini name, type, default, help)
-_OPTIONS: list[tuple[str, str, str, Any, str]] = [
-    ("--perf-min-rounds", "perfguard_min_rounds", "int", 20, "least number of timed rounds per test"),
-    ("--perf-max-time", "perfguard_max_time", "float", 1.0, "seconds of timed rounds per test (after calibration)"),
-    ("--perf-min-round-time", "perfguard_min_round_time", "float", 0.01,
-     "calls are batched until one round lasts at least this many seconds"),
-    ("--perf-json", "perfguard_json", "string", "", "write every measured test, its samples, metrics and verdicts to PATH"),
-    ("--perf-markdown", "perfguard_markdown", "string", "",
-     "write a markdown summary (verdict, regressions, budget breaches) to PATH, e.g. $GITHUB_STEP_SUMMARY"),
-    ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
-    ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
-    ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
-    ("--perf-profile", "perfguard_profile", "string", "on-failure",
-     "re-run failing perf tests under Scalene: on-failure, always or never"),
-    ("--perf-profile-dir", "perfguard_profile_dir", "string", ".perfguard/profiles", "where profiles are written"),
-    ("--perf-profile-timeout", "perfguard_profile_timeout", "float", 300.0, "seconds before a profile re-run is killed"),
-]
-PROFILE_MODES = ("on-failure", "always", "never")
-_TYPES: dict[str, type] = {"int": int, "float": float, "string": str}
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("perfguard", "performance budgets (pytest-perfguard)")
-    group.addoption("--perf", action="store_true", default=None,
-                    help="measure tests that use the perf fixture or perf_budget and enforce their budgets "
-                         "(without it they run once, unmeasured)")
-    parser.addini("perfguard_perf", "measure and enforce budgets as if --perf were given", type="bool", default=False)
-    group.addoption("--perf-save", action="store_true", default=None,
-                    help="merge this run's measurements into baselines/<machine>.json (atomic; other entries kept)")
-    parser.addini("perfguard_save", "save baselines as if --perf-save were given", type="bool", default=False)
-    group.addoption("--perf-confirm", type=int, default=None, metavar="N",
-                    help="re-measure a test whose latency looks regressed up to N times, deciding on the pooled "
-                         "rounds (default 2; 0 turns it off)")
-    group.addoption("--perf-threads", type=int, default=None, metavar="N",
-                    help="pin torch's CPU thread count (torch.set_num_threads) and OMP/MKL threads for the "
-                         "run; recorded in the baseline's fingerprint (default: leave torch's own)")
-    parser.addini("perfguard_threads", "pin torch's CPU thread count as --perf-threads does", default="")
-    parser.addini("perfguard_confirm", "how many times a suspected latency regression is re-measured", default="2")
-    parser.addini("perfguard_ab_pythonpath", "folders (relative to the rootdir) put first on sys.path in each "
-                  "side of `perfguard ab`, so that each side imports its own code (default: src, if it exists)",
-                  type="linelist", default=[])
-    parser.addini("perfguard_profile_paths", "code to profile (default: src/ and the test's directory)",
-                  type="linelist", default=[])
-    for opt, ini, typ, default, help_ in _OPTIONS:
-        group.addoption(opt, default=None, type=_TYPES[typ],
-                        help=f"{help_} (default {default!r}; ini {ini})")
-        parser.addini(ini, help_, type="string", default=str(default))
-
-
-@dataclass(frozen=True)
-class Options:
-    """Resolved once: CLI > ini > default."""
-
-    enabled: bool
-    timing: Settings
-    json_path: Path | None
-    markdown_path: Path | None
-    save: bool
-    baselines: Path
-    machine: str | None
-    tolerance: float
-    confirm: int
-    profile: str
-    profile_dir: Path
-    profile_timeout: float
-    threads: int | None = None
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> Options:
-        def get(opt: str, ini: str, conv: type) -> Any:
-            value = config.getoption(opt.lstrip("-").replace("-", "_"))
-            if value is None:
-                raw = config.getini(ini)
-                try:
-                    value = conv(raw)
-                except ValueError:
-                    raise pytest.UsageError(f"ini {ini} = {raw!r} is not a valid {conv.__name__}") from None
-            return value
-
-        def flag(dest: str, ini: str) -> bool:
-            value = config.getoption(dest)
-            return bool(config.getini(ini)) if value is None else bool(value)
-
-        enabled = flag("perf", "perfguard_perf")
-        timing = Settings(
-            min_rounds=get("--perf-min-rounds", "perfguard_min_rounds", int),
-            max_time=get("--perf-max-time", "perfguard_max_time", float),
-            min_round_time=get("--perf-min-round-time", "perfguard_min_round_time", float),
-        )
-        if timing.min_rounds < 1 or timing.max_time < 0 or timing.min_round_time < 0:
-            raise pytest.UsageError("--perf-min-rounds must be >= 1 and the --perf-*-time options >= 0")
-        json_path = get("--perf-json", "perfguard_json", str)
-        markdown_path = get("--perf-markdown", "perfguard_markdown", str)
-        save = flag("perf_save", "perfguard_save")
-        tol_text = get("--perf-tolerance", "perfguard_tolerance", str)
-        try:
-            tolerance = parse_ratio(tol_text, "tolerance")
-        except BudgetError as exc:
-            raise pytest.UsageError(f"--perf-tolerance / perfguard_tolerance: {exc}") from None
-        threads = config.getoption("perf_threads")
-        if threads is None and config.getini("perfguard_threads"):
-            try:
-                threads = int(config.getini("perfguard_threads"))
-            except ValueError:
-                raise pytest.UsageError(f"ini perfguard_threads = {config.getini('perfguard_threads')!r} "
-                                        "is not a valid int") from None
-        if threads is not None and threads < 1:
-            raise pytest.UsageError(f"--perf-threads must be >= 1, not {threads}")
-        profile = get("--perf-profile", "perfguard_profile", str)
-        if profile not in PROFILE_MODES:
-            raise pytest.UsageError(f"--perf-profile / perfguard_profile must be one of {', '.join(PROFILE_MODES)}, "
-                                    f"not {profile!r}")
-        return cls(enabled=enabled or save, timing=timing,
-                   json_path=Path(config.rootpath, json_path) if json_path else None,
-                   markdown_path=Path(config.rootpath, markdown_path) if markdown_path else None, save=save,
-                   baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
-                   machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
-                   confirm=max(0, get("--perf-confirm", "perfguard_confirm", int)),
-                   profile=profile, profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
-                   profile_timeout=get("--perf-profile-timeout", "perfguard_profile_timeout", float),
-                   threads=threads)
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -208,8 +87,11 @@ class PerfGuard:
         self.results: list[dict[str, Any]] = []
         self.baseline: RunBaseline | None = None
         self.notes: list[str] = []  # lines for the summary
+        self.gate_errors: list[str] = []  # why the gate could not judge this run at all: fails the run
+        self.gate_warnings: list[str] = []  # the same, downgraded by --perf-baseline-errors=warn
         workerinput = getattr(config, "workerinput", None)
         self.lock = lock_path(str(workerinput.get("testrunuid", ""))) if workerinput and options.enabled else None
+        self.xdist_lock: Path | None = None  # the controller's view of that lock, to remove at the end
 
     @property
     def is_worker(self) -> bool:
@@ -229,20 +111,29 @@ class PerfGuard:
         self.baseline = RunBaseline(self.options.baselines, self.options.machine, self.options.threads).load()
         if self.is_worker:
             return
+        self.gate_errors = self.baseline.session_errors(require=self.options.require_baseline,
+                                                        saving=self.options.save)
+        if self.options.warn_only and self.baseline.error:  # the opt-out covers a bad file, not a required one
+            self.gate_warnings, self.gate_errors = self.gate_errors, []
         self.notes.extend(_baseline_notes(self.baseline, self.options.save))
         drift = self.baseline.drift() if self.baseline.baseline else None
         if drift:
             self.notes.append(f"drift: {drift}")
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
-        rep = yield
-        if rep.passed:
-            errors = [e for item in rep.result if isinstance(item, pytest.Item) for e in [_parse_marker(item)] if e]
-            if errors:
-                rep.outcome = "failed"
-                rep.longrepr = "\n".join(errors)
-        return rep
+    def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> Generator[None, None, None]:
+        """Budgets are parsed after every other implementation, so markers that conftest hooks add count.
+
+        A malformed budget is a collection error of its test (pytest then stops before running
+        anything, as for any collection error); the test is taken out of the run.
+        """
+        result = yield
+        for item in list(items):
+            error = _parse_marker(item)
+            if error:
+                items.remove(item)
+                session.ihook.pytest_collectreport(report=pytest.CollectReport(item.nodeid, "failed", error, []))
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -257,8 +148,10 @@ class PerfGuard:
             if self.lock is not None and _is_perf_test(item):
                 stack.enter_context(held(self.lock, exclusive=True))
             # pytest-benchmark interop: its fixture times the code; we add the memory meter around it.
-            if self.options.enabled and budget_key in item.stash and "benchmark" in getattr(item, "fixturenames", ()):
-                item.stash[memory_key] = stack.enter_context(MemoryMeter())
+            if self.options.enabled and "benchmark" in getattr(item, "fixturenames", ()):
+                _enable_benchmark_on_worker(item)
+                if budget_key in item.stash:
+                    item.stash[memory_key] = stack.enter_context(MemoryMeter())
             outcome = yield
             self._confirm_regression(item)
             return outcome
@@ -288,8 +181,9 @@ class PerfGuard:
         """This test's result: its budget rows, plus the baseline rows when a baseline is loaded."""
         result = _judge(item, measured=self.options.enabled)
         if result is not None and self.baseline is not None:
-            rows = baseline_rows(result, item.stash.get(budget_key, None), self.baseline.entry(item.nodeid),
-                                 self.options.tolerance)
+            o = self.options
+            rows = self.baseline.rows(item.nodeid, result, item.stash.get(budget_key, None), o.tolerance,
+                                      require=o.require_baseline, saving=o.save, warn=o.warn_only)
             result["rows"] = [r.to_dict() for r in rows]
         return result
 
@@ -339,11 +233,24 @@ class PerfGuard:
         if result is not None:
             self.results.append(dict(result, outcome=report.outcome))
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist, on the controller: the workers' shared lock file, removed once they are done."""
+        if self.options.enabled:
+            self.xdist_lock = lock_path(str(node.workerinput["testrunuid"]))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.xdist_lock is not None:  # after xdist's own session end has stopped the workers
+            remove_lock(self.xdist_lock)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.is_worker or not self.options.enabled:
             return
+        if self.gate_errors and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.options.json_path is not None:
-            extra = {"settings": json_safe(vars(self.options.timing))}
+            extra = {"settings": json_safe(vars(self.options.timing)), "gate_errors": self.gate_errors,
+                     "gate_warnings": self._session_warnings()}
             if self.baseline is not None:
                 extra.update(machine=self.baseline.fingerprint, machine_slug=self.baseline.slug,
                              baseline=_relative(self.baseline.path, self.config.rootpath) if self.baseline.path else None)
@@ -352,7 +259,9 @@ class PerfGuard:
         if self.options.markdown_path is not None:
             context = [f"baseline: {self.baseline.path}" if self.baseline is not None and self.baseline.baseline
                        else "no baseline for this machine: absolute budgets only"]
-            write_markdown(self.options.markdown_path, markdown_summary(self.results, context=context))
+            context += [f"WARNING: {w}" for w in self._session_warnings()]
+            write_markdown(self.options.markdown_path,
+                           markdown_summary(self.results, context=context, errors=self.gate_errors))
             self.notes.append(f"wrote {self.options.markdown_path}")
         if self.options.save and self.baseline is not None:
             try:
@@ -361,6 +270,17 @@ class PerfGuard:
                 self.notes.append(f"ERROR: baseline not saved: {exc}")
                 if session.exitstatus == 0:
                     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _session_warnings(self) -> list[str]:
+        """The downgraded gate errors, and the measured tests an existing baseline has no entry for."""
+        missing = self.baseline.missing([r["nodeid"] for r in self.results if r.get("measurement")]) \
+            if self.baseline is not None and not (self.options.save or self.options.require_baseline) else []
+        if not missing:
+            return self.gate_warnings
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        return [*self.gate_warnings, f"{len(missing)} measured test(s) have no entry in the baseline and were not "
+                f"compared with it: {shown}; record them with --perf-save (--perf-require-baseline makes this an "
+                "error)"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.options.enabled or self.is_worker:
@@ -377,6 +297,10 @@ class PerfGuard:
                 self.notes.append(f"WARNING: {r['nodeid']}: {error}")
         for note in self.notes:
             terminalreporter.write_line(f"perfguard: {note}", red=note.startswith("ERROR"))
+        for warning in self._session_warnings():
+            terminalreporter.write_line(f"perfguard: WARNING: {warning}", yellow=True)
+        for error in self.gate_errors:
+            terminalreporter.write_line(f"perfguard: ERROR: {error}", red=True, bold=True)
 
 
 def _add_property(item: pytest.Item, rep: pytest.TestReport, name: str, value: object) -> None:
@@ -386,12 +310,22 @@ def _add_property(item: pytest.Item, rep: pytest.TestReport, name: str, value: o
 
 
 def _is_perf_test(item: pytest.Item) -> bool:
-    return budget_key in item.stash or "perf" in getattr(item, "fixturenames", ())
+    names = getattr(item, "fixturenames", ())
+    return budget_key in item.stash or "perf" in names or "benchmark" in names
+
+
+def _enable_benchmark_on_worker(item: pytest.Item) -> None:
+    """pytest-benchmark turns itself off on every xdist worker; under ``--perf`` a benchmarked test
+    holds the perf lock alone while it runs, so its timing is as sound as without xdist: turn it on."""
+    bench = getattr(item, "funcargs", {}).get("benchmark")
+    if (bench is not None and getattr(bench, "disabled", False) and hasattr(item.config, "workerinput")
+            and not item.config.getoption("benchmark_disable", False)):
+        bench.disabled = False
 
 
 def _baseline_notes(run: RunBaseline, saving: bool) -> list[str]:
     if run.error:
-        return [f"ERROR: {run.error}; regression checks are off for this run"]
+        return []  # a gate error (PerfGuard.gate_errors), printed last
     if run.baseline is None:
         if saving:
             return [f"no baseline for this machine yet: {run.path} will be created"]
@@ -414,14 +348,13 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _parse_marker(item: pytest.Item) -> str | None:
-    """Parse the closest perf_budget marker into the stash; return an error message or None."""
-    marker = item.get_closest_marker(MARKER)
-    if marker is None:
+    """Parse the item's perf_budget markers (merged: ``marker.merged_kwargs``) into the stash; an error or None."""
+    if item.get_closest_marker(MARKER) is None:
         return None
-    if marker.args:
-        return f"{item.nodeid}: perf_budget takes keyword arguments only, got positional {marker.args!r}"
     try:
-        item.stash[budget_key] = parse_budget(dict(marker.kwargs))
+        item.stash[budget_key] = parse_budget(merged_kwargs(item))
+    except TypeError as exc:
+        return f"{item.nodeid}: {exc}"
     except BudgetError as exc:
         return f"{item.nodeid}: invalid perf_budget: {exc}"
     return None
@@ -459,6 +392,9 @@ def _judge(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
         return None
     metrics = perf.metrics if perf else {}
     rows = evaluate(budget, measurement, metrics)
+    if measured and measurement is None and getattr(getattr(item, "funcargs", {}).get("benchmark"), "disabled", False):
+        rows.append(Row("latency", "", None, "s/call", "error", "latency not measured: pytest-benchmark is disabled "
+                        "(--benchmark-disable), so the benchmark fixture timed nothing; drop that option under --perf"))
     m = measurement.to_dict() if measurement else None
     if m is not None:
         m["summary"] = summarize(m["samples"])

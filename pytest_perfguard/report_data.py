@@ -179,8 +179,9 @@ def variant_name(nodeid: str, run: str = "") -> str:
 def baseline_for(run: Run, nodeid: str, extra: Sequence[Baseline]) -> tuple[Baseline, dict[str, Any]] | None:
     """The run's own baseline entry for a test, else the first ``--baseline`` file that has it."""
     for b in ([run.baseline] if run.baseline else []) + list(extra):
-        if nodeid in b.entries:
-            return b, b.entries[nodeid]
+        entry = b.valid_entry(nodeid)
+        if entry is not None:
+            return b, entry
     return None
 
 

@@ -18,14 +18,17 @@ from .baseline import (
     save_entries,
     speed_score,
 )
-from .gate import entry_from_result
+from .budget import Budget
+from .check import Row
+from .gate import baseline_rows, entry_from_result, unjudged
 
 __all__ = ["RunBaseline"]
 
 
 @dataclass
 class RunBaseline:
-    """Loaded once per process; every problem becomes a message, never an exception."""
+    """Loaded once per process; every problem becomes a message, never an exception (and never a pass:
+    see ``session_errors`` and ``rows``)."""
 
     directory: Path
     machine_name: str | None = None
@@ -52,7 +55,54 @@ class RunBaseline:
         return self
 
     def entry(self, nodeid: str) -> dict[str, Any] | None:
-        return self.baseline.entries.get(nodeid) if self.baseline else None
+        """The entry the gate may judge this test by (None when missing or malformed)."""
+        return self.baseline.valid_entry(nodeid) if self.baseline else None
+
+    def session_errors(self, *, require: bool, saving: bool) -> list[str]:
+        """What keeps the gate from judging this run at all: an unusable file, or a required one missing."""
+        if self.error:
+            return [f"{self.error} The regression gate cannot judge this run."]
+        if self.baseline is None and require and not saving:
+            return [f"no baseline for this machine ({self.path}), and a baseline is required "
+                    "(--perf-require-baseline): record one with `pytest --perf --perf-save` on this machine kind "
+                    "and commit it"]
+        return []
+
+    def missing(self, nodeids: list[str]) -> list[str]:
+        """Measured tests that an existing baseline file has no entry for."""
+        if self.baseline is None:
+            return []
+        return [n for n in nodeids if n not in self.baseline.entries]
+
+    def rows(self, nodeid: str, result: dict[str, Any], budget: Budget | None, tolerance: float, *,
+             require: bool, saving: bool, warn: bool) -> list[Row]:
+        """One test's rows against its entry. What the gate cannot judge (a malformed entry, samples
+        that cannot be compared) is an ``unjudged`` row that fails the test, or a ``warned`` row when
+        ``warn`` (the user's opt-out); a missing entry is one only under ``require``, which ``warn``
+        does not weaken. A run that saves records the entries instead of judging by bad ones."""
+        rows = [Row(**d) for d in result["rows"]]
+        if self.baseline is None:
+            return rows
+        problem = self.baseline.problems.get(nodeid)
+        missing = nodeid not in self.baseline.entries
+        if problem is None and not missing:
+            rows = baseline_rows(result, budget, self.baseline.entries[nodeid], tolerance)
+        elif saving:
+            return rows
+        elif problem is not None:
+            rows.append(unjudged("baseline entry", "", "", f"its entry in {self.path} is malformed: {problem}"))
+        fix = (f". Fix: re-record it with `pytest '{nodeid}' --perf --perf-save` (or correct {self.path}); "
+               "--perf-baseline-errors=warn only warns.")
+        for row in rows:
+            if row.verdict == "unjudged":
+                row.message += fix
+                if warn or saving:  # a saving run replaces the entry it could not judge by
+                    row.verdict, row.message = "warned", "WARNING: " + row.message
+        if missing and require and not saving:
+            rows.append(unjudged("baseline entry", "", "", f"{self.path} has no entry for this test, and a baseline "
+                                 f"is required (--perf-require-baseline). Fix: record it with `pytest '{nodeid}' "
+                                 "--perf --perf-save` and commit the file."))
+        return rows
 
     def drift(self) -> str | None:
         """Time the reference workload now and compare with the score saved with the baseline."""
@@ -82,4 +132,8 @@ class RunBaseline:
         # Fingerprint again: by now the tests have imported torch, so its thread count is known.
         self.fingerprint = machine_fingerprint(self.threads)
         merged = save_entries(self.path, entries, self.fingerprint, speed_score())
-        return f"saved {len(entries)} test(s) to {self.path} ({len(merged.entries)} in the file)"
+        line = f"saved {len(entries)} test(s) to {self.path} ({len(merged.entries)} in the file)"
+        unusable = [f"{n} ({merged.problems[n]})" for n in entries if n in merged.problems]
+        if unusable:
+            line += f"; WARNING: the gate cannot judge by {len(unusable)} of them: {'; '.join(unusable)}"
+        return line

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+# In-process pytester runs drop the modules they imported; scipy.stats (which the gate imports on
+# first use) would then be imported again, and numpy >= 2.3 refuses to load its fft extension twice
+# in one process. Importing it here keeps it loaded across those runs.
+import scipy.stats  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _quiet_unrelated_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:

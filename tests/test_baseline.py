@@ -52,10 +52,11 @@ MACHINE: dict[str, Any] = {
 }
 
 
-def entry(value: float = 1.0, n: int = 3) -> dict[str, Any]:
+def entry(value: float = 1.0, n: int = 5) -> dict[str, Any]:
     return {
-        "samples": {"latency_s": [value] * n},
-        "summary": {"latency_s": {"median": value, "n": n}},
+        "samples": {"latency": [value] * n},
+        "summary": {"median": value, "n": n},
+        "unit": "call",
         "commit": "abc123",
         "time": "2025-01-01T00:00:00+00:00",
     }

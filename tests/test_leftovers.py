@@ -357,3 +357,16 @@ def test_ctrl_c_kills_the_scalene_run_and_leaves_nothing(
         if not _gone(pid):
             os.kill(pid, signal.SIGKILL)
     assert os.listdir(private_tmpdir) == []
+
+
+def test_an_xdist_perf_run_leaves_no_lock_file_in_tmpdir(pytester: pytest.Pytester, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xdist")
+    private = tmp_path / "tmpdir"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    pytester.makepyfile(test_x="def test_a(perf):\n    perf(sum, [1])\n\ndef test_b():\n    pass\n")
+    result = pytester.runpytest_subprocess("--perf", "-n", "2", "--perf-max-time=0.01", "--perf-profile=never",
+                                           "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert not list(private.glob("perfguard-*.lock"))

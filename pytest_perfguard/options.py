@@ -1,0 +1,169 @@
+"""Command-line options, their ini twins, and the frozen ``Options`` they resolve to (CLI > ini > default)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .budget import BudgetError, parse_ratio
+from .measure import Settings
+
+__all__ = ["Options", "add_options", "BASELINE_ERRORS", "PROFILE_MODES"]
+
+PROFILE_MODES = ("on-failure", "always", "never")
+BASELINE_ERRORS = ("fail", "warn")
+
+# (option, ini name, type, default, help)
+_OPTIONS: list[tuple[str, str, str, Any, str]] = [
+    ("--perf-min-rounds", "perfguard_min_rounds", "int", 20, "least number of timed rounds per test"),
+    ("--perf-max-time", "perfguard_max_time", "float", 1.0, "seconds of timed rounds per test (after calibration)"),
+    ("--perf-min-round-time", "perfguard_min_round_time", "float", 0.01,
+     "calls are batched until one round lasts at least this many seconds"),
+    ("--perf-json", "perfguard_json", "string", "", "write every measured test, its samples, metrics and verdicts to PATH"),
+    ("--perf-markdown", "perfguard_markdown", "string", "",
+     "write a markdown summary (verdict, regressions, budget breaches) to PATH, e.g. $GITHUB_STEP_SUMMARY"),
+    ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
+    ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
+    ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
+    ("--perf-baseline-errors", "perfguard_baseline_errors", "string", "fail",
+     "what a baseline the gate cannot judge by does (unreadable or malformed file, an entry whose samples cannot "
+     "be compared): fail the run, or warn (an explicit opt-out of the gate)"),
+    ("--perf-profile", "perfguard_profile", "string", "on-failure",
+     "re-run failing perf tests under Scalene: on-failure, always or never"),
+    ("--perf-profile-dir", "perfguard_profile_dir", "string", ".perfguard/profiles", "where profiles are written"),
+    ("--perf-profile-timeout", "perfguard_profile_timeout", "float", 300.0, "seconds before a profile re-run is killed"),
+]
+_TYPES: dict[str, type] = {"int": int, "float": float, "string": str}
+
+
+def _help(text: str) -> str:
+    """argparse formats help with ``%``: a literal percent sign must be doubled."""
+    return text.replace("%", "%%")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perfguard", "performance budgets (pytest-perfguard)")
+    group.addoption("--perf", action="store_true", default=None,
+                    help="measure tests that use the perf fixture or perf_budget and enforce their budgets "
+                         "(without it they run once, unmeasured)")
+    parser.addini("perfguard_perf", "measure and enforce budgets as if --perf were given", type="bool", default=False)
+    group.addoption("--perf-save", action="store_true", default=None,
+                    help="merge this run's measurements into baselines/<machine>.json (atomic; other entries kept)")
+    parser.addini("perfguard_save", "save baselines as if --perf-save were given", type="bool", default=False)
+    group.addoption("--perf-require-baseline", action="store_true", default=None,
+                    help="fail the run when this machine has no baseline file, or a measured test has no entry in "
+                         "it (for CI: deleting the file or an entry must not turn the gate off)")
+    parser.addini("perfguard_require_baseline", "as --perf-require-baseline", type="bool", default=False)
+    group.addoption("--perf-confirm", type=int, default=None, metavar="N",
+                    help="re-measure a test whose latency looks regressed up to N times, deciding on the pooled "
+                         "rounds (default 2; 0 turns it off)")
+    group.addoption("--perf-threads", type=int, default=None, metavar="N",
+                    help="pin torch's CPU thread count (torch.set_num_threads) and OMP/MKL threads for the "
+                         "run; recorded in the baseline's fingerprint (default: leave torch's own)")
+    parser.addini("perfguard_threads", "pin torch's CPU thread count as --perf-threads does", default="")
+    parser.addini("perfguard_confirm", "how many times a suspected latency regression is re-measured", default="2")
+    parser.addini("perfguard_ab_pythonpath", "folders (relative to the rootdir) put first on sys.path in each "
+                  "side of `perfguard ab`, so that each side imports its own code (default: src, if it exists)",
+                  type="linelist", default=[])
+    parser.addini("perfguard_profile_paths", "code to profile (default: src/ and the test's directory)",
+                  type="linelist", default=[])
+    for opt, ini, typ, default, help_ in _OPTIONS:
+        group.addoption(opt, default=None, type=_TYPES[typ], help=_help(f"{help_} (default {default!r}; ini {ini})"))
+        parser.addini(ini, _help(help_), type="string", default=str(default))
+
+
+def _positive_finite(name: str, value: float, *, zero: bool = True) -> float:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        need = ">= 0" if zero else "> 0"
+        raise pytest.UsageError(f"{name} must be a finite number {need}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Options:
+    """Resolved once: CLI > ini > default."""
+
+    enabled: bool
+    timing: Settings
+    json_path: Path | None
+    markdown_path: Path | None
+    save: bool
+    baselines: Path
+    machine: str | None
+    tolerance: float
+    confirm: int
+    profile: str
+    profile_dir: Path
+    profile_timeout: float
+    threads: int | None = None
+    baseline_errors: str = "fail"  # "fail" or "warn"
+    require_baseline: bool = False
+
+    @property
+    def warn_only(self) -> bool:
+        return self.baseline_errors == "warn"
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Options:
+        def get(opt: str, ini: str, conv: type) -> Any:
+            value = config.getoption(opt.lstrip("-").replace("-", "_"))
+            if value is None:
+                raw = config.getini(ini)
+                try:
+                    value = conv(raw)
+                except ValueError:
+                    raise pytest.UsageError(f"ini {ini} = {raw!r} is not a valid {conv.__name__}") from None
+            return value
+
+        def flag(dest: str, ini: str) -> bool:
+            value = config.getoption(dest)
+            return bool(config.getini(ini)) if value is None else bool(value)
+
+        def choice(opt: str, ini: str, allowed: tuple[str, ...]) -> str:
+            value = get(opt, ini, str)
+            if value not in allowed:
+                raise pytest.UsageError(f"{opt} / {ini} must be one of {', '.join(allowed)}, not {value!r}")
+            return str(value)
+
+        timing = Settings(
+            min_rounds=get("--perf-min-rounds", "perfguard_min_rounds", int),
+            max_time=_positive_finite("--perf-max-time", get("--perf-max-time", "perfguard_max_time", float)),
+            min_round_time=_positive_finite("--perf-min-round-time",
+                                            get("--perf-min-round-time", "perfguard_min_round_time", float)),
+        )
+        if timing.min_rounds < 1:
+            raise pytest.UsageError(f"--perf-min-rounds must be >= 1, not {timing.min_rounds}")
+        json_path = get("--perf-json", "perfguard_json", str)
+        markdown_path = get("--perf-markdown", "perfguard_markdown", str)
+        save = flag("perf_save", "perfguard_save")
+        tol_text = get("--perf-tolerance", "perfguard_tolerance", str)
+        try:
+            tolerance = parse_ratio(tol_text, "tolerance")
+        except BudgetError as exc:
+            raise pytest.UsageError(f"--perf-tolerance / perfguard_tolerance: {exc}") from None
+        threads = config.getoption("perf_threads")
+        if threads is None and config.getini("perfguard_threads"):
+            try:
+                threads = int(config.getini("perfguard_threads"))
+            except ValueError:
+                raise pytest.UsageError(f"ini perfguard_threads = {config.getini('perfguard_threads')!r} "
+                                        "is not a valid int") from None
+        if threads is not None and threads < 1:
+            raise pytest.UsageError(f"--perf-threads must be >= 1, not {threads}")
+        timeout = get("--perf-profile-timeout", "perfguard_profile_timeout", float)
+        return cls(enabled=flag("perf", "perfguard_perf") or save, timing=timing,
+                   json_path=Path(config.rootpath, json_path) if json_path else None,
+                   markdown_path=Path(config.rootpath, markdown_path) if markdown_path else None, save=save,
+                   baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
+                   machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
+                   confirm=max(0, get("--perf-confirm", "perfguard_confirm", int)),
+                   profile=choice("--perf-profile", "perfguard_profile", PROFILE_MODES),
+                   profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
+                   profile_timeout=_positive_finite("--perf-profile-timeout", timeout, zero=False),
+                   threads=threads,
+                   baseline_errors=choice("--perf-baseline-errors", "perfguard_baseline_errors", BASELINE_ERRORS),
+                   require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"))
