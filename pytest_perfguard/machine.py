@@ -2,7 +2,7 @@
 
 The fingerprint keys a baseline file: ``{"hardware": {...}, "software": {...}}``.
 Hardware decides which file a run reads and writes (see :func:`machine_slug`);
-software differences are only shown next to the comparison (DESIGN section 3).
+software differences are only shown next to the comparison.
 
 Never recorded: the hostname and the current clock frequency. CI runners change
 both between runs of the same machine type, and tools that keyed on them (asv,

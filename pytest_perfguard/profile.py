@@ -1,4 +1,4 @@
-"""Re-run one test under Scalene and summarise the profile (DESIGN section 4).
+"""Re-run one test under Scalene and summarise the profile.
 
 The plugin calls :func:`profile_test` when a perf test fails. It runs, in a subprocess and its
 own process group, ``python -m scalene run -o <out>.json [--cpu-only] --program-path <dir>
@@ -239,7 +239,7 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
     ``command_prefix + cmd[1:]`` where ``cmd`` is :func:`build_command`'s list. A failing test
     (exit code 1) with a valid profile is a success.
     Memory profiling is on by default (the report shows memory hot lines); ``memory=False``
-    (``--cpu-only``) is cheaper for allocation-heavy tests (DESIGN section 8).
+    (``--cpu-only``) is cheaper for allocation-heavy tests.
     Raises :class:`ProfileError` on any problem.
     """
     rootdir, outdir = Path(rootdir), Path(outdir)

@@ -1,4 +1,4 @@
-"""Text augmentation (DESIGN section 7).
+"""Text augmentation.
 
 Report: 1.2 M short strings (``ccinterview``) augmented with misspellings (character removal,
 substitution, noise characters, word shuffle; one method per string at set probabilities), then

@@ -1,4 +1,4 @@
-"""Thread-safe counter (DESIGN section 7).
+"""Thread-safe counter.
 
 Report: 16 threads count to a maximum of 100000 and overshoot it, because the counter
 checks ``value < maximum`` and then increments in two steps. The fix holds a

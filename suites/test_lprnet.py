@@ -1,4 +1,4 @@
-"""Quantized LPRNet (DESIGN section 7, issue 7).
+"""Quantized LPRNet.
 
 Report: LPRNet reads licence plates at 89.9 % in FP32, 1.0 ms per plate, 1.89 MB of ONNX;
 pruning (0.2) kept 89.6 %; Conv+BN fusion and int8 quantization gave 90 %, 0.59 ms per plate,
@@ -52,7 +52,7 @@ MLPERF = ">=0.99"  # an optimized model keeps >= 99 % of the FP32 accuracy
 # this machine), so swapping the int8 model for the FP32 one is caught by the size budget and
 # by the latency gate against the baseline (measured: 1.99x at batch 1, 1.52x at batch 100).
 # CPUs without VNNI are not measured here: their budgets scale this CPU's onnx_fp32 figures by
-# DESIGN section 8 (onnxruntime FP32 2-3 ms, eager 13-17 ms per plate) and need confirming there.
+# the report's figures (onnxruntime FP32 2-3 ms, eager 13-17 ms per plate) and need confirming there.
 INT8_CPU = int8_dot_product_cpu()
 if INT8_CPU:
     LATENCY_B1, LATENCY_B100, MEMORY_B100, SHIPPED_BYTES, SPEEDUP = "6ms", "8ms", "400MiB", "<=600e3", ">=4"

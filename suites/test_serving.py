@@ -1,4 +1,4 @@
-"""Preloaded model serving (DESIGN section 7).
+"""Preloaded model serving.
 
 Report: a Flask ``/predict`` endpoint built ``torchvision.models.vit_l_32()`` inside the request
 handler: 10.71 s per request on average, 11.33 s at most. Loading the model once at start-up,

@@ -1,4 +1,4 @@
-"""Quantized LPRNet (DESIGN section 7): licence-plate reading, eager FP32 vs pruned / ONNX / int8.
+"""Quantized LPRNet: licence-plate reading, eager FP32 vs pruned / ONNX / int8.
 
 ``VARIANTS`` maps a variant name to a builder of a ``Deployment`` (see ``variants``).
 """

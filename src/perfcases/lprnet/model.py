@@ -14,7 +14,7 @@ Two deliberate differences, both exact or opt-in:
   tensor, which PyTorch reads as one unbatched (C=N, D=C, H, W) volume: the depth stride
   therefore keeps every s-th *channel*. ``ChannelStridePool`` writes the same thing in 2-D
   (``max_pool2d``, then a channel stride slice); the outputs are identical, and unlike the
-  3-D form it exports to ONNX and quantizes (DESIGN section 8).
+  3-D form it exports to ONNX and quantizes.
 * The reference divides each global-context map by ``mean(f ** 2)`` over the *whole batch*,
   so a plate's scores depend on its batch-mates. ``context_norm="batch"`` keeps that;
   ``context_norm="sample"`` takes the mean per plate, so batch 1 and batch 100 agree.

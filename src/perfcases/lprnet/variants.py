@@ -15,7 +15,7 @@ from the committed weights); a ``Deployment`` is a plate reader plus the files i
 ``naive`` is ``fp32``. ``optimized`` is chosen per CPU: ``onnx_int8`` where the CPU has 8-bit
 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX), ``onnx_fp32`` elsewhere. Measured
 here (AVX-512 VNNI), int8 reads a plate 1.5-2x faster than onnxruntime float32; on an
-AVX2 CPU without VNNI it was measured no faster (DESIGN section 8), so there only the file
+AVX2 CPU without VNNI the report measured it no faster, so there only the file
 would shrink. ``pruned_int8`` is never chosen: dense kernels and dense files gain nothing
 from zeros, and pruning costs accuracy.
 """

@@ -1,4 +1,4 @@
-"""Preloaded model serving (DESIGN section 7): a Flask ``/predict`` endpoint classifying uploads.
+"""Preloaded model serving: a Flask ``/predict`` endpoint classifying uploads.
 
 Report: the handler built ``torchvision.models.vit_l_32()`` on every request, 10.71 s per
 request on average (max 11.33 s); loading the model once, batching and serving concurrently

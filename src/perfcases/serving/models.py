@@ -37,7 +37,7 @@ def _small_vit() -> nn.Module:
     # A ViT of width 512 (8 heads) and 6 layers on 64 px inputs (4 patches of 32 px), 21 M params.
     # Sized to keep the report's cost structure, construction >> inference: measured here (one
     # thread) it builds in 142 ms, 53x its int8 forward pass per image at batch 8 (2.7 ms); for
-    # vit_l_32 DESIGN section 8 gives 3.3 s against 71 ms, 46x.
+    # vit_l_32 the report gives 3.3 s against 71 ms, 46x.
     return _torchvision.models.VisionTransformer(
         image_size=64, patch_size=32, num_layers=6, num_heads=8, hidden_dim=512, mlp_dim=2048,
     )
