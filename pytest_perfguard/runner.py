@@ -1,0 +1,243 @@
+"""What every process does, xdist workers included: parse budgets at collection, keep a measured
+test alone (the xdist lock), meter pytest-benchmark tests, judge each test and apply the verdict
+to its report, profile a failure. Registered in every process by ``plugin.pytest_configure``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .baseline import thin_samples
+from .budget import Budget, BudgetError, parse_budget
+from .check import Row, evaluate
+from .decide import summarize
+from .marker import MARKER, merged_kwargs
+from .measure import Measurement, MemoryMeter
+from .options import Options
+from .perf import Perf
+from .report import MAX_REPORT_SAMPLES, json_safe, summary_table
+from .rerun import default_profile_paths, profile_failure, rerun_args
+from .serial import held
+from .store import RunBaseline
+
+__all__ = ["Runner", "budget_key", "perf_key", "baseline_key"]
+
+budget_key = pytest.StashKey[Budget]()
+perf_key = pytest.StashKey[Perf]()
+memory_key = pytest.StashKey[MemoryMeter]()
+result_key = pytest.StashKey[dict[str, Any]]()  # the verdict the confirmation loop last computed
+baseline_key = pytest.StashKey[RunBaseline]()  # config.stash: this process's baseline, loaded once
+
+Progress = Callable[..., None]  # (nodeid, message, prefix=...) -> None
+
+
+class Runner:
+    """Measuring and judging, per test. ``lock``: the xdist workers' shared lock file (None
+    without xdist); ``progress``: prints a line while a test is measured (a no-op on workers)."""
+
+    def __init__(self, config: pytest.Config, options: Options, lock: Path | None, progress: Progress) -> None:
+        self.config = config
+        self.options = options
+        self.lock = lock
+        self.progress = progress
+        self.baseline: RunBaseline | None = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.options.enabled:
+            o = self.options
+            self.baseline = RunBaseline(o.baselines, o.machine, o.threads).load()
+            self.config.stash[baseline_key] = self.baseline
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> Generator[None, None, None]:
+        """Budgets are parsed after every other implementation, so markers that conftest hooks add count.
+
+        A malformed budget is a collection error of its test (pytest then stops before running
+        anything, as for any collection error); the test is taken out of the run.
+        """
+        result = yield
+        for item in list(items):
+            error = _parse_marker(item)
+            if error:
+                items.remove(item)
+                session.ihook.pytest_collectreport(report=pytest.CollectReport(item.nodeid, "failed", error, []))
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        if self.lock is None or _is_perf_test(item):
+            return (yield)
+        with held(self.lock, exclusive=False):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        with contextlib.ExitStack() as stack:
+            if self.lock is not None and _is_perf_test(item):
+                stack.enter_context(held(self.lock, exclusive=True))
+            # pytest-benchmark interop: its fixture times the code; we add the memory meter around it.
+            if self.options.enabled and "benchmark" in getattr(item, "fixturenames", ()):
+                _enable_benchmark_on_worker(item)
+                if budget_key in item.stash:
+                    item.stash[memory_key] = stack.enter_context(MemoryMeter())
+            outcome = yield
+            self._confirm_regression(item)
+            return outcome
+
+    def _confirm_regression(self, item: pytest.Item) -> None:
+        """A suspected latency regression is re-measured once (pooled) before it can fail the test."""
+        perf = item.stash.get(perf_key, None)
+        if perf is None or perf.measurement is None or self.baseline is None or self.baseline.entry(item.nodeid) is None:
+            return
+        for attempt in range(1, self.options.confirm + 1):
+            result = self._judge(item)
+            if result is None:
+                return
+            item.stash[result_key] = result
+            rows = [Row(**d) for d in result["rows"]]
+            if not any(r.verdict == "regressed" and r.metric.startswith(("latency", "throughput")) for r in rows):
+                return
+            if any(r.failed and r.verdict != "regressed" for r in rows):
+                return  # it fails a budget anyway: re-measuring cannot change the outcome
+            self.progress(item.nodeid, f"latency looks regressed: measuring again to confirm ({attempt}/"
+                                       f"{self.options.confirm})", prefix="")
+            if not perf.remeasure():
+                return
+            del item.stash[result_key]  # new rounds: judge again
+
+    def _judge(self, item: pytest.Item) -> dict[str, Any] | None:
+        """This test's result: its budget rows, plus the baseline rows when a baseline is loaded."""
+        result = _judge(item, measured=self.options.enabled)
+        if result is not None and self.baseline is not None:
+            o = self.options
+            rows = self.baseline.rows(item.nodeid, result, item.stash.get(budget_key, None), o.tolerance,
+                                      require=o.require_baseline, saving=o.save, warn=o.warn_only)
+            result["rows"] = [r.to_dict() for r in rows]
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        rep = yield
+        if rep.when != "call":
+            return rep
+        result = item.stash.get(result_key, None) or self._judge(item)
+        if result is None:
+            return rep
+        result["body_passed"] = rep.passed
+        rep.perfguard = result  # type: ignore[attr-defined]  # JSON-safe: survives xdist
+        for row in result["rows"]:
+            if row["now"] is not None:
+                _add_property(item, rep, f"perf {row['metric']}", row["now"])
+        failing = [row["message"] for row in result["rows"] if Row(**row).failed]
+        if rep.passed and failing:
+            rep.outcome = "failed"
+            rep.longrepr = "\n".join(failing)
+        if result["rows"]:
+            has_base = any(row.get("baseline") is not None for row in result["rows"])
+            rep.sections.append(("perfguard", "\n".join(summary_table([result], with_baseline=has_base))))
+        mode = self.options.profile if self.options.enabled else "never"
+        if mode == "always" or (mode == "on-failure" and rep.failed and failing):
+            self._attach_profile(item, rep, result)
+        return rep
+
+    def _attach_profile(self, item: pytest.Item, rep: pytest.TestReport, result: dict[str, Any]) -> None:
+        args = rerun_args(self.config.invocation_params.args, self.config.rootpath,
+                          xdist=self.config.pluginmanager.has_plugin("xdist"))
+        paths = default_profile_paths(self.config.rootpath, Path(str(item.path)),
+                                      self.config.getini("perfguard_profile_paths"))
+        self.progress(item.nodeid, "profiling the failure under Scalene", prefix="")
+        prof = profile_failure(item.nodeid, rootdir=self.config.rootpath, outdir=self.options.profile_dir,
+                               args=args, paths=paths, timeout=self.options.profile_timeout)
+        result["profile"] = {k: v for k, v in prof.items() if k != "section"}
+        if "error" in prof:
+            rep.sections.append(("perfguard profile", f"WARNING: {prof['error']}"))
+            return
+        rep.sections.append(("perfguard profile", prof["section"]))
+        _add_property(item, rep, "perfguard_profile_json", prof["json"])
+        _add_property(item, rep, "perfguard_profile_html", prof["html"])
+
+
+def _add_property(item: pytest.Item, rep: pytest.TestReport, name: str, value: object) -> None:
+    """On the item (JUnit XML reads the teardown report's copy) and on this report (xdist, hooks)."""
+    item.user_properties.append((name, value))
+    rep.user_properties.append((name, value))
+
+
+def _is_perf_test(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return budget_key in item.stash or "perf" in names or "benchmark" in names
+
+
+def _enable_benchmark_on_worker(item: pytest.Item) -> None:
+    """pytest-benchmark turns itself off on every xdist worker; under ``--perf`` a benchmarked test
+    holds the perf lock alone while it runs, so its timing is as sound as without xdist: turn it on."""
+    bench = getattr(item, "funcargs", {}).get("benchmark")
+    if (bench is not None and getattr(bench, "disabled", False) and hasattr(item.config, "workerinput")
+            and not item.config.getoption("benchmark_disable", False)):
+        bench.disabled = False
+
+
+def _parse_marker(item: pytest.Item) -> str | None:
+    """Parse the item's perf_budget markers (merged: ``marker.merged_kwargs``) into the stash; an error or None."""
+    if item.get_closest_marker(MARKER) is None:
+        return None
+    try:
+        item.stash[budget_key] = parse_budget(merged_kwargs(item))
+    except TypeError as exc:
+        return f"{item.nodeid}: {exc}"
+    except BudgetError as exc:
+        return f"{item.nodeid}: invalid perf_budget: {exc}"
+    return None
+
+
+def _benchmark_measurement(item: pytest.Item) -> Measurement | None:
+    """pytest-benchmark's collected statistics, as our Measurement."""
+    bench = getattr(item, "funcargs", {}).get("benchmark")
+    stats = getattr(getattr(bench, "stats", None), "stats", None)
+    data = list(getattr(stats, "data", []) or [])
+    if not data:
+        return None
+    meter = item.stash.get(memory_key, None)
+    return Measurement(samples=[float(x) for x in data], loops=1, rounds=len(data), total_time=sum(data),
+                       memory_growth=meter.growth if meter else None,
+                       memory_mechanism=meter.mechanism if meter else None, source="benchmark")
+
+
+def _judge(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
+    """The JSON-safe result of one test, or None when it is not a perf test.
+
+    Unmeasured runs (no ``--perf``) still check absolute budgets on recorded metrics
+    (accuracy, counts): those are functional claims that one run can decide.
+    """
+    budget = item.stash.get(budget_key, None)
+    if not measured:
+        budget = budget.metrics_only() if budget else None
+        if budget is None or not budget.limits:
+            return None
+    perf = item.stash.get(perf_key, None)
+    measurement = perf.measurement if perf else None
+    if measurement is None:
+        measurement = _benchmark_measurement(item)
+    if budget is None and measurement is None:
+        return None
+    metrics = perf.metrics if perf else {}
+    rows = evaluate(budget, measurement, metrics)
+    if measured and measurement is None and getattr(getattr(item, "funcargs", {}).get("benchmark"), "disabled", False):
+        rows.append(Row("latency", "", None, "s/call", "error", "latency not measured: pytest-benchmark is disabled "
+                        "(--benchmark-disable), so the benchmark fixture timed nothing; drop that option under --perf"))
+    m = measurement.to_dict() if measurement else None
+    if m is not None:
+        m["summary"] = summarize(m["samples"])
+        m["samples"] = thin_samples(m["samples"], MAX_REPORT_SAMPLES)
+    return {
+        "nodeid": item.nodeid,
+        "rows": [r.to_dict() for r in rows],
+        "measurement": m,
+        "metrics": dict(metrics),
+        "budget": json_safe(budget.raw) if budget else {},
+    }

@@ -1,0 +1,146 @@
+"""What only the controller does (the single process without xdist): gather every test's result
+from its report, fail a run the gate could not judge, write the JSON, markdown and baseline files,
+print the summary, remove the xdist lock. Registered by ``plugin.pytest_configure`` only where
+there is no ``workerinput``, as pytest's junitxml is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .baseline import BaselineError
+from .markdown import markdown_summary, write_markdown
+from .options import Options
+from .report import json_document, json_safe, summary_table, write_json
+from .runner import baseline_key
+from .serial import lock_path, remove_lock
+from .store import RunBaseline
+
+__all__ = ["Session"]
+
+
+class Session:
+    def __init__(self, config: pytest.Config, options: Options) -> None:
+        self.config = config
+        self.options = options
+        self.results: list[dict[str, Any]] = []
+        self.notes: list[str] = []  # lines for the summary
+        self.gate_errors: list[str] = []  # why the gate could not judge this run at all: fails the run
+        self.gate_warnings: list[str] = []  # the same, downgraded by --perf-baseline-errors=warn
+        self.xdist_lock: Path | None = None  # the workers' lock file, removed once they are done
+
+    @property
+    def baseline(self) -> RunBaseline | None:
+        """Loaded by the runner at session start (``runner.baseline_key``), under ``--perf`` only."""
+        return self.config.stash.get(baseline_key, None)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        baseline = self.baseline
+        if baseline is None:
+            return
+        self.gate_errors = baseline.session_errors(require=self.options.require_baseline, saving=self.options.save)
+        if self.options.warn_only and baseline.error:  # the opt-out covers a bad file, not a required one
+            self.gate_warnings, self.gate_errors = self.gate_errors, []
+        self.notes.extend(_baseline_notes(baseline, self.options.save))
+        drift = baseline.drift() if baseline.baseline else None
+        if drift:
+            self.notes.append(f"drift: {drift}")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = getattr(report, "perfguard", None)
+        if result is not None:
+            self.results.append(dict(result, outcome=report.outcome))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.options.enabled:
+            self.xdist_lock = lock_path(str(node.workerinput["testrunuid"]))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.xdist_lock is not None:  # after xdist's own session end has stopped the workers
+            remove_lock(self.xdist_lock)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.options.enabled:
+            return
+        if self.gate_errors and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.options.json_path is not None:
+            extra = {"settings": json_safe(vars(self.options.timing)), "gate_errors": self.gate_errors,
+                     "gate_warnings": self._session_warnings()}
+            if self.baseline is not None:
+                extra.update(machine=self.baseline.fingerprint, machine_slug=self.baseline.slug,
+                             baseline=_relative(self.baseline.path, self.config.rootpath) if self.baseline.path else None)
+            write_json(self.options.json_path, json_document(self.results, extra))
+            self.notes.append(f"wrote {self.options.json_path}")
+        if self.options.markdown_path is not None:
+            context = [f"baseline: {self.baseline.path}" if self.baseline is not None and self.baseline.baseline
+                       else "no baseline for this machine: absolute budgets only"]
+            context += [f"WARNING: {w}" for w in self._session_warnings()]
+            write_markdown(self.options.markdown_path,
+                           markdown_summary(self.results, context=context, errors=self.gate_errors))
+            self.notes.append(f"wrote {self.options.markdown_path}")
+        if self.options.save and self.baseline is not None:
+            try:
+                self.notes.append(self.baseline.save(self.results, self.config.rootpath))
+            except BaselineError as exc:
+                self.notes.append(f"ERROR: baseline not saved: {exc}")
+                if session.exitstatus == 0:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _session_warnings(self) -> list[str]:
+        """The downgraded gate errors, and the measured tests an existing baseline has no entry for."""
+        missing = self.baseline.missing([r["nodeid"] for r in self.results if r.get("measurement")]) \
+            if self.baseline is not None and not (self.options.save or self.options.require_baseline) else []
+        if not missing:
+            return self.gate_warnings
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        return [*self.gate_warnings, f"{len(missing)} measured test(s) have no entry in the baseline and were not "
+                f"compared with it: {shown}; record them with --perf-save (--perf-require-baseline makes this an "
+                "error)"]
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.options.enabled:
+            return
+        terminalreporter.write_sep("-", "perfguard")
+        lines = summary_table(self.results, with_baseline=self.baseline is not None and self.baseline.baseline is not None)
+        for line in lines:
+            terminalreporter.write_line(line)
+        if any(row["verdict"] == "no-baseline" for r in self.results for row in r["rows"]):
+            self.notes.append("relative budgets were not checked: they need a baseline for this machine")
+        for r in self.results:
+            error = (r.get("profile") or {}).get("error")
+            if error:
+                self.notes.append(f"WARNING: {r['nodeid']}: {error}")
+        for note in self.notes:
+            terminalreporter.write_line(f"perfguard: {note}", red=note.startswith("ERROR"))
+        for warning in self._session_warnings():
+            terminalreporter.write_line(f"perfguard: WARNING: {warning}", yellow=True)
+        for error in self.gate_errors:
+            terminalreporter.write_line(f"perfguard: ERROR: {error}", red=True, bold=True)
+
+
+def _baseline_notes(run: RunBaseline, saving: bool) -> list[str]:
+    if run.error:
+        return []  # a gate error (Session.gate_errors), printed last
+    if run.baseline is None:
+        if saving:
+            return [f"no baseline for this machine yet: {run.path} will be created"]
+        return [f"no baseline for this machine ({run.path}): absolute budgets only; "
+                "record one with `pytest --perf --perf-save`"]
+    notes = [f"baseline {run.path} ({len(run.baseline.entries)} tests, updated {run.baseline.updated})"]
+    if run.hardware_diff:
+        notes.append("WARNING: the baseline was recorded on different hardware: " + "; ".join(run.hardware_diff))
+    if run.software_diff:
+        notes.append("software differs from the baseline's: " + "; ".join(run.software_diff))
+    return notes
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to the rootdir when inside it (a report must not carry the checkout's location)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
