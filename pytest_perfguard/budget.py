@@ -21,8 +21,6 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "parse_ratio",
-    "format_duration",
-    "format_size",
 ]
 
 
@@ -336,20 +334,3 @@ def parse_budget(kwargs: dict[str, Any]) -> Budget:
         else:
             raise BudgetError(f"unknown keyword {_shown(key)}; perf_budget accepts: {', '.join(FORMS)}")
     return Budget(tuple(limits), tolerance, dict(kwargs))
-
-
-def format_duration(seconds: float) -> str:
-    if seconds != seconds:
-        return "n/a"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(seconds) >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def format_size(nbytes: float) -> str:
-    for unit in ("GiB", "MiB", "KiB"):
-        scale = _SIZE_UNITS[unit]
-        if abs(nbytes) >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
-    return f"{nbytes:.0f} B"

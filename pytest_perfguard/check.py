@@ -15,8 +15,9 @@ import numpy as np
 
 from .budget import Budget, Limit
 from .measure import Measurement
+from .units import format_value
 
-__all__ = ["Row", "evaluate", "metric_value", "required_samples", "statistic", "format_value"]
+__all__ = ["Row", "evaluate", "metric_value", "required_samples", "statistic"]
 
 FAILING = ("fail", "regressed", "insufficient", "error", "unjudged")  # "warned": unjudged, downgraded by the user
 _OPS = {
@@ -70,29 +71,6 @@ def statistic(samples: list[float], stat: str) -> float:
     if stat == "max":
         return float(arr.max())
     return float(np.percentile(arr, float(stat[1:])))
-
-
-def format_value(value: float | None, unit: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if unit.startswith("s/"):
-        per = unit[2:]
-        for name, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
-            if abs(value) >= scale or name == "ns":
-                return f"{value / scale:.2f} {name}/{per}"
-    if unit == "B":
-        for name, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if abs(value) >= scale:
-                return f"{value / scale:.2f} {name}"
-        return f"{value:.0f} B"
-    if unit == "items/s":
-        for name, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-            if abs(value) >= scale:
-                return f"{value / scale:.2f}{name}/s"
-        return f"{value:.2f}/s"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.4g}"
 
 
 def _unit(metric: str, m: Measurement | None) -> str:

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget, Limit
-from .check import Row, format_value, metric_value
+from .check import Row, metric_value
 from .measure import Measurement
 from .decide import Comparison, compare_samples
 from .runs import RunComparison, compare_runs
+from .units import format_value
 
 __all__ = ["baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
            "unjudged"]

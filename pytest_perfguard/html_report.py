@@ -20,8 +20,9 @@ from typing import Any
 from . import plots
 from .atomic import write_text
 from .baseline import Baseline
-from .check import FAILING, format_value
-from .plots import Bar, Panel, format_duration
+from .check import FAILING
+from .plots import Bar, Panel
+from .units import format_duration, format_value
 from .report_data import (
     INSTALL_HINT,
     USERS,

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Bar", "Panel", "Scatter", "cross_machine_png", "distributions_png", "format_duration", "memory_png",
-           "pareto_png", "projection_png", "time_scale"]
+from .units import format_duration, time_scale
+
+__all__ = ["Bar", "Panel", "Scatter", "cross_machine_png", "distributions_png", "memory_png",
+           "pareto_png", "projection_png"]
 
 WIDTH = 11.0  # inches: at DPI, about the page's content width
 DPI = 96
@@ -53,24 +55,6 @@ class Scatter:
 
     title: str
     points: list[tuple[str, float, float, bool]]
-
-
-def time_scale(seconds: float) -> tuple[str, float]:
-    """The unit (name, seconds per unit) in which ``seconds`` reads as a number >= 1."""
-    for name, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if abs(seconds) >= scale:
-            return name, scale
-    return "ns", 1e-9
-
-
-def format_duration(seconds: float) -> str:
-    """Human time with three significant digits: ns, µs, ms, s, then min and h for long totals."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.3g} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.3g} min"
-    name, scale = time_scale(seconds)
-    return f"{seconds / scale:.3g} {name}"
 
 
 def text(label: str, width: int = 60) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
-from .check import format_value
+from .units import format_value
 
 __all__ = ["JSON_FORMAT", "MAX_REPORT_SAMPLES", "align", "row_cell", "summary_table", "json_document", "write_json", "json_safe"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_perfguard.cli import main
 from pytest_perfguard.html_report import render_report
-from pytest_perfguard.plots import format_duration
+from pytest_perfguard.units import format_duration
 from pytest_perfguard.report_data import (
     Point,
     Run,
