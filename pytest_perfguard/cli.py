@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseline, machine_slug
-from .check import format_value
+from .units import format_value
 from .decide import compare_samples, geometric_mean
 from .gate import base_latency
 from .runs import min_pairs
