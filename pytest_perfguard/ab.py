@@ -17,6 +17,14 @@ for both sides: pytest runs as ``python -P -m pytest`` so that the base worktree
 plugin is never picked up from the working directory. The code under test on each side is that
 side's: with ``PERFGUARD_AB_SIDE`` set, the plugin prepends the ini ``perfguard_ab_pythonpath``
 folders (default ``src`` when it exists) of that side's root to ``sys.path`` before conftests load.
+Each side also records where its modules came from (``ab_side``), and ``check_imports`` stops the
+comparison when the base imported the head's files (an editable install or ``PYTHONPATH`` that
+points at the head's checkout) or both sides imported the project from the same files outside
+both checkouts: then both sides measure the same code and every change would look unchanged.
+
+Interruption (Ctrl-C, SIGTERM, SIGHUP) stops the running pytest and its process group, removes
+the base worktree and the temporary folders, and raises ``Interrupted`` for the command to report
+in one line.
 
 No pytest import here: this module only runs subprocesses and reads their JSON.
 """
@@ -26,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -47,9 +56,12 @@ from .decide import geometric_mean, summarize
 from .gate import baseline_rows, entry_from_result, latency_decision
 from .measure import Measurement
 
-__all__ = ["ABError", "ABResult", "run_ab", "ab_pythonpath", "SIDE_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
+__all__ = ["ABError", "ABResult", "Interrupted", "run_ab", "ab_pythonpath", "check_imports", "SIDE_ENV",
+           "IMPORTS_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
 
 SIDE_ENV = "PERFGUARD_AB_SIDE"
+IMPORTS_ENV = "PERFGUARD_AB_IMPORTS"  # where a side writes which files its modules came from (ab_side)
+SIDE_PLUGIN = f"{__package__}.ab_side"
 DEFAULT_ROUNDS = 12  # measured: docs/gate_quality.md, "Same-runner A/B"
 # Arguments perfguard ab sets itself, or that would mix the two sides' measurements.
 REFUSED_ARGS = {
@@ -69,6 +81,22 @@ class ABError(Exception):
     """A problem that stops the A/B run before anything is measured (exit status 2)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP stopped the A/B run; ``cleanup`` says what was left behind."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.cleanup = ""
+
+    @property
+    def name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+
 @dataclass
 class SideRun:
     side: str  # "base" or "head"
@@ -78,6 +106,7 @@ class SideRun:
     log: Path
     results: dict[str, dict[str, Any]]  # nodeid -> the --perf-json test entry
     reported: bool = True  # False: pytest died before writing its --perf-json report
+    imports: dict[str, Any] | None = None  # what ab_side recorded: {"modules": {name: file}, ...}
 
 
 @dataclass
@@ -92,6 +121,7 @@ class ABResult:
     base_broken: list[str] = field(default_factory=list)  # why the base cannot be gated on
     only_base: list[str] = field(default_factory=list)
     only_head: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # likely causes of a broken base, with the way out
     geomean: float | None = None
 
     @property
@@ -140,18 +170,14 @@ def resolve(rev: str, repo: Path) -> str:
 
 
 @contextmanager
-def worktree(repo: Path, sha: str) -> Iterator[Path]:
-    """A detached worktree of ``sha`` in a temporary folder, always removed (Ctrl-C, crash, SIGTERM)."""
+def worktree(repo: Path, sha: str, made: list[Path] | None = None) -> Iterator[Path]:
+    """A detached worktree of ``sha`` in a temporary folder, always removed (crash, interruption).
+
+    The temporary folder is appended to ``made`` as soon as it exists."""
     tmp = Path(tempfile.mkdtemp(prefix="perfguard-ab-"))
+    if made is not None:
+        made.append(tmp)
     path = tmp / "base"
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    in_main = _in_main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, on_term)
     try:
         _git(["worktree", "add", "--detach", "--quiet", str(path), sha], repo)
         yield path
@@ -159,12 +185,58 @@ def worktree(repo: Path, sha: str) -> Iterator[Path]:
         _git(["worktree", "remove", "--force", str(path)], repo, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
         _git(["worktree", "prune"], repo, check=False)
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` (once: later ones are ignored, so that the
+    cleanup they started can finish). A signal that is ignored (``nohup``) stays ignored. Only the
+    main thread can catch signals; elsewhere this does nothing."""
+    if not _in_main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if caught:
+            return
+        caught.append(signum)
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """End a side's pytest and whatever it started in its process group: SIGTERM, then SIGKILL."""
+    if not hasattr(os, "killpg"):  # pragma: no cover - no process groups (Windows)
+        proc.kill()
+        proc.wait()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers that ignored SIGTERM, the pytest included
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _read_results(path: Path) -> dict[str, dict[str, Any]] | None:
@@ -176,22 +248,110 @@ def _read_results(path: Path) -> dict[str, dict[str, Any]] | None:
     return {t["nodeid"]: t for t in doc.get("tests", []) if isinstance(t, dict) and "nodeid" in t}
 
 
+def _read_imports(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("modules"), dict) else None
+
+
 def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir: Path,
              python: str = sys.executable) -> SideRun:
-    """One ``pytest --perf`` run of one side; its JSON and log go to ``workdir``."""
+    """One ``pytest --perf`` run of one side; its JSON, log and imports record go to ``workdir``.
+
+    The pytest runs in its own process group; if this process is interrupted meanwhile, that
+    group is terminated before the interruption goes on."""
     out = workdir / f"{side}-{rnd}.json"
     log = workdir / f"{side}-{rnd}.log"
+    imports = workdir / f"{side}-{rnd}.imports.json"
     cmd = [python, "-P", "-m", "pytest", *pytest_args, "--perf", f"--perf-json={out}",
            f"--perf-baselines={workdir / 'no-baselines'}", "--perf-profile=never", "--perf-confirm=0",
-           "-p", "no:cacheprovider", "-q", "-rN", "--color=no"]
-    env = dict(os.environ, **{SIDE_ENV: side})
+           "-p", "no:cacheprovider", "-p", SIDE_PLUGIN, "-q", "-rN", "--color=no"]
+    env = dict(os.environ, **{SIDE_ENV: side, IMPORTS_ENV: str(imports)})
     env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
     start = time.perf_counter()
     with log.open("w") as fh:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        group = {"process_group": 0} if hasattr(os, "killpg") else {}
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=fh,
+                                stderr=subprocess.STDOUT, **group)
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
     results = _read_results(out)
-    return SideRun(side, rnd, proc.returncode, time.perf_counter() - start, log, results or {},
-                   reported=results is not None)
+    return SideRun(side, rnd, returncode, time.perf_counter() - start, log, results or {},
+                   reported=results is not None, imports=_read_imports(imports))
+
+
+_WAY_OUT = ("set the ini option perfguard_ab_pythonpath to the folders, relative to the rootdir, that "
+            "hold the code (\".\" for a package next to pyproject.toml; default: src when it exists), "
+            "so that each side puts its own copy first on sys.path; for a base that lacks the "
+            "option, pass it to both sides: perfguard ab REV -- -o perfguard_ab_pythonpath=.")
+
+
+def _owner(file: str, roots: dict[str, str]) -> str | None:
+    """The side whose checkout holds ``file``: the deepest root that contains it."""
+    best = None
+    for side, root in roots.items():
+        if (file == root or file.startswith(root.rstrip(os.sep) + os.sep)) and (
+                best is None or len(root) > len(roots[best])):
+            best = side
+    return best
+
+
+def _listing(pairs: Sequence[tuple[str, str]], most: int = 3) -> str:
+    shown = ", ".join(f"{name} from {file}" for name, file in pairs[:most])
+    return shown + (f" and {len(pairs) - most} more" if len(pairs) > most else "")
+
+
+def check_imports(base: dict[str, Any] | None, head: dict[str, Any] | None, base_root: Path,
+                  head_root: Path) -> str | None:
+    """Why the sides did not each measure their own checkout's code, or None.
+
+    ``base``/``head``: the sides' ``ab_side`` records (None: not known yet). A side that imported
+    files from the other side's checkout, or both sides importing a module of the project from
+    the same file outside both checkouts, means both sides measured the same code."""
+    roots = {"base": os.path.realpath(base_root), "head": os.path.realpath(head_root)}
+    for side, other, doc in (("base", "head", base), ("head", "base", head)):
+        if doc is None:
+            continue
+        foreign = sorted((name, file) for name, file in doc["modules"].items() if _owner(file, roots) == other)
+        if foreign:
+            return (f"the {side} imported the {other}'s files, so both sides would measure the "
+                    f"{other}'s code and no change could show: {_listing(foreign)}. The project is "
+                    f"importable from the {other}'s checkout on every side (an editable install, "
+                    f"`pip install -e .`, or PYTHONPATH): {_WAY_OUT}")
+    if base is None or head is None:
+        return None
+    own = set(base.get("own_names") or []) | set(head.get("own_names") or [])
+    shared = sorted((name, file) for name, file in base["modules"].items()
+                    if name.split(".")[0] in own and head["modules"].get(name) == file
+                    and _owner(file, roots) is None)
+    if shared:
+        return (f"both sides imported the project's code from the same files, outside both checkouts, so "
+                f"both measured the same code and no change could show: {_listing(shared)}. The "
+                f"project is installed (not from either checkout): {_WAY_OUT}")
+    return None
+
+
+_IMPORT_ERROR = re.compile(r"\b(?:ModuleNotFoundError|ImportError): .*")  # the exception's own line
+_IMPORT_MENTION = re.compile(r"\b(?:ModuleNotFoundError|ImportError)\b.*")  # e.g. pytest's own summary
+
+
+def import_failure(log: Path) -> str | None:
+    """The first ``ImportError``/``ModuleNotFoundError`` of a run's log, or None."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for pattern in (_IMPORT_ERROR, _IMPORT_MENTION):
+        for line in lines:
+            found = pattern.search(line)
+            if found:
+                return found.group(0).strip()
+    return None
 
 
 def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
@@ -296,31 +456,64 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed)
     if dirty:
         say("perfguard ab: the working tree has uncommitted changes: the head is measured as it is on disk")
-    with worktree(repo, sha) as base_root, tempfile.TemporaryDirectory(prefix="perfguard-ab-runs-") as work:
-        base_cwd = base_root / here.relative_to(repo)
-        if not base_cwd.is_dir():
-            raise ABError(f"{here.relative_to(repo)} does not exist at {rev}")
-        for rnd in range(1, rounds + 1):
-            sides = [("base", base_cwd), ("head", here)]
-            order.shuffle(sides)
-            for side, side_cwd in sides:
-                if on_run is not None:
-                    on_run(side, rnd, rounds)
-                run = run_side(side, rnd, side_cwd, pytest_args, Path(work), python)
-                say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
-                    f"{len(run.results)} perf tests, {run.seconds:.1f} s")
-                crashed = run.returncode in (0, 1) and not run.reported
-                if side == "head" and (run.returncode in (3, 4) or crashed):
-                    why = _NO_REPORT if crashed else _RC[run.returncode]
-                    raise ABError(f"pytest stopped with exit {run.returncode} ({why}) on the "
-                                  f"head; nothing was compared:\n{_tail(run.log)}")
-                if side == "base" and (run.returncode not in (0, 1) or crashed):
-                    why = f"pytest exit {run.returncode} ({_NO_REPORT if crashed else _RC.get(run.returncode, 'error')})"
-                    if not any(b.startswith(why) for b in result.base_broken):
-                        result.base_broken.append(f"{why} (round {rnd}):\n{_tail(run.log)}")
-                result.runs.append(run)
-        _decide(result, tolerance)
+    made: list[Path] = []  # the temporary folders, to say whether an interruption left any
+    with interruptible():
+        try:
+            with worktree(repo, sha, made) as base_root, \
+                    tempfile.TemporaryDirectory(prefix="perfguard-ab-runs-") as work:
+                made.append(Path(work))
+                _rounds(result, base_root, repo, here, pytest_args, Path(work), order, python, on_run, say)
+                _decide(result, tolerance)
+        except Interrupted as exc:
+            left = [str(p) for p in made if p.exists()]
+            exc.cleanup = (f"could not remove {', '.join(left)}" if left
+                           else "base worktree removed" if made else "nothing to clean up")
+            raise
     return result
+
+
+def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_args: Sequence[str], work: Path,
+            order: random.Random, python: str, on_run: Callable[[str, int, int], None] | None,
+            say: Callable[[str], None]) -> None:
+    rev, rounds = result.rev, result.rounds
+    base_cwd = base_root / here.relative_to(repo)
+    if not base_cwd.is_dir():
+        raise ABError(f"{here.relative_to(repo)} does not exist at {rev}")
+    imports: dict[str, dict[str, Any] | None] = {"base": None, "head": None}
+    for rnd in range(1, rounds + 1):
+        sides = [("base", base_cwd), ("head", here)]
+        order.shuffle(sides)
+        for side, side_cwd in sides:
+            if on_run is not None:
+                on_run(side, rnd, rounds)
+            run = run_side(side, rnd, side_cwd, pytest_args, work, python)
+            say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
+                f"{len(run.results)} perf tests, {run.seconds:.1f} s")
+            crashed = run.returncode in (0, 1) and not run.reported
+            if run.reported and run.imports is None:
+                raise ABError(f"the {side}'s pytest (round {rnd}) did not record which files its code came from, "
+                              "so nothing proves that it measured its own checkout:\n" + _tail(run.log))
+            if run.imports is not None:
+                imports[side] = run.imports
+                wrong = check_imports(imports["base"], imports["head"], base_root, repo)
+                if wrong:
+                    raise ABError(wrong)
+            if side == "head" and (run.returncode in (3, 4) or crashed):
+                why = _NO_REPORT if crashed else _RC[run.returncode]
+                raise ABError(f"pytest stopped with exit {run.returncode} ({why}) on the "
+                              f"head; nothing was compared:\n{_tail(run.log)}")
+            if side == "base" and run.returncode != 0:
+                failure = import_failure(run.log)
+                if failure and not result.hints:
+                    result.hints.append(
+                        f"the base could not import its code ({failure}, round {rnd}): if the project is "
+                        f"importable only from the head's checkout (an editable install, PYTHONPATH) or "
+                        f"its code is not where the base expects it, {_WAY_OUT}")
+            if side == "base" and (run.returncode not in (0, 1) or crashed):
+                why = f"pytest exit {run.returncode} ({_NO_REPORT if crashed else _RC.get(run.returncode, 'error')})"
+                if not any(b.startswith(why) for b in result.base_broken):
+                    result.base_broken.append(f"{why} (round {rnd}):\n{_tail(run.log)}")
+            result.runs.append(run)
 
 
 _NO_REPORT = "it wrote no --perf-json report: it crashed, or the plugin could not be loaded"

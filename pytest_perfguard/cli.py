@@ -118,6 +118,12 @@ def ab(args: argparse.Namespace) -> int:
     except ABError as exc:
         print(f"perfguard ab: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # ab.Interrupted: SIGINT, SIGTERM or SIGHUP, cleaned up
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = getattr(exc, "name", "SIGINT")
+        cleanup = getattr(exc, "cleanup", "")
+        print(f"perfguard ab: interrupted ({name}){': ' + cleanup if cleanup else ''}", file=sys.stderr)
+        return 128 + int(signum)
     for line in ab_lines(result):
         print(line)
     if args.markdown:
@@ -134,7 +140,7 @@ def ab(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
-def ab_context(result: Any) -> list[str]:
+def ab_context(result: Any, hints: bool = True) -> list[str]:
     """The lines that say what was compared (markdown context and the terminal header)."""
     lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
              f"{', with uncommitted changes' if result.dirty else ''}), {result.rounds} rounds, "
@@ -144,6 +150,8 @@ def ab_context(result: Any) -> list[str]:
     lines += [f"base broken, not gated on: {why.splitlines()[0]}" for why in result.base_broken]
     lines += [f"only on the base (not gated): `{n}`" for n in result.only_base]
     lines += [f"only on the head (budgets only): `{n}`" for n in result.only_head]
+    if hints:
+        lines += [f"hint: {hint}" for hint in result.hints]
     return lines
 
 
@@ -157,7 +165,7 @@ def ab_lines(result: Any) -> list[str]:
                          f"{c['ratio']:.2f}x", f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]", t["verdict"]])
         else:
             rows.append([t["nodeid"], "", "", "", "", t["verdict"]])
-    lines = [f"perfguard ab: {line}" for line in ab_context(result)]
+    lines = [f"perfguard ab: {line}" for line in ab_context(result, hints=False)]
     if rows:
         lines += align(["test", "base", "head", "head/base", "99% CI", "verdict"], rows)
         lines.append(f"base, head: the fastest third of the per-run best rounds (geometric mean) from {min_pairs()} "
@@ -167,6 +175,7 @@ def ab_lines(result: Any) -> list[str]:
     for t in result.failed:
         for message in t["messages"]:
             lines.append(f"FAILED {t['nodeid']}: {message}")
+    lines += [f"perfguard ab: hint: {hint}" for hint in result.hints]  # next to the verdict it explains
     n = len(result.failed)
     lines.append(f"perfguard ab: {n} test(s) regressed or over budget on the head" if n
                  else "perfguard ab: no regression, no budget breach on the head")
@@ -181,7 +190,7 @@ def ab_document(result: Any) -> dict[str, Any]:
     return json_document(result.tests, {"ab": {
         "rev": result.rev, "sha": result.sha, "rounds": result.rounds, "seed": result.seed, "dirty": result.dirty,
         "geomean": result.geomean, "base_broken": result.base_broken, "only_base": result.only_base,
-        "only_head": result.only_head, "runs": runs}})
+        "only_head": result.only_head, "hints": result.hints, "runs": runs}})
 
 
 def report(args: argparse.Namespace) -> int:

@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from pytest_perfguard.ab import ABError, ab_pythonpath, check_args
+from pytest_perfguard.ab import ABError, ab_pythonpath, check_args, check_imports
 
 FAST = ["--perf-max-time=0.05", "--perf-min-rounds=6", "--perf-min-round-time=0.002"]
 
@@ -47,24 +48,51 @@ def commit(repo: Path, message: str, files: dict[str, str]) -> None:
     git(repo, "commit", "-q", "-m", message)
 
 
-@pytest.fixture
-def repo(pytester: pytest.Pytester) -> Path:
-    """A repo whose base commit does 3x the work of its head commit; code in src/, tests in tests/."""
-    root = pytester.path
+def init(root: Path) -> None:
     git(root, "init", "-q")
     git(root, "config", "user.email", "t@example.com")
     git(root, "config", "user.name", "t")
+
+
+# The head's work is 1/1000 of the base's (sum over 30 vs 30000 squares: a few us vs a few ms a call),
+# so that the tests that need a verdict in the right direction get it from 1 or 2 rounds on a busy
+# machine: with both cores of a 2-core runner kept busy, 10 runs of 2 rounds measured head/base
+# between 0.0003 and 0.0022; the former 3x gap (0.33) came out as high as 0.96 on a busy machine.
+BASE_N, HEAD_N = 30000, 30
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester) -> Path:
+    """A repo whose base commit does 1000x the work of its head commit; code in src/, tests in tests/."""
+    root = pytester.path
+    init(root)
     commit(root, "base", {
         "pyproject.toml": '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n',
-        "src/mylib/__init__.py": LIB.format(version="base", n=30000),
+        "src/mylib/__init__.py": LIB.format(version="base", n=BASE_N),
         "tests/test_work.py": TEST.format(latency="1s"),
     })
-    commit(root, "head", {"src/mylib/__init__.py": LIB.format(version="head", n=10000)})
+    commit(root, "head", {"src/mylib/__init__.py": LIB.format(version="head", n=HEAD_N)})
     return root
 
 
-def ab(repo: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def flat_repo(pytester: pytest.Pytester) -> Path:
+    """tomli's layout problem: the package next to pyproject.toml, not under src/."""
+    root = pytester.path
+    init(root)
+    commit(root, "base", {
+        "pyproject.toml": '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n',
+        "mylib/__init__.py": LIB.format(version="base", n=BASE_N),
+        "tests/test_work.py": TEST.format(latency="1s"),
+    })
+    commit(root, "head", {"mylib/__init__.py": LIB.format(version="head", n=HEAD_N)})
+    return root
+
+
+def ab(repo: Path, *args: str, timeout: float = 120, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run([sys.executable, "-m", "pytest_perfguard.cli", "ab", *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -83,7 +111,7 @@ def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(r
     assert test["nodeid"] == "tests/test_work.py::test_work"
     assert test["metrics"]["is_head"] == 1.0  # the head imported the head's mylib ...
     assert test["base_metrics"]["is_head"] == 0.0  # ... and the base its own
-    assert test["comparison"]["ratio"] < 0.7  # 1/3 of the work
+    assert test["comparison"]["ratio"] < 0.1  # 1/1000 of the work; 45x above the worst measured: see BASE_N
     assert test["verdict"] == "improved"
     assert sorted((r["round"], r["side"]) for r in doc["ab"]["runs"]) == [(1, "base"), (1, "head"), (2, "base"), (2, "head")]
     assert doc["ab"]["seed"] == 7 and "in random order (--seed 7)" in proc.stdout
@@ -106,7 +134,7 @@ def test_a_slower_head_fails_with_a_regression_and_markdown(repo: Path) -> None:
 def test_relative_budget_resolves_against_the_base_measured_in_this_job(repo: Path) -> None:
     commit(repo, "tighter budget, slower code", {
         "tests/test_work.py": TEST.format(latency="+10%"),
-        "src/mylib/__init__.py": LIB.format(version="head", n=60000),
+        "src/mylib/__init__.py": LIB.format(version="head", n=2 * BASE_N),
     })
     proc = ab(repo, "HEAD~1", "--rounds", "1", "--", *FAST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -114,7 +142,7 @@ def test_relative_budget_resolves_against_the_base_measured_in_this_job(repo: Pa
 
 
 def test_uncommitted_changes_are_measured_as_they_are_and_said(repo: Path) -> None:
-    (repo / "src/mylib/__init__.py").write_text(LIB.format(version="head", n=90000))  # 3x the base's work
+    (repo / "src/mylib/__init__.py").write_text(LIB.format(version="head", n=3 * BASE_N))  # 3x the base's work
     proc = ab(repo, "HEAD~1", "--rounds", "1", "--json", "ab.json", "--", *FAST)
     assert "uncommitted changes" in proc.stdout
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the dirty tree is slower than the base
@@ -192,21 +220,134 @@ def test_pytest_arguments_need_the_ab_command(repo: Path) -> None:
     assert proc.returncode == 2 and "only `perfguard ab` takes pytest arguments" in proc.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_the_worktree_is_removed_when_interrupted_mid_run(repo: Path, sig: signal.Signals) -> None:
-    commit(repo, "slow test", {"tests/test_slow.py": "import time\n\ndef test_slow():\n    time.sleep(60)\n"})
+SLOW = """
+import os, subprocess, sys, time
+
+def test_slow():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    with open({pids!r} + ".tmp", "w") as f:
+        f.write(f"{{os.getpid()}} {{child.pid}}")
+    os.replace({pids!r} + ".tmp", {pids!r})
+    time.sleep(120)
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interruption_stops_the_child_pytest_cleans_up_and_says_so_in_one_line(
+        repo: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    pids = tmp_path / "pids"
+    commit(repo, "slow test", {"tests/test_slow.py": SLOW.format(pids=str(pids))})
+    tmp = tmp_path / "tmp"  # a private TMPDIR: whatever perfguard ab leaves there is its own
+    tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TMPDIR"] = str(tmp)
     proc = subprocess.Popen([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD~1", "--", *FAST], cwd=repo,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while len(worktrees(repo)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert len(worktrees(repo)) == 2, "the base worktree never appeared"
-    time.sleep(1.0)  # inside the first pytest run now
-    proc.send_signal(sig)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    try:
+        deadline = time.monotonic() + 90
+        while not pids.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert pids.exists(), "the head's pytest never reached test_slow"
+        pytest_pid, sleeper_pid = map(int, pids.read_text().split())
+        assert len(worktrees(repo)) == 2 and running(pytest_pid) and running(sleeper_pid)
+        assert {p.name[:len("perfguard-ab-")] for p in tmp.iterdir()} == {"perfguard-ab-"}
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, out + err
+    assert err.splitlines() == [f"perfguard ab: interrupted ({sig.name}): base worktree removed"], err
+    assert "Traceback" not in out + err
     assert len(worktrees(repo)) == 1
+    assert list(tmp.iterdir()) == []  # the worktree's folder and the runs' folder
+    deadline = time.monotonic() + 10  # killed, not necessarily reaped by init yet
+    while (running(pytest_pid) or running(sleeper_pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(pytest_pid), "the side's pytest is still running"
+    assert not running(sleeper_pid), "a process the side's test started is still running"
+
+
+def test_an_editable_install_outside_src_is_caught_not_compared_with_itself(flat_repo: Path) -> None:
+    """``pip install -e .`` of a flat layout puts the head's checkout on sys.path of every side (here
+    PYTHONPATH does what the install's .pth or finder does): the base would measure the head's code."""
+    proc = ab(flat_repo, "HEAD~1", "--rounds", "1", "--json", "ab.json", "--", *FAST, pythonpath=flat_repo)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (first, *_) = proc.stderr.splitlines()
+    assert first.startswith("perfguard ab: error: the base imported the head's files"), proc.stderr
+    assert f"mylib from {os.path.realpath(flat_repo / 'mylib' / '__init__.py')}" in proc.stderr
+    assert "editable install" in proc.stderr and "perfguard_ab_pythonpath" in proc.stderr
+    assert not (flat_repo / "ab.json").exists()  # no verdict at all
+    assert len(worktrees(flat_repo)) == 1
+
+
+def test_the_way_out_the_error_names_makes_each_side_import_its_own_code(flat_repo: Path) -> None:
+    proc = ab(flat_repo, "HEAD~1", "--rounds", "1", "--json", "ab.json", "--", *FAST,
+              "-o", "perfguard_ab_pythonpath=.", pythonpath=flat_repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (test,) = json.loads((flat_repo / "ab.json").read_text())["tests"]
+    assert (test["base_metrics"]["is_head"], test["metrics"]["is_head"]) == (0.0, 1.0)
+
+
+def test_a_regular_install_that_both_sides_import_is_caught(flat_repo: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"  # the head's package copied out, as `pip install .` does
+    (site / "mylib").mkdir(parents=True)
+    (site / "mylib" / "__init__.py").write_text((flat_repo / "mylib" / "__init__.py").read_text())
+    proc = ab(flat_repo, "HEAD~1", "--rounds", "1", "--", *FAST, pythonpath=site)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "both sides imported the project's code from the same files, outside both checkouts" in proc.stderr
+    assert f"mylib from {os.path.realpath(site / 'mylib' / '__init__.py')}" in proc.stderr
+    assert "perfguard_ab_pythonpath" in proc.stderr
+
+
+def test_a_side_that_records_no_imports_proves_nothing_and_stops_ab(repo: Path) -> None:
+    commit(repo, "hide the record", {"tests/conftest.py": "import os\n\nos.environ.pop('PERFGUARD_AB_IMPORTS', None)\n"})
+    proc = ab(repo, "HEAD~2", "--rounds", "1", "--", *FAST)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the head's pytest (round 1) did not record which files its code came from" in proc.stderr
+
+
+def test_a_base_that_cannot_import_its_code_hints_at_the_pythonpath_option(repo: Path) -> None:
+    git(repo, "checkout", "-q", "HEAD~1")
+    git(repo, "mv", "src", "lib")  # the base's code is not where its sys.path looks (no ini)
+    commit(repo, "code in lib", {})
+    git(repo, "checkout", "-q", "-")
+    proc = ab(repo, "HEAD@{1}", "--rounds", "1", "--", *FAST)
+    lines = proc.stdout.splitlines()
+    hint = "perfguard ab: hint: the base could not import its code (ModuleNotFoundError: No module named 'mylib'"
+    assert lines[-2].startswith(hint), proc.stdout + proc.stderr  # next to the verdict
+    assert "perfguard_ab_pythonpath" in lines[-2] and "editable install" in lines[-2]
+
+
+def records(base: dict[str, str], head: dict[str, str], own: list[str] = ["mylib"]) -> tuple[dict, dict]:
+    return ({"modules": base, "own_names": own}, {"modules": head, "own_names": own})
+
+
+def test_check_imports_needs_each_side_to_import_from_its_own_checkout() -> None:
+    base_root, head_root = Path("/tmp/perfguard-ab-x/base"), Path("/home/u/proj")
+    own = records({"mylib": "/tmp/perfguard-ab-x/base/mylib/__init__.py", "json": "/usr/lib/python3/json/__init__.py"},
+                  {"mylib": "/home/u/proj/mylib/__init__.py", "json": "/usr/lib/python3/json/__init__.py"})
+    assert check_imports(*own, base_root, head_root) is None
+    assert check_imports(own[0], None, base_root, head_root) is None  # the head not run yet
+    same = records({"mylib": "/home/u/proj/mylib/__init__.py"}, {"mylib": "/home/u/proj/mylib/__init__.py"})
+    assert check_imports(same[0], None, base_root, head_root).startswith("the base imported the head's files")
+    swapped = records({}, {"mylib": "/tmp/perfguard-ab-x/base/mylib/__init__.py"})
+    assert check_imports(*swapped, base_root, head_root).startswith("the head imported the base's files")
+    installed = records({"mylib": "/venv/site-packages/mylib/__init__.py"},
+                        {"mylib": "/venv/site-packages/mylib/__init__.py"})
+    assert "outside both checkouts" in check_imports(*installed, base_root, head_root)
+    not_ours = records({"other": "/venv/site-packages/other.py"}, {"other": "/venv/site-packages/other.py"})
+    assert check_imports(*not_ours, base_root, head_root) is None  # not a module of the project
+    inside = Path("/home/u/proj/.tmp/perfguard-ab-x/base")  # TMPDIR inside the checkout: the deepest root owns
+    nested = records({"mylib": f"{inside}/mylib/__init__.py"}, {"mylib": "/home/u/proj/mylib/__init__.py"})
+    assert check_imports(*nested, inside, head_root) is None
 
 
 def test_ab_pythonpath_defaults_to_src_when_it_exists(tmp_path: Path) -> None:
@@ -222,7 +363,7 @@ def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
     commit(repo, "move to lib", {
         "pyproject.toml": '[tool.pytest.ini_options]\ntestpaths = ["tests"]\nperfguard_ab_pythonpath = ["lib"]\n'})
     git(repo, "checkout", "-q", "-b", "base-lib", "HEAD")
-    commit(repo, "base version in lib", {"lib/mylib/__init__.py": LIB.format(version="base", n=30000)})
+    commit(repo, "base version in lib", {"lib/mylib/__init__.py": LIB.format(version="base", n=BASE_N)})
     git(repo, "checkout", "-q", "-")
     proc = ab(repo, "base-lib", "--rounds", "1", "--json", "ab.json", "--", *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -234,7 +375,7 @@ def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeyp
     from pytest_perfguard import ab as ab_module
 
     def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable):
-        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {})
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {}, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
 
