@@ -45,6 +45,7 @@ _PACKAGES: dict[str, tuple[str, ...]] = {
 _LABELS = {
     "arch": "architecture",
     "cpu_model": "CPU model",
+    "cpu_isa": "CPU vector instructions",
     "cpu_physical": "physical cores",
     "cpu_logical": "logical cores",
     "cpu_affinity": "CPUs available to the process",
@@ -67,6 +68,26 @@ def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     except OSError:
         pass
     return " ".join(platform.processor().split()) or "unknown"
+
+
+# The vector instructions that pick different kernels in numpy, torch and onnxruntime, best first:
+# one CPU model name (a VM's "AMD EPYC") covers generations with and without them, and a baseline
+# taken with AVX-512 VNNI int8 kernels says nothing about an AVX2-only host (measured: 4-6x).
+_ISA_LEVELS = (("amx", ("amx_int8",)), ("avx512vnni", ("avx512_vnni",)), ("avxvnni", ("avx_vnni",)),
+               ("avx512", ("avx512f",)), ("avx2", ("avx2",)), ("neon", ("asimd", "neon")))
+
+
+def _cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The best level of ``_ISA_LEVELS`` in the CPU's flags; None where /proc/cpuinfo cannot tell."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = {flag for line in text.splitlines() if line.split(":", 1)[0].strip() in ("flags", "Features")
+             for flag in line.partition(":")[2].split()}
+    if not flags:
+        return None
+    return next((level for level, names in _ISA_LEVELS if flags & set(names)), "base")
 
 
 def _cpu_affinity(logical: int | None) -> int | None:
@@ -125,6 +146,7 @@ def machine_fingerprint(threads: int | None = None) -> dict[str, Any]:
     hardware: dict[str, Any] = {
         "arch": platform.machine() or "unknown",
         "cpu_model": _cpu_model(),
+        "cpu_isa": _cpu_isa(),
         "cpu_physical": psutil.cpu_count(logical=False),
         "cpu_logical": logical,
         "cpu_affinity": _cpu_affinity(logical),
@@ -155,7 +177,7 @@ def _slugify(text: str, limit: int = 40) -> str:
 def machine_slug(fp: dict[str, Any]) -> str:
     """A readable, filesystem-safe name for the hardware in ``fp`` (software is ignored).
 
-    e.g. ``x86_64-amd-epyc-7b13-2c-24gib``, ``...-1cpu-affinity``, ``...-1x-nvidia-h100``.
+    e.g. ``x86_64-amd-epyc-7b13-avx2-2c-24gib``, ``...-1cpu-affinity``, ``...-1x-nvidia-h100``.
     """
     hw = fp.get("hardware", {}) if isinstance(fp, dict) else {}
     logical, physical = hw.get("cpu_logical"), hw.get("cpu_physical")
@@ -169,6 +191,7 @@ def machine_slug(fp: dict[str, Any]) -> str:
     parts = [
         _slugify(str(hw.get("arch", "unknown")), 16),
         _slugify(str(hw.get("cpu_model", "unknown"))),
+        *([_slugify(str(hw["cpu_isa"]), 16)] if hw.get("cpu_isa") else []),
         cores,
         f"{hw.get('memory_gib', 'unknown')}gib",
     ]

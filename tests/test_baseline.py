@@ -397,3 +397,20 @@ def test_storage_module_does_not_import_pytest() -> None:
     )
     root = Path(bl.__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+def test_the_cpu_vector_instructions_name_the_machine(tmp_path: Path) -> None:
+    from pytest_perfguard.machine import _cpu_isa
+
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, level in (("fpu sse2 avx avx2 fma", "avx2"), ("avx2 avx512f avx512_vnni", "avx512vnni"),
+                         ("avx2 avx512f amx_int8", "amx"), ("fpu sse2", "base")):
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n")
+        assert _cpu_isa(cpuinfo) == level
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm\n")  # aarch64
+    assert _cpu_isa(cpuinfo) == "neon"
+    assert _cpu_isa(tmp_path / "missing") is None
+    vnni = {"hardware": {**MACHINE["hardware"], "cpu_isa": "avx512vnni"}}
+    avx2 = {"hardware": {**MACHINE["hardware"], "cpu_isa": "avx2"}}
+    assert machine_slug(vnni) == "x86_64-amd-epyc-7b13-avx512vnni-2c-24gib"
+    assert machine_slug(avx2) != machine_slug(vnni)  # one host never reads the other's baseline
