@@ -112,7 +112,7 @@ class Runner:
 
     def _judge(self, item: pytest.Item) -> dict[str, Any] | None:
         """This test's result: its budget rows, plus the baseline rows when a baseline is loaded."""
-        result = _judge(item, measured=self.options.enabled)
+        result = _result(item, measured=self.options.enabled)
         if result is not None and self.baseline is not None:
             o = self.options
             rows = self.baseline.rows(item.nodeid, result, item.stash.get(budget_key, None), o.tolerance,
@@ -208,7 +208,7 @@ def _benchmark_measurement(item: pytest.Item) -> Measurement | None:
                        memory_mechanism=meter.mechanism if meter else None, source="benchmark")
 
 
-def _judge(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
+def _result(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
     """The JSON-safe result of one test, or None when it is not a perf test.
 
     Unmeasured runs (no ``--perf``) still check absolute budgets on recorded metrics
