@@ -8,7 +8,8 @@ from the committed weights); a ``Deployment`` is a plate reader plus the files i
 ``fp32``        PyTorch eager, the reference as published (batch-wide context norm)
 ``pruned``      PyTorch eager, L1-unstructured pruning at the amount the sweep chose
 ``onnx_fp32``   onnxruntime, Conv+BN folded, float32
-``onnx_int8``   onnxruntime, Conv+BN folded, static int8 QDQ calibrated on plates
+``onnx_int8``   onnxruntime, Conv+BN folded, static int8 QDQ calibrated on plates (7-bit
+                weights on CPUs without VNNI/AMX, see ``export``)
 ``pruned_int8`` the combination: pruned, folded, static int8
 =============== ===================================================================
 
@@ -109,11 +110,16 @@ class ModelFiles:
     Everything derives from the committed weights: the pruned state dict, the folded ONNX
     exports and their int8 quantizations (calibrated on ``calibration_plates`` plates of the
     calibration set). Each file is made once per ``ModelFiles``.
+
+    ``reduce_range``: quantize the weights to 7 bits, not 8. The default is 7 bits where the
+    CPU has no 8-bit dot-product instructions (see ``export``'s docstring); the file names differ
+    (``*_int8_w7.onnx``), so the two models never share a file.
     """
 
     def __init__(self, workdir: Path, weights: Path = WEIGHTS, calibration_plates: int = 200,
-                 metadata: Path = METADATA, device: str = "cpu") -> None:
+                 metadata: Path = METADATA, device: str = "cpu", reduce_range: bool | None = None) -> None:
         self.workdir = workdir
+        self.reduce_range = not int8_dot_product_cpu() if reduce_range is None else reduce_range
         self.device = device  # where the PyTorch variants run; the ONNX Runtime ones run on the CPU
         self.weights = weights
         self.calibration_plates = calibration_plates
@@ -137,7 +143,9 @@ class ModelFiles:
                           lambda path: export_onnx(fold_batchnorm(self.model(pruned)), path))
         if not int8:
             return fp32
-        return self._make(f"{stem}_int8.onnx", lambda path: quantize_int8(fp32[0], path, self.calibration()))
+        int8_name = f"{stem}_int8_w7.onnx" if self.reduce_range else f"{stem}_int8.onnx"
+        return self._make(int8_name, lambda path: quantize_int8(fp32[0], path, self.calibration(),
+                                                                reduce_range=self.reduce_range))
 
     def calibration(self) -> np.ndarray:
         """The float inputs int8 quantization calibrates its activation ranges on."""
