@@ -111,13 +111,20 @@ class Runner:
             del item.stash[result_key]  # new rounds: judge again
 
     def _judge(self, item: pytest.Item) -> dict[str, Any] | None:
-        """This test's result: its budget rows, plus the baseline rows when a baseline is loaded."""
+        """This test's result: its budget rows, plus the baseline rows when a baseline is loaded.
+
+        The gate judges every sample, as the budget does; they are thinned only afterwards, for the
+        report that travels to the controller and into the files."""
         result = _result(item, measured=self.options.enabled)
-        if result is not None and self.baseline is not None:
+        if result is None:
+            return None
+        if self.baseline is not None:
             o = self.options
             rows = self.baseline.rows(item.nodeid, result, item.stash.get(budget_key, None), o.tolerance,
                                       require=o.require_baseline, saving=o.save, warn=o.warn_only)
             result["rows"] = [r.to_dict() for r in rows]
+        if result["measurement"] is not None:
+            result["measurement"]["samples"] = thin_samples(result["measurement"]["samples"], MAX_REPORT_SAMPLES)
         return result
 
     @pytest.hookimpl(wrapper=True)
@@ -233,7 +240,6 @@ def _result(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
     m = measurement.to_dict() if measurement else None
     if m is not None:
         m["summary"] = summarize(m["samples"])
-        m["samples"] = thin_samples(m["samples"], MAX_REPORT_SAMPLES)
     return {
         "nodeid": item.nodeid,
         "rows": [r.to_dict() for r in rows],

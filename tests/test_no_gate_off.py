@@ -282,3 +282,25 @@ def test_html_report_puts_gate_errors_first(tmp_path: Path) -> None:
     page = header([Run(path=tmp_path / "run.json", label="run", doc=doc, tests=[])], [], "now")
     assert page.index("ERROR: Baseline file b.json") < page.index("run run: created")
 
+
+
+def test_the_gate_judges_every_sample_not_the_thinned_report(pytester: pytest.Pytester,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # 3000 samples: the 1000 that thinning keeps read 20 ms, the other 2000 read 10 ms, as the
+    # baseline does. Judged on all of them (as the budget is) nothing changed; judged on the
+    # thinned 1000, as before, the same code "regressed" 2x.
+    pytester.makepyfile(test_many="""
+        import os
+        from pytest_perfguard.baseline import thin_samples
+
+        def test_many(perf):
+            kept = set(thin_samples(list(range(3000)), 1000)) if os.environ.get("PG_SHIFTED") else set()
+            perf.record_latencies([0.020 if i in kept else 0.010 + 1e-6 * (i % 7) for i in range(3000)])
+    """)
+    run(pytester, "--perf-save").assert_outcomes(passed=1)
+    monkeypatch.setenv("PG_SHIFTED", "1")
+    result = run(pytester, "--perf-json=run.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*latency vs baseline*unchanged*"])
+    (test,) = json.loads((pytester.path / "run.json").read_text())["tests"]
+    assert len(test["measurement"]["samples"]) == 1000  # the report still carries at most 1000
