@@ -31,12 +31,21 @@ _DROP = {
 RERUN_TIMING = ["--perf-min-rounds=3", "--perf-max-time=0.5"]
 
 
-def _is_target(token: str, rootdir: Path) -> bool:
-    return "::" in token or (rootdir / token).exists() or os.path.exists(token)
+def _is_target(token: str, rootdir: Path, targets: Sequence[str] | None) -> bool:
+    if "::" in token:
+        return True
+    if targets is not None:  # what pytest itself parsed as test paths: exact
+        return token in targets
+    return (rootdir / token).exists() or os.path.exists(token)
 
 
-def rerun_args(args: Sequence[str], rootdir: Path, *, xdist: bool) -> list[str]:
-    """The user's invocation args, filtered for a one-test re-run under the profiler."""
+def rerun_args(args: Sequence[str], rootdir: Path, *, xdist: bool, targets: Sequence[str] | None = None) -> list[str]:
+    """The user's invocation args, filtered for a one-test re-run under the profiler.
+
+    ``targets``: the test paths pytest parsed (``config.args``), so that an option's separate value
+    that happens to be an existing path (``--perf-baselines baselines``) stays with its option;
+    without them, a token that exists on disk is taken for a test path.
+    """
     out: list[str] = []
     tokens = list(args)
     i = 0
@@ -55,7 +64,7 @@ def rerun_args(args: Sequence[str], rootdir: Path, *, xdist: bool) -> list[str]:
         out.append(tok)
         # a separate value ("--perfcases-variant naive") belongs to its option
         if "=" not in tok and i + 1 < len(tokens) and not tokens[i + 1].startswith("-") \
-                and not _is_target(tokens[i + 1], rootdir):
+                and not _is_target(tokens[i + 1], rootdir, targets):
             out.append(tokens[i + 1])
             i += 1
         i += 1

@@ -153,7 +153,7 @@ class Runner:
         return rep
 
     def _attach_profile(self, item: pytest.Item, rep: pytest.TestReport, result: dict[str, Any]) -> None:
-        args = rerun_args(self.config.invocation_params.args, self.config.rootpath,
+        args = rerun_args(self.config.invocation_params.args, self.config.rootpath, targets=self.config.args,
                           xdist=self.config.pluginmanager.has_plugin("xdist"))
         paths = default_profile_paths(self.config.rootpath, Path(str(item.path)),
                                       self.config.getini("perfguard_profile_paths"))

@@ -120,6 +120,14 @@ def test_rerun_args_keep_user_options_and_drop_selection(tmp_path, args, expecte
                               "-p", "no:xdist"]
 
 
+def test_rerun_args_keep_a_separate_value_that_is_an_existing_path(tmp_path):
+    (tmp_path / "baselines").mkdir()
+    (tmp_path / "suites").mkdir()
+    args = ["--perf-baselines", "baselines", "suites", "--perf"]
+    got = rerun_args(args, tmp_path, xdist=False, targets=["suites"])
+    assert got[:2] == ["--perf-baselines", "baselines"] and "suites" not in got
+
+
 @pytest.mark.skipif(not scalene_available(), reason="Scalene is not installed")
 def test_under_xdist_the_worker_profiles_and_the_controller_reports(pytester):
     pytest.importorskip("xdist")
