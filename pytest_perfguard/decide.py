@@ -233,6 +233,52 @@ def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bo
                       best_lo, best_hi, confidence, higher_is_better)
 
 
+@dataclass(frozen=True)
+class QuantileComparison:
+    """head / base of one upper quantile of latency (p90, p99, max), with its interval and verdict."""
+
+    quantile: float  # 0..1
+    base: float
+    head: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    verdict: str  # regressed | improved | unchanged | insufficient
+    reason: str
+
+
+def compare_quantile(base, head, q: float, *, tolerance: float, need: int = MIN_SAMPLES,
+                     confidence: float = 0.99) -> QuantileComparison:
+    """Is the head's q-quantile beyond ``1 + tolerance`` times the base's? Lower is better.
+
+    The interval is the exact bootstrap of the ratio of the two sample quantiles (the same
+    order-statistic computation as the median's, ``_order_stat_boot``), on all samples: a tail
+    has no time-order structure worth an effective size. "regressed" needs the whole interval
+    above ``1 + tolerance``, "improved" below ``1 - tolerance``. Fewer than ``need`` finite
+    positive samples on a side (a p99 needs 299 to mean anything) gives "insufficient".
+    """
+    b, h = _clean(base), _clean(head)
+    name = "max" if q >= 1 else f"p{100 * q:g}"
+    if len(b) < need or len(h) < need or (b <= 0).any() or (h <= 0).any():
+        nan = math.nan
+        return QuantileComparison(q, nan, nan, nan, nan, nan, "insufficient",
+                                  f"a {name} comparison needs at least {need} finite positive samples per side "
+                                  f"(base {len(b)}, head {len(h)})")
+    bs, hs = np.sort(b), np.sort(h)
+    base_q, head_q = float(np.quantile(bs, q)), float(np.quantile(hs, q))
+    lo, hi = _ratio_ci(_order_stat_boot(bs, q, len(bs)), _order_stat_boot(hs, q, len(hs)), confidence)
+    ratio = head_q / base_q
+    shown = f"{name} {ratio:.3f}x ({100 * confidence:g} % CI {lo:.3f}-{hi:.3f})"
+    if lo > 1 + tolerance:
+        return QuantileComparison(q, base_q, head_q, ratio, lo, hi, "regressed",
+                                  f"{shown}: worse beyond the {100 * tolerance:g} % tolerance")
+    if hi < 1 - tolerance:
+        return QuantileComparison(q, base_q, head_q, ratio, lo, hi, "improved",
+                                  f"{shown}: better beyond the {100 * tolerance:g} % tolerance")
+    return QuantileComparison(q, base_q, head_q, ratio, lo, hi, "unchanged",
+                              f"{shown}: no change beyond the {100 * tolerance:g} % tolerance shown")
+
+
 def geometric_mean(ratios) -> float:
     """Geometric mean of positive ratios (the right average for speed-ups and slow-downs)."""
     r = _clean(ratios)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget, Limit
-from .check import Row, metric_value
+from .check import Row, metric_value, required_samples
 from .measure import Measurement
-from .decide import Comparison, compare_samples
+from .decide import MIN_SAMPLES, Comparison, compare_quantile, compare_samples
 from .runs import RunComparison, compare_runs
 from .units import format_value
 
@@ -105,6 +105,22 @@ def _latency_row(label: str, budget_text: str, base: list[float], head: list[flo
                ratio=d.ratio)
 
 
+def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str) -> Row:
+    """``{"p99": "+10%"}``: the head's p99 against the base's (not the median, not the best round)."""
+    if lim.stat == "mean":
+        return unjudged(lim.label, lim.text, unit, "a budget relative to the baseline's mean is not judged "
+                        "(one slow round moves a mean arbitrarily): budget p50 or a percentile")
+    q = 1.0 if lim.stat == "max" else float(lim.stat[1:]) / 100
+    c = compare_quantile(base, head, q, tolerance=lim.threshold,
+                         need=max(MIN_SAMPLES, required_samples(100 * q) if q < 1 else MIN_SAMPLES))
+    if c.verdict == "insufficient":
+        return unjudged(lim.label, lim.text, unit, c.reason)
+    shown = f"{format_value(c.head, unit)} vs baseline {format_value(c.base, unit)} ({c.reason})"
+    word = {"regressed": " regressed:", "improved": " improved:"}.get(c.verdict, "")
+    return Row(lim.label, lim.text, c.head, unit, c.verdict, f"{lim.label}{word} {shown}", baseline=c.base,
+               ratio=c.ratio)
+
+
 def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
                 tolerance: float, floor: float = 0.0) -> Row:
     ratio = now / base if base else (1.0 if now == base else float("inf"))
@@ -137,6 +153,8 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
         changed = _unit_change(entry, result.get("measurement") or {})
         if changed:
             return unjudged(lim.label, lim.text, unit, changed)
+        if lim.metric == "latency" and lim.stat not in ("", "p50"):
+            return _tail_row(lim, base_samples, head, unit)
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
         return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs)
@@ -189,7 +207,8 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
         row = _relative_row(lim, entry, result, head, unit, runs)
         rows.append(row or Row(lim.label, lim.text, None, unit, "error",
                                f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
-    checked = {lim.metric for lim in relative}
+    # a relative tail budget ({"p99": "+10%"}) is judged on the tail: the default median check still runs
+    checked = {lim.metric for lim in relative if lim.metric != "latency" or lim.stat in ("", "p50")}
     base_samples = base_latency(entry)
     shown_tol = f"±{tolerance:.0%}"
     if head and not checked & {"latency", "throughput"}:

@@ -300,3 +300,27 @@ def test_cli_entry_point_is_installed(pytester):
     result = pytester.run("perfguard", "--help")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*compare*"])
+
+
+def test_a_relative_p99_budget_is_judged_on_the_p99(pytester):
+    # Same median, same best rounds; one round in 20 (none in the baseline) is 3x slower: the p99 grew 3x.
+    pytester.makepyfile(test_tail="""
+        import os
+        from pytest_perfguard import perf_budget
+
+        EVERY = int(os.environ.get("PG_EVERY", "0"))
+
+        @perf_budget(latency={"p99": "+10%"})
+        def test_tail(perf):
+            perf.record_latencies([0.010 * (3 if EVERY and i % EVERY == 0 else 1) + 1e-6 * (i % 7) for i in range(400)])
+    """)
+    run(pytester, "--perf-save").assert_outcomes(passed=1)
+    run(pytester).assert_outcomes(passed=1)
+    os.environ["PG_EVERY"] = "20"
+    try:
+        result = run(pytester)
+    finally:
+        del os.environ["PG_EVERY"]
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*latency p99 regressed: 30.0* ms/call vs baseline 10.0* ms/call (p99 *x*worse beyond the 10 % tolerance*"])
+    result.stdout.fnmatch_lines(["*latency vs baseline*unchanged*"])  # the median did not move
