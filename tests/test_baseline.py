@@ -414,3 +414,13 @@ def test_the_cpu_vector_instructions_name_the_machine(tmp_path: Path) -> None:
     avx2 = {"hardware": {**MACHINE["hardware"], "cpu_isa": "avx2"}}
     assert machine_slug(vnni) == "x86_64-amd-epyc-7b13-avx512vnni-2c-24gib"
     assert machine_slug(avx2) != machine_slug(vnni)  # one host never reads the other's baseline
+
+
+def test_a_baseline_larger_than_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from pytest_perfguard.baseline import MAX_FILE_BYTES, BaselineError
+
+    path = tmp_path / "huge.json"
+    with path.open("wb") as fh:
+        fh.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(BaselineError, match="more than the .* a baseline can be"):
+        load_baseline(path)
