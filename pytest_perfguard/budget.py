@@ -148,18 +148,25 @@ def _float(text: str, kwarg: str, value: Any) -> float:
     return num
 
 
+def _quantity(value: Any, kwarg: str) -> tuple[float, str | None]:
+    """A bare number (unit None), or the number and unit of text such as ``"15ms"``."""
+    num = _number(value, kwarg)
+    if num is not None:
+        return num, None
+    text = _text(value, kwarg)
+    m = _QUANT_RE.match(text) if text is not None else None
+    if m is None:
+        raise _bad(kwarg, value)
+    return _float(m.group(1), kwarg, value), m.group(2)
+
+
 def parse_duration(value: Any, kwarg: str = "latency") -> float:
     """``"15ms"`` -> 0.015; a bare number is seconds."""
-    num = _number(value, kwarg)
-    if num is None:
-        text = _text(value, kwarg)
-        if text is None:
-            raise _bad(kwarg, value)
-        m = _QUANT_RE.match(text)
-        if not m or m.group(2) not in _TIME_UNITS:
-            unit = m.group(2) if m else ""
-            raise _bad(kwarg, value, f"unknown time unit {unit!r}" if m and unit else "")
-        num = _float(m.group(1), kwarg, value) * _TIME_UNITS[m.group(2)]
+    num, unit = _quantity(value, kwarg)
+    if unit is not None:
+        if unit not in _TIME_UNITS:
+            raise _bad(kwarg, value, f"unknown time unit {unit!r}" if unit else "")
+        num *= _TIME_UNITS[unit]
     if not math.isfinite(num) or num <= 0:
         raise _bad(kwarg, value, "must be a positive duration")
     return num
@@ -167,20 +174,13 @@ def parse_duration(value: Any, kwarg: str = "latency") -> float:
 
 def parse_size(value: Any, kwarg: str = "memory") -> float:
     """``"512MiB"`` -> 536870912; ``"1.5GB"`` -> 1.5e9; a bare number is bytes."""
-    num = _number(value, kwarg)
-    if num is None:
-        text = _text(value, kwarg)
-        if text is None:
-            raise _bad(kwarg, value)
-        m = _QUANT_RE.match(text)
-        if not m:
-            raise _bad(kwarg, value)
-        unit = m.group(2)
+    num, unit = _quantity(value, kwarg)
+    if unit is not None:
         if unit in _AMBIGUOUS_SIZE:
             raise _bad(kwarg, value, f"ambiguous unit {unit!r}: write {_AMBIGUOUS_SIZE[unit]}")
         if unit not in _SIZE_UNITS:
             raise _bad(kwarg, value, f"unknown size unit {unit!r}" if unit else "a unit is required")
-        num = _float(m.group(1), kwarg, value) * _SIZE_UNITS[unit]
+        num *= _SIZE_UNITS[unit]
     if not math.isfinite(num) or num < 0:
         raise _bad(kwarg, value, "must be a non-negative size")
     return num
