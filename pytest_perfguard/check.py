@@ -41,6 +41,9 @@ class Row:
     message: str
     baseline: float | None = None
     ratio: float | None = None
+    p_value: float | None = None  # one-sided, of a comparison with the baseline that shares the run's error budget
+    alpha: float | None = None  # that comparison's share of the budget (None: not such a comparison)
+    mde: float | None = None  # the smallest change it could flag, relative to the baseline (0.25: 25 %)
 
     @property
     def failed(self) -> bool:

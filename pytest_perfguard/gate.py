@@ -1,13 +1,20 @@
 """The regression gate: one test's result against its baseline entry (no pytest import).
 
-* Latency (samples): ``decide.compare_samples`` - significant AND beyond the tolerance.
-  A relative latency budget ``"+10%"`` is the same check with its own tolerance;
-  ``throughput="-10%"`` likewise (throughput is the inverse of latency). When both sides come
-  from several runs (``perfguard ab``: per-run best rounds, ``run_bests``), the runs decide
-  instead (``runs.compare_runs``): pooled rounds cannot see run-to-run noise.
-* Memory and recorded metrics are one number per run: compared as a ratio. Memory ignores
-  changes smaller than ``MEMORY_FLOOR`` (allocator arenas and lazily touched pages move
-  peak RSS by a few MiB between runs whatever the code does).
+* Latency (samples): in stored mode, when the baseline holds several runs, the head run's level
+  against the spread between the saved runs (``runnoise.compare_latency``); else (one saved run
+  per test in the whole baseline) ``decide.compare_samples`` on the rounds, which cannot see
+  run-to-run noise and says so. A relative latency budget ``"+10%"`` is the same check with its
+  own tolerance; ``throughput="-10%"`` likewise (throughput is the inverse of latency). When both
+  sides come from several runs (``perfguard ab``: per-run best rounds, ``run_bests``), the runs
+  decide instead (``runs.compare_runs``).
+* Memory: one number per run, against the saved runs' spread (``runnoise.compare_memory``); with
+  one saved run, as a ratio beyond the tolerance and ``MEMORY_FLOOR`` (allocator arenas and
+  lazily touched pages move peak RSS by a few MiB between runs whatever the code does).
+  Recorded metrics are compared as a ratio.
+* One error budget per run: ``alpha`` is this test's share of it (the run's ``--perf-alpha`` over
+  the tests gated); it is split evenly between the test's latency and memory comparisons
+  (Bonferroni), and each of those fails only when significant at its share **and** beyond the
+  tolerance.
 * Improvements are rows with verdict ``improved``, never failures.
 """
 
@@ -22,6 +29,7 @@ from .budget import Budget, Limit
 from .check import Row, metric_value, required_samples
 from .measure import Measurement
 from .decide import MIN_SAMPLES, Comparison, compare_quantile, compare_samples
+from .runnoise import ProcessOffset, RunTest, SuiteModel, compare_latency, compare_memory, latency_level, next_runs
 from .runs import RunComparison, compare_runs
 from .units import format_value
 
@@ -36,10 +44,16 @@ def base_latency(entry: dict[str, Any]) -> list[float]:
     return list((entry.get("samples") or {}).get("latency") or [])
 
 
-def entry_from_result(result: dict[str, Any], commit: str | None) -> dict[str, Any]:
-    """What ``--perf-save`` stores for one test."""
+def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``--perf-save`` stores for one test: this run, and the runs of ``old`` (the entry it replaces)
+    unless the gate saw a change in this run or the unit changed (then the run history starts again)."""
     m = result.get("measurement") or {}
+    changed = any(r.get("verdict") in ("regressed", "improved") for r in result.get("rows") or [])
+    restart = changed or (old is not None and (old.get("unit") or "call") != (m.get("unit") or "call"))
+    run = {"latency": latency_level(m.get("samples") or []), "memory_growth": m.get("memory_growth"),
+           "process": result.get("process")}
     return {
+        "runs": next_runs(old, run, restart=restart),
         "samples": {"latency": list(m.get("samples") or [])},
         "summary": m.get("summary") or {},
         "unit": m.get("unit"),
@@ -72,10 +86,10 @@ class LatencyDecision:
 
 
 def latency_decision(base: list[float], head: list[float], tolerance: float,
-                     runs: tuple[list[float], list[float]] | None = None) -> LatencyDecision:
+                     runs: tuple[list[float], list[float]] | None = None, confidence: float = 0.99) -> LatencyDecision:
     """Pooled rounds, or the runs (per-run best rounds, aligned by round) whenever they have a verdict."""
-    cmp = compare_samples(base, head, tolerance=tolerance, metric="latency")
-    r = compare_runs(*runs, tolerance=tolerance) if runs else None
+    cmp = compare_samples(base, head, tolerance=tolerance, metric="latency", confidence=confidence)
+    r = compare_runs(*runs, tolerance=tolerance, confidence=confidence) if runs else None
     if r is not None and r.verdict != "insufficient":
         return LatencyDecision(cmp, r, "runs", r.base_value, r.head_value, r.ratio, r.ci_low, r.ci_high,
                                r.verdict, r.reason)
@@ -88,13 +102,38 @@ def unjudged(label: str, budget_text: str, unit: str, why: str, now: float | Non
     return Row(label, budget_text, now, unit, "unjudged", f"{label} not judged: {why}")
 
 
+ONE_RUN = ("the baseline holds one run per test, so the run-to-run noise of this machine is not modelled and "
+           "this check can false-fail: record 3 or more runs (`pytest --perf --perf-save`, once per run)")
+
+
+def _confidence(alpha: float | None) -> float:
+    """The two-sided interval whose one-sided error is ``alpha`` (99 % when no budget is shared: ``perfguard ab``)."""
+    return 0.99 if alpha is None else 1 - 2 * alpha
+
+
+def _run_row(label: str, budget_text: str, t: RunTest, unit: str) -> Row:
+    """A comparison across saved runs: the row shows the statistic it judged (run levels), and its MDE."""
+    shown = f"{format_value(t.head, unit)} vs baseline {format_value(t.base, unit)} ({t.ratio:.2f}x; {t.reason})"
+    word = {"regressed": " regressed:", "improved": " improved:"}.get(t.verdict, "")
+    mde = t.mde if unit != "B" else (t.mde / t.base if t.base > 0 else None)
+    return Row(label, budget_text, t.head, unit, t.verdict, f"{label}{word} {shown}", baseline=t.base, ratio=t.ratio,
+               p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=mde)
+
+
 def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
-                 unit: str, runs: tuple[list[float], list[float]] | None = None) -> Row:
-    d = latency_decision(base, head, tolerance, runs)
+                 unit: str, runs: tuple[list[float], list[float]] | None = None, alpha: float | None = None,
+                 saved: Saved | None = None) -> Row:
+    """``saved`` (stored mode): judged across the saved runs when it can be."""
+    if saved is not None and alpha is not None:
+        t = compare_latency(saved.nodeid, head, saved.model, saved.process, alpha=alpha, tolerance=tolerance)
+        if t is not None:
+            return _run_row(label, budget_text, t, unit)
+    d = latency_decision(base, head, tolerance, runs, _confidence(alpha))
     if d.verdict == "insufficient":
         return unjudged(label, budget_text, unit, d.reason, d.pooled.head_median)
     now_s, base_s = format_value(d.pooled.head_median, unit), format_value(d.pooled.base_median, unit)
-    shown = f"{now_s} vs baseline {base_s} ({d.basis} {d.ratio:.2f}x [{d.ci_low:.2f}-{d.ci_high:.2f}]; {d.reason})"
+    caveat = f"; {ONE_RUN}" if saved is not None else ""
+    shown = f"{now_s} vs baseline {base_s} ({d.basis} {d.ratio:.2f}x [{d.ci_low:.2f}-{d.ci_high:.2f}]; {d.reason}{caveat})"
     if d.verdict == "regressed":
         msg = f"{label} regressed: {shown}"
     elif d.verdict == "improved":
@@ -102,23 +141,23 @@ def _latency_row(label: str, budget_text: str, base: list[float], head: list[flo
     else:
         msg = f"{label} {shown}"
     return Row(label, budget_text, d.pooled.head_median, unit, d.verdict, msg, baseline=d.pooled.base_median,
-               ratio=d.ratio)
+               ratio=d.ratio, alpha=alpha)
 
 
-def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str) -> Row:
+def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha: float | None) -> Row:
     """``{"p99": "+10%"}``: the head's p99 against the base's (not the median, not the best round)."""
     if lim.stat == "mean":
         return unjudged(lim.label, lim.text, unit, "a budget relative to the baseline's mean is not judged "
                         "(one slow round moves a mean arbitrarily): budget p50 or a percentile")
     q = 1.0 if lim.stat == "max" else float(lim.stat[1:]) / 100
-    c = compare_quantile(base, head, q, tolerance=lim.threshold,
+    c = compare_quantile(base, head, q, tolerance=lim.threshold, confidence=_confidence(alpha),
                          need=max(MIN_SAMPLES, required_samples(100 * q) if q < 1 else MIN_SAMPLES))
     if c.verdict == "insufficient":
         return unjudged(lim.label, lim.text, unit, c.reason)
     shown = f"{format_value(c.head, unit)} vs baseline {format_value(c.base, unit)} ({c.reason})"
     word = {"regressed": " regressed:", "improved": " improved:"}.get(c.verdict, "")
     return Row(lim.label, lim.text, c.head, unit, c.verdict, f"{lim.label}{word} {shown}", baseline=c.base,
-               ratio=c.ratio)
+               ratio=c.ratio, alpha=alpha)
 
 
 def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
@@ -144,8 +183,27 @@ def _unit_change(entry: dict[str, Any], m: dict[str, Any]) -> str | None:
     return f"the baseline entry holds seconds per {base}, this run per {now} (items= changed)"
 
 
+@dataclass(frozen=True)
+class Saved:
+    """Stored mode: the test, the baseline's model of its saved runs, and this process's offset so far."""
+
+    nodeid: str
+    model: SuiteModel
+    process: ProcessOffset
+
+
+def _memory_row(label: str, budget_text: str, base: float, now: float, tolerance: float, alpha: float | None,
+                saved: Saved | None) -> Row:
+    if saved is not None and alpha is not None:
+        t = compare_memory(saved.nodeid, now, saved.model, alpha=alpha, tolerance=tolerance)
+        if t is not None:
+            return _run_row(label, budget_text, t, "B")
+    return _scalar_row(label, budget_text, base, now, "B", higher_is_better=False, tolerance=tolerance,
+                       floor=MEMORY_FLOOR)
+
+
 def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str,
-                  runs: tuple[list[float], list[float]] | None = None) -> Row | None:
+                  runs: tuple[list[float], list[float]] | None, alpha: float | None, saved: Saved | None) -> Row | None:
     base_samples = base_latency(entry)
     if lim.metric in ("latency", "throughput"):
         if not base_samples or not head:
@@ -154,22 +212,22 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
         if changed:
             return unjudged(lim.label, lim.text, unit, changed)
         if lim.metric == "latency" and lim.stat not in ("", "p50"):
-            return _tail_row(lim, base_samples, head, unit)
+            return _tail_row(lim, base_samples, head, unit, alpha)
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
-        return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs)
+        return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved)
     if lim.metric in ("memory", "gpu_memory"):
         key = f"{lim.metric}_growth"
         base, now = entry.get(key), (result.get("measurement") or {}).get(key)
-        floor = float(MEMORY_FLOOR)
-    else:
-        base, now = (entry.get("metrics") or {}).get(lim.metric), (result.get("metrics") or {}).get(lim.metric)
-        floor = 0.0
+        if base is None or now is None:
+            return None
+        return _memory_row(lim.label, lim.text, float(base), float(now), abs(lim.threshold), alpha,
+                           saved if lim.metric == "memory" else None)
+    base, now = (entry.get("metrics") or {}).get(lim.metric), (result.get("metrics") or {}).get(lim.metric)
     if base is None or now is None:
         return None
-    higher = lim.op == ">="
-    return _scalar_row(lim.label, lim.text, float(base), float(now), "B" if "memory" in lim.metric else "",
-                       higher_is_better=higher, tolerance=abs(lim.threshold), floor=floor)
+    return _scalar_row(lim.label, lim.text, float(base), float(now), "", higher_is_better=lim.op == ">=",
+                       tolerance=abs(lim.threshold))
 
 
 def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
@@ -186,12 +244,20 @@ def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
     return row
 
 
+def _comparisons(relative: list[Limit], latency: bool, memory: bool) -> int:
+    """How many of a test's rows share its error budget: latency and memory comparisons, one each."""
+    return sum(lim.metric in ("latency", "throughput", "memory", "gpu_memory") for lim in relative) + latency + memory
+
+
 def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str, Any] | None,
-                  tolerance: float, base_runs: list[float] | None = None) -> list[Row]:
+                  tolerance: float, base_runs: list[float] | None = None, *, alpha: float | None = None,
+                  saved: Saved | None = None) -> list[Row]:
     """Rows replacing ``no-baseline`` rows (relative budgets) plus the default regression checks.
 
     ``base_runs``: the base's per-run best rounds; with the head's (``measurement.run_bests``)
-    the latency rows are decided across runs (``perfguard ab``).
+    the latency rows are decided across runs (``perfguard ab``). ``alpha``: this test's share of the
+    run's error budget (None: each comparison at 99 % confidence); ``saved`` (stored mode) turns on the
+    comparison across saved runs.
     """
     if entry is None:
         return [Row(**d) for d in result["rows"]]
@@ -202,28 +268,34 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
     head = list(m.get("samples") or [])
     unit = f"s/{m.get('unit') or 'call'}"
     runs = (list(base_runs), list(m["run_bests"])) if base_runs and m.get("run_bests") else None
+    saved = saved if runs is None else None
     relative = [lim for lim in (budget.limits if budget else ()) if lim.relative]
-    for lim in relative:
-        row = _relative_row(lim, entry, result, head, unit, runs)
-        rows.append(row or Row(lim.label, lim.text, None, unit, "error",
-                               f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
     # a relative tail budget ({"p99": "+10%"}) is judged on the tail: the default median check still runs
     checked = {lim.metric for lim in relative if lim.metric != "latency" or lim.stat in ("", "p50")}
+    base_mem, now_mem = entry.get("memory_growth"), m.get("memory_growth")
+    default_latency = bool(head) and not checked & {"latency", "throughput"}
+    default_memory = "memory" not in checked and now_mem is not None
+    if alpha is not None:
+        alpha /= max(1, _comparisons(relative, default_latency, default_memory))
+    for lim in relative:
+        row = _relative_row(lim, entry, result, head, unit, runs, alpha, saved)
+        rows.append(row or Row(lim.label, lim.text, None, unit, "error",
+                               f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
     base_samples = base_latency(entry)
     shown_tol = f"±{tolerance:.0%}"
-    if head and not checked & {"latency", "throughput"}:
+    if default_latency:
         changed = _unit_change(entry, m)
         if not base_samples or changed:
             rows.append(unjudged("latency vs baseline", shown_tol, unit,
                                  changed or "the baseline entry has no latency samples, this run measured latency"))
         else:
-            rows.append(_latency_row("latency vs baseline", shown_tol, base_samples, head, tolerance, unit, runs))
-    base_mem, now_mem = entry.get("memory_growth"), m.get("memory_growth")
-    if "memory" not in checked and now_mem is not None:
+            rows.append(_latency_row("latency vs baseline", shown_tol, base_samples, head, tolerance, unit, runs,
+                                     alpha, saved))
+    if default_memory:
         if base_mem is None:
             rows.append(unjudged("memory vs baseline", shown_tol, "B",
                                  "the baseline entry has no memory_growth, this run measured memory"))
         else:
-            rows.append(_scalar_row("memory vs baseline", shown_tol, float(base_mem), float(now_mem), "B",
-                                    higher_is_better=False, tolerance=tolerance, floor=MEMORY_FLOOR))
+            rows.append(_memory_row("memory vs baseline", shown_tol, float(base_mem), float(now_mem), tolerance,
+                                    alpha, saved))
     return rows

@@ -29,6 +29,9 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
     ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
     ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
+    ("--perf-alpha", "perfguard_alpha", "string", "1%",
+     "the chance that an unchanged run fails the regression gate anywhere: one error budget, shared by every "
+     "comparison with the baseline in the run"),
     ("--perf-baseline-errors", "perfguard_baseline_errors", "string", "fail",
      "what a baseline the gate cannot judge by does (unreadable or malformed file, an entry whose samples cannot "
      "be compared): fail the run, or warn (an explicit opt-out of the gate)"),
@@ -102,6 +105,7 @@ class Options:
     threads: int | None = None
     baseline_errors: str = "fail"  # "fail" or "warn"
     require_baseline: bool = False
+    alpha: float = 0.01
 
     @property
     def warn_only(self) -> bool:
@@ -145,6 +149,13 @@ class Options:
             tolerance = parse_ratio(tol_text, "tolerance")
         except BudgetError as exc:
             raise pytest.UsageError(f"--perf-tolerance / perfguard_tolerance: {exc}") from None
+        alpha_text = get("--perf-alpha", "perfguard_alpha", str)
+        try:
+            alpha = parse_ratio(alpha_text, "alpha")
+        except BudgetError as exc:
+            raise pytest.UsageError(f"--perf-alpha / perfguard_alpha: {exc}") from None
+        if not 0 < alpha < 0.5:
+            raise pytest.UsageError(f"--perf-alpha / perfguard_alpha must be above 0 and below 50%, not {alpha_text!r}")
         threads = config.getoption("perf_threads")
         if threads is None and config.getini("perfguard_threads"):
             try:
@@ -166,4 +177,4 @@ class Options:
                    profile_timeout=_positive_finite("--perf-profile-timeout", timeout, zero=False),
                    threads=threads,
                    baseline_errors=choice("--perf-baseline-errors", "perfguard_baseline_errors", BASELINE_ERRORS),
-                   require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"))
+                   require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha)

@@ -66,19 +66,20 @@ class Perf:
         return result
 
     def remeasure(self) -> bool:
-        """Measure the same region once more and pool the rounds (in time order).
+        """Measure the same region once more; the new block of rounds replaces the old one.
 
         Used to confirm a suspected regression before failing a test: a burst of noise during
-        the first block rarely lasts through the second. False when there is nothing to re-run.
+        the first block rarely lasts through the second, and judging each block alone (the same
+        number of rounds as the baseline's, never a pooled 2-3x larger one whose fastest rounds are
+        faster by chance) keeps the comparison fair. Memory growth is kept. False when there is
+        nothing to re-run.
         """
         if self._call is None or self.measurement is None:
             return False
         m = self.measurement
         more, _ = measure_calls(self._call, self.settings, items=m.items, min_samples=self.min_samples,
                                 timer=self.timer, memory=False)
-        m.samples.extend(more.samples)
-        m.rounds += more.rounds
-        m.total_time += more.total_time
+        m.samples, m.loops, m.rounds, m.total_time = more.samples, more.loops, more.rounds, more.total_time
         m.remeasured += 1
         return True
 

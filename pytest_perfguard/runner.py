@@ -5,6 +5,7 @@ to its report, profile a failure. Registered in every process by ``plugin.pytest
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ class Runner:
         self.lock = lock
         self.progress = progress
         self.baseline: RunBaseline | None = None
+        self.gated = 0  # collected perf tests with a baseline entry: they share the run's error budget
+        self.process_id = uuid.uuid4().hex[:12]  # saved with each run: the tests of one process share its speed
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -66,6 +69,8 @@ class Runner:
             if error:
                 items.remove(item)
                 session.ihook.pytest_collectreport(report=pytest.CollectReport(item.nodeid, "failed", error, []))
+        if self.baseline is not None:
+            self.gated = sum(_is_perf_test(i) and self.baseline.entry(i.nodeid) is not None for i in items)
         return result
 
     @pytest.hookimpl(wrapper=True)
@@ -90,7 +95,8 @@ class Runner:
             return outcome
 
     def _confirm_regression(self, item: pytest.Item) -> None:
-        """A suspected latency regression is re-measured once (pooled) before it can fail the test."""
+        """A suspected latency regression is re-measured before it can fail the test: it fails only when
+        every block, judged alone, regressed (a disturbance rarely lasts through the next block)."""
         perf = item.stash.get(perf_key, None)
         if perf is None or perf.measurement is None or self.baseline is None or self.baseline.entry(item.nodeid) is None:
             return
@@ -118,10 +124,12 @@ class Runner:
         result = _result(item, measured=self.options.enabled)
         if result is None:
             return None
+        result["process"] = self.process_id
         if self.baseline is not None:
             o = self.options
             rows = self.baseline.rows(item.nodeid, result, item.stash.get(budget_key, None), o.tolerance,
-                                      require=o.require_baseline, saving=o.save, warn=o.warn_only)
+                                      alpha=o.alpha / max(1, self.gated), require=o.require_baseline, saving=o.save,
+                                      warn=o.warn_only)
             result["rows"] = [r.to_dict() for r in rows]
         if result["measurement"] is not None:
             result["measurement"]["samples"] = thin_samples(result["measurement"]["samples"], MAX_REPORT_SAMPLES)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from .baseline import BaselineError
+from .gate import ONE_RUN
 from .markdown import markdown_summary, write_markdown
 from .options import Options
 from .report import json_document, json_safe, summary_table, write_json
@@ -67,6 +68,7 @@ class Session:
             return
         if self.gate_errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.notes.extend(error_budget_notes(self.results, self.options.alpha))
         if self.options.json_path is not None:
             extra = {"settings": json_safe(vars(self.options.timing)), "gate_errors": self.gate_errors,
                      "gate_warnings": self._session_warnings()}
@@ -78,6 +80,7 @@ class Session:
         if self.options.markdown_path is not None:
             context = [f"baseline: {self.baseline.path}" if self.baseline is not None and self.baseline.baseline
                        else "no baseline for this machine: absolute budgets only"]
+            context += error_budget_notes(self.results, self.options.alpha)
             context += [f"WARNING: {w}" for w in self._session_warnings()]
             write_markdown(self.options.markdown_path,
                            markdown_summary(self.results, context=context, errors=self.gate_errors))
@@ -120,6 +123,21 @@ class Session:
             terminalreporter.write_line(f"perfguard: WARNING: {warning}", yellow=True)
         for error in self.gate_errors:
             terminalreporter.write_line(f"perfguard: ERROR: {error}", red=True, bold=True)
+
+
+def error_budget_notes(results: list[dict[str, Any]], alpha: float) -> list[str]:
+    """How many comparisons shared the run's error budget, and how many could not model run-to-run noise."""
+    shared = [(r["nodeid"], row) for r in results for row in r["rows"] if row.get("alpha") is not None]
+    if not shared:
+        return []
+    tests = len({nodeid for nodeid, _ in shared})
+    notes = [f"{len(shared)} comparison(s) with the baseline in {tests} test(s) shared a {alpha:.2%} error budget "
+             "(--perf-alpha): each fails only when significant at its share and beyond its tolerance"]
+    one_run = len({nodeid for nodeid, row in shared if ONE_RUN in row["message"]})
+    if one_run:
+        notes.append(f"{one_run} test(s) were compared with a baseline of one run per test: run-to-run noise is not "
+                     "modelled, so they can false-fail; record 3 or more runs (`pytest --perf --perf-save`, once per run)")
+    return notes
 
 
 def _baseline_notes(run: RunBaseline, saving: bool) -> list[str]:

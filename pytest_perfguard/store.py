@@ -21,6 +21,8 @@ from .baseline import (
 from .budget import Budget
 from .check import Row
 from .gate import baseline_rows, entry_from_result, unjudged
+from .gate import Saved
+from .runnoise import ProcessOffset, SuiteModel
 
 __all__ = ["RunBaseline"]
 
@@ -40,6 +42,8 @@ class RunBaseline:
     error: str | None = None
     hardware_diff: list[str] = field(default_factory=list)
     software_diff: list[str] = field(default_factory=list)
+    model: SuiteModel = SuiteModel()  # every valid entry's saved runs
+    process: ProcessOffset = field(default_factory=ProcessOffset)  # this process's speed, from the tests judged
 
     def load(self) -> RunBaseline:
         self.fingerprint = machine_fingerprint(self.threads)
@@ -52,6 +56,7 @@ class RunBaseline:
             self.baseline = None
         if self.baseline is not None:
             self.hardware_diff, self.software_diff = compare_fingerprints(self.baseline.machine, self.fingerprint)
+            self.model = SuiteModel.of({n: e for n, e in self.baseline.entries.items() if n not in self.baseline.problems})
         return self
 
     def entry(self, nodeid: str) -> dict[str, Any] | None:
@@ -75,9 +80,10 @@ class RunBaseline:
         return [n for n in nodeids if n not in self.baseline.entries]
 
     def rows(self, nodeid: str, result: dict[str, Any], budget: Budget | None, tolerance: float, *,
-             require: bool, saving: bool, warn: bool) -> list[Row]:
-        """One test's rows against its entry. What the gate cannot judge (a malformed entry, samples
-        that cannot be compared) is an ``unjudged`` row that fails the test, or a ``warned`` row when
+             alpha: float, require: bool, saving: bool, warn: bool) -> list[Row]:
+        """One test's rows against its entry, ``alpha`` its share of the run's error budget. What the
+        gate cannot judge (a malformed entry, samples that cannot be compared) is an ``unjudged`` row
+        that fails the test, or a ``warned`` row when
         ``warn`` (the user's opt-out); a missing entry is one only under ``require``, which ``warn``
         does not weaken. A run that saves records the entries instead of judging by bad ones."""
         rows = [Row(**d) for d in result["rows"]]
@@ -86,7 +92,8 @@ class RunBaseline:
         problem = self.baseline.problems.get(nodeid)
         missing = nodeid not in self.baseline.entries
         if problem is None and not missing:
-            rows = baseline_rows(result, budget, self.baseline.entries[nodeid], tolerance)
+            rows = baseline_rows(result, budget, self.baseline.entries[nodeid], tolerance, alpha=alpha,
+                                 saved=Saved(nodeid, self.model, self.process))
         elif saving:
             return rows
         elif problem is not None:
@@ -125,7 +132,7 @@ class RunBaseline:
         if self.path is None:
             raise BaselineError(self.error or "no baseline path could be resolved")
         commit = git_commit(rootdir)
-        entries = {r["nodeid"]: entry_from_result(r, commit) for r in results
+        entries = {r["nodeid"]: entry_from_result(r, commit, self.entry(r["nodeid"])) for r in results
                    if r.get("body_passed", True) and (r.get("measurement") or r.get("metrics"))}
         if not entries:
             return "nothing measured, baseline not written"

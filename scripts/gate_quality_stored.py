@@ -1,0 +1,128 @@
+"""Stored mode's gate at suite scale, by simulation through the real decision functions.
+
+A suite of ``--tests`` tests is saved ``--runs`` times (``gate.entry_from_result``, as
+``--perf-save`` does) and then judged once more (``gate.baseline_rows`` with the suite's spread and
+each test's share of ``--alpha``, as a gated ``pytest --perf`` run does). The synthetic rounds carry
+the noise of a shared 2-core VM:
+
+* a per-process offset shared by every test of a run: log-normal with SD ``sigma`` (5-15 %);
+* a per-test, per-run jitter (code layout, cache state): SD drawn per test from 0.5-5 %;
+* within a run, 2 % round-to-round noise, and bursts: with probability 0.3 per test and run a block
+  of 5-30 consecutive rounds runs 1.4-2x slower; with probability 0.05 the whole measurement of a
+  test is disturbed (1.2-1.6x: a neighbour busy for longer than the test);
+* memory growth: 40 MiB per test plus 1 MiB of noise per run.
+
+Reported per setting: how often an unchanged suite fails anywhere (with its 95 % Clopper-Pearson
+interval), how often a +10 % / +25 % slowdown of one test is caught with no other test failing, and
+the median minimum detectable change that the rows print.
+
+    python scripts/gate_quality_stored.py --suites 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+from scipy import stats
+
+from pytest_perfguard import runnoise
+from pytest_perfguard.gate import Saved, baseline_rows, entry_from_result
+from pytest_perfguard.runnoise import ProcessOffset, SuiteModel
+
+
+def rounds(rng: np.random.Generator, cost: float, n: int = 60) -> list[float]:
+    x = cost * np.exp(rng.normal(0, 0.02, n))
+    if rng.random() < 0.3:
+        start, length = rng.integers(0, n), rng.integers(5, 31)
+        x[start:start + length] *= rng.uniform(1.4, 2.0)
+    if rng.random() < 0.05:
+        x *= rng.uniform(1.2, 1.6)
+    return x.tolist()
+
+
+def one_run(rng, costs, jitter, sigma, slow=None):
+    """Each test's result dict for one simulated process, and each test's cost in it (to re-measure);
+    ``slow``: (test index, factor)."""
+    offset = math.exp(rng.normal(0, sigma))
+    process = f"{rng.integers(2**62):x}"
+    out, used = [], []
+    for t, (cost, sd) in enumerate(zip(costs, jitter)):
+        c = cost * offset * math.exp(rng.normal(0, sd)) * (slow[1] if slow and slow[0] == t else 1.0)
+        mem = 40 * 2**20 + rng.normal(0, 2**20)
+        out.append({"nodeid": f"t{t}", "rows": [], "process": process,
+                    "measurement": {"samples": rounds(rng, c), "unit": "call", "memory_growth": mem}, "metrics": {}})
+        used.append(c)
+    return out, used
+
+
+def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confirm=2):
+    """(any test failed, the slowed test failed, only the slowed test failed, MDEs of the latency rows)."""
+    costs = np.exp(rng.uniform(math.log(1e-4), math.log(1e-2), n_tests))
+    jitter = rng.uniform(0.005, 0.05, n_tests)
+    entries: dict[str, dict] = {}
+    for _ in range(runs):
+        for res in one_run(rng, costs, jitter, sigma)[0]:
+            entries[res["nodeid"]] = entry_from_result(res, None, entries.get(res["nodeid"]))
+    model, process = SuiteModel.of(entries), ProcessOffset()
+    failed, mdes = set(), []
+    head, used = one_run(rng, costs, jitter, sigma, slow)
+    for i in rng.permutation(n_tests):  # the order the tests run in
+        res = head[i]
+        for block in range(1 + confirm):  # as the runner's confirmation: a new block, judged alone
+            if block:
+                res["measurement"]["samples"] = rounds(rng, used[i])
+            rows = baseline_rows(res, None, entries[res["nodeid"]], tolerance, alpha=alpha / n_tests,
+                                 saved=Saved(res["nodeid"], model, process))
+            if not any(r.verdict == "regressed" and r.metric.startswith("latency") for r in rows):
+                break
+        if any(r.failed for r in rows):
+            failed.add(res["nodeid"])
+        mdes += [r.mde for r in rows if r.metric.startswith("latency") and r.mde is not None]
+    target = f"t{slow[0]}" if slow else None
+    return bool(failed), target in failed, failed == {target}, mdes
+
+
+def interval(k: int, n: int) -> str:
+    lo = stats.beta.ppf(0.025, k, n - k + 1) if k else 0.0
+    hi = stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+    return f"{100 * k / n:.1f} % [{100 * lo:.1f}-{100 * hi:.1f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suites", type=int, default=1000, help="simulated suites per setting")
+    ap.add_argument("--tests", type=int, default=20)
+    ap.add_argument("--alpha", type=float, default=0.01)
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--sigmas", default="0.05,0.10,0.15", help="SDs of the per-process offset")
+    ap.add_argument("--runs", default="1,3,5,10", help="saved runs per baseline")
+    ap.add_argument("--prior-df", default=str(runnoise.PRIOR_DF), help="runnoise.PRIOR_DF values to try")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} suites per cell\n")
+    print("| run SD | saved runs | prior df | unchanged suite fails | +10 % caught alone | +25 % caught alone "
+          "| median MDE |")
+    print("|---|---|---|---|---|---|---|")
+    for prior in (int(p) for p in a.prior_df.split(",")):
+        runnoise.PRIOR_DF = prior
+        for sigma in (float(s) for s in a.sigmas.split(",")):
+            for runs in (int(r) for r in a.runs.split(",")):
+                rng = np.random.default_rng(a.seed)
+                null = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance) for _ in range(a.suites)]
+                p10 = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, (0, 1.10))
+                       for _ in range(a.suites)]
+                p25 = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, (0, 1.25))
+                       for _ in range(a.suites)]
+                mdes = [m for o in null for m in o[3]]
+                mde = f"+{100 * float(np.median(mdes)):.0f} %" if mdes else "none (one run: not modelled)"
+                print(f"| {sigma:.0%} | {runs} | {prior} | {interval(sum(o[0] for o in null), a.suites)} | "
+                      f"{interval(sum(o[2] for o in p10), a.suites)} | {interval(sum(o[2] for o in p25), a.suites)} "
+                      f"| {mde} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
