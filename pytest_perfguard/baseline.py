@@ -7,6 +7,9 @@ File format history (bump FORMAT_VERSION on any incompatible change, and say wha
   :func:`machine_fingerprint` (``{"hardware": ..., "software": ...}``), ``speed`` is
   :func:`speed_score`. An entry is the plugin's dict, stored as given except that each list in
   ``entry["samples"]`` (metric -> list of floats) is thinned evenly to at most ``max_samples``.
+  Added since, readable by older versions (they ignore it): ``entry["runs"]``, one object per saved
+  run (``{"latency": p10 level in seconds, "memory_growth": bytes, "process": id}``, the last 10;
+  ``runnoise``); an entry without it counts as one run.
 
 Files are written with sorted keys and ``indent=1`` so they diff well when committed. A file
 that cannot be read is reported (:class:`BaselineError`) and never overwritten.
@@ -169,6 +172,20 @@ def entry_problem(entry: dict[str, Any]) -> str | None:
     summary = entry.get("summary", {})
     if not isinstance(summary, dict) or not all(v is None or _real(v) for v in summary.values()):
         return "\"summary\" must be an object of statistic -> finite number or null"
+    return _runs_problem(entry.get("runs", []))
+
+
+def _runs_problem(runs: Any) -> str | None:
+    """Why an entry's saved runs (each ``{"latency", "memory_growth", "process"}``) cannot be judged by."""
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        return "\"runs\" must be a list of objects"
+    for i, run in enumerate(runs):
+        if run.get("latency") is not None and not _positive(run["latency"]):
+            return f"run {i + 1}'s \"latency\" must be finite positive seconds or null, not {run['latency']!r}"
+        if run.get("memory_growth") is not None and not _real(run["memory_growth"]):
+            return f"run {i + 1}'s \"memory_growth\" must be a finite number of bytes or null"
+        if run.get("process") is not None and not isinstance(run["process"], str):
+            return f"run {i + 1}'s \"process\" must be a string or null"
     return None
 
 

@@ -48,7 +48,9 @@ def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str,
     """What ``--perf-save`` stores for one test: this run, and the runs of ``old`` (the entry it replaces)
     unless the gate saw a change in this run or the unit changed (then the run history starts again)."""
     m = result.get("measurement") or {}
-    changed = any(r.get("verdict") in ("regressed", "improved") for r in result.get("rows") or [])
+    # only a change judged across saved runs restarts the history: a one-run baseline cannot tell noise from it
+    changed = any(r.get("verdict") in ("regressed", "improved") and r.get("p_value") is not None
+                  for r in result.get("rows") or [])
     restart = changed or (old is not None and (old.get("unit") or "call") != (m.get("unit") or "call"))
     run = {"latency": latency_level(m.get("samples") or []), "memory_growth": m.get("memory_growth"),
            "process": result.get("process")}

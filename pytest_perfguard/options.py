@@ -151,11 +151,12 @@ class Options:
             raise pytest.UsageError(f"--perf-tolerance / perfguard_tolerance: {exc}") from None
         alpha_text = get("--perf-alpha", "perfguard_alpha", str)
         try:
-            alpha = parse_ratio(alpha_text, "alpha")
-        except BudgetError as exc:
-            raise pytest.UsageError(f"--perf-alpha / perfguard_alpha: {exc}") from None
+            alpha = parse_ratio(alpha_text)
+        except BudgetError:
+            alpha = math.nan
         if not 0 < alpha < 0.5:
-            raise pytest.UsageError(f"--perf-alpha / perfguard_alpha must be above 0 and below 50%, not {alpha_text!r}")
+            raise pytest.UsageError(f"--perf-alpha / perfguard_alpha must be a percentage above 0 and below 50% "
+                                    f"(e.g. 1%) or such a fraction (0.01), not {alpha_text!r}")
         threads = config.getoption("perf_threads")
         if threads is None and config.getini("perfguard_threads"):
             try:

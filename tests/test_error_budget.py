@@ -1,0 +1,76 @@
+"""End to end: a baseline of several saved runs, one error budget per run, a slower process is not a
+regression (deterministic samples: each run's 'process speed' and jitter come from the environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+SUITE = """
+import os
+import pytest
+
+SPEED = float(os.environ.get("PG_SPEED", "1.0"))
+RUN = int(os.environ.get("PG_RUN", "0"))
+SLOW = os.environ.get("PG_SLOW", "")
+JITTER = [1.0, 1.02, 0.99, 1.01, 0.98, 1.0, 1.03, 0.97]
+
+@pytest.mark.parametrize("t", range(6))
+def test_t(perf, t):
+    level = 0.001 * (t + 1) * SPEED * JITTER[(RUN + 2 * t) % 8] * (1.5 if SLOW == str(t) else 1.0)
+    perf.record_latencies([level] * 8 + [level * (1 + 0.01 * i) for i in range(32)])
+"""
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PG_SPEED", "PG_RUN", "PG_SLOW"):
+        monkeypatch.setenv(name, "")
+
+
+def run(pytester: pytest.Pytester, *args: str, speed: float = 1.0, index: int = 0, slow: str = "") -> pytest.RunResult:
+    os.environ.update(PG_SPEED=str(speed), PG_RUN=str(index), PG_SLOW=slow)
+    return pytester.runpytest("--perf", "--perf-machine=box", "--perf-profile=never", "-p", "no:randomly",
+                              "--perf-json=out.json", *args)
+
+
+def rows(pytester: pytest.Pytester) -> dict[str, dict]:
+    doc = json.loads((pytester.path / "out.json").read_text())
+    return {t["nodeid"]: next(r for r in t["rows"] if r["metric"] == "latency vs baseline") for t in doc["tests"]}
+
+
+def test_saved_runs_share_one_error_budget_and_a_slower_process_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    for i, speed in enumerate((1.0, 1.15, 0.9, 1.1)):  # four saves, each process at its own speed
+        run(pytester, "--perf-save", speed=speed, index=i)  # a one-run baseline may false-fail: it says so
+    entry = json.loads((pytester.path / "baselines" / "box.json").read_text())["entries"]["test_suite.py::test_t[0]"]
+    assert len(entry["runs"]) == 4 and len({r["process"] for r in entry["runs"]}) == 4
+
+    slower = run(pytester, speed=1.3, index=5)  # the whole process 30 % slower: not the code
+    slower.assert_outcomes(passed=6)
+    slower.stdout.fnmatch_lines(["*6 comparison(s) with the baseline in 6 test(s) shared a 1.00% error budget*"])
+    judged = rows(pytester)
+    assert all(r["alpha"] == pytest.approx(0.01 / 6) and r["p_value"] is not None for r in judged.values())
+    assert all(r["mde"] >= 0.05 for r in judged.values())
+
+    one = run(pytester, speed=1.3, index=5, slow="4", *["--perf-alpha=2%"])  # one test 1.5x slower, in that process
+    one.assert_outcomes(passed=5, failed=1)
+    one.stdout.fnmatch_lines(["*2.00% error budget*", "FAILED test_suite.py::test_t[[]4[]] - latency vs baseline regressed*"])
+
+
+def test_a_one_run_baseline_is_flagged_in_the_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    run(pytester, "--perf-save").assert_outcomes(passed=6)
+    result = run(pytester)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*6 test(s) were compared with a baseline of one run per test*"])
+
+
+@pytest.mark.parametrize("value", ["0", "50%", "abc"])
+def test_a_bad_alpha_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("--perf", f"--perf-alpha={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-alpha*"])

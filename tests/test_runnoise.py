@@ -1,0 +1,142 @@
+"""Stored mode across saved runs: the model, the gate's use of it, and the error budget (deterministic)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pytest_perfguard import runnoise
+from pytest_perfguard.baseline import entry_problem
+from pytest_perfguard.gate import Saved, baseline_rows, entry_from_result
+from pytest_perfguard.runnoise import (
+    MAX_RUNS,
+    ProcessOffset,
+    Spread,
+    SuiteModel,
+    compare_latency,
+    entry_runs,
+    latency_level,
+    next_runs,
+)
+
+JITTER = [1.0, 1.02, 0.99, 1.01, 0.98, 1.0, 1.03, 0.97]  # a test's run-to-run jitter, saved run by run
+
+
+def rounds(level: float, n: int = 40) -> list[float]:
+    """Rounds whose 10th percentile is ``level``: a floor plus slower ones (a burst never moves it)."""
+    return [level] * 8 + [level * (1.0 + 0.01 * i) for i in range(n - 8)]
+
+
+def result(nodeid: str, level: float, process: str, memory: float | None = 50e6, rows=()) -> dict:
+    return {"nodeid": nodeid, "rows": list(rows), "process": process, "metrics": {},
+            "measurement": {"samples": rounds(level), "unit": "call", "memory_growth": memory}}
+
+
+def suite(n_tests: int = 6, n_runs: int = 5, speeds=(1.0, 1.15, 0.9, 1.1, 0.95)) -> dict[str, dict]:
+    """Entries saved by ``n_runs`` processes, each with its own speed, as ``--perf-save`` makes them."""
+    entries: dict[str, dict] = {}
+    for r in range(n_runs):
+        for t in range(n_tests):
+            level = 0.001 * (t + 1) * speeds[r] * JITTER[(r + 2 * t) % len(JITTER)]
+            res = result(f"t{t}", level, f"p{r}", 50e6 + 1e5 * JITTER[(r + t) % 8])
+            entries[res["nodeid"]] = entry_from_result(res, None, entries.get(res["nodeid"]))
+    return entries
+
+
+def test_the_level_is_the_10th_percentile_of_the_rounds() -> None:
+    assert latency_level(rounds(0.002)) == pytest.approx(0.002)
+    assert latency_level([0.0, -1.0, math.nan]) is None
+
+
+def test_an_entry_saved_before_runs_counts_as_one_run() -> None:
+    old = {"samples": {"latency": rounds(0.003)}, "memory_growth": 7.0}
+    assert entry_runs(old) == [{"latency": pytest.approx(0.003), "memory_growth": 7.0, "process": None}]
+
+
+def test_saves_add_runs_keep_the_last_ten_and_restart_on_a_change() -> None:
+    entry = None
+    for i in range(MAX_RUNS + 3):
+        entry = entry_from_result(result("t", 0.001 * (1 + i / 100), f"p{i}"), None, entry)
+    assert [r["process"] for r in entry["runs"]] == [f"p{i}" for i in range(3, MAX_RUNS + 3)]
+    changed = result("t", 0.002, "q", rows=[{"verdict": "regressed", "p_value": 1e-6}])
+    one_run_noise = result("t", 0.002, "q", rows=[{"verdict": "regressed", "p_value": None}])
+    assert len(entry_from_result(one_run_noise, None, entry)["runs"]) == MAX_RUNS
+    assert [r["process"] for r in entry_from_result(changed, None, entry)["runs"]] == ["q"]
+    per_item = result("t", 0.001, "u")
+    per_item["measurement"]["unit"] = "item"
+    assert len(entry_from_result(per_item, None, entry)["runs"]) == 1
+    assert next_runs(None, {"latency": 1.0}, restart=False) == [{"latency": 1.0}]
+
+
+def test_malformed_runs_make_the_entry_unjudgeable() -> None:
+    entry = entry_from_result(result("t", 0.001, "p"), None)
+    assert entry_problem(entry) is None
+    assert "latency" in entry_problem({**entry, "runs": [{"latency": -1}]})
+    assert "list of objects" in entry_problem({**entry, "runs": {"latency": 1}})
+    assert "process" in entry_problem({**entry, "runs": [{"process": 3}]})
+
+
+def test_the_saved_processes_speeds_are_taken_out_of_each_tests_spread() -> None:
+    model = SuiteModel.of(suite())
+    raw = Spread.of([math.log(r["latency"]) for r in suite()["t0"]["runs"]])
+    assert model.tests["t0"].logs and Spread.of(model.tests["t0"].logs).var < raw.var / 10
+    assert model.offsets.df == 4 and model.offsets.var > 0.003  # 0.9x-1.15x process speeds
+
+
+def test_spread_is_moderated_toward_the_rest_of_the_suite() -> None:
+    own, suite_spread = Spread(0.0, 1), Spread(0.4, 21)
+    var, df = own.moderated(suite_spread)
+    assert df == 1 + runnoise.PRIOR_DF and var == pytest.approx(runnoise.PRIOR_DF * 0.02 / df)
+    assert Spread().moderated(Spread()) is None
+
+
+def test_a_saved_run_disturbed_throughout_is_pulled_in() -> None:
+    entries = suite(n_tests=8)
+    entries["t3"]["runs"][2]["latency"] *= 1.6  # a neighbour busy for the whole test
+    logs = SuiteModel.of(entries).tests["t3"].logs
+    assert max(logs) - min(logs) < math.log(1.2)
+
+
+def judge(model: SuiteModel, process: ProcessOffset, nodeid: str, factor: float, speed: float):
+    t = int(nodeid[1:])
+    return compare_latency(nodeid, rounds(0.001 * (t + 1) * factor * speed), model, process, alpha=0.01 / 6 / 2,
+                           tolerance=0.05)
+
+
+def test_a_slower_process_is_not_a_regression_but_a_slower_test_is() -> None:
+    model, process = SuiteModel.of(suite()), ProcessOffset()
+    first = [judge(model, process, f"t{t}", 1.0, 1.3) for t in range(runnoise.MIN_TESTS)]
+    assert all("not yet known" in r.reason for r in first)
+    rest = [judge(model, process, f"t{t}", 1.0, 1.3) for t in range(runnoise.MIN_TESTS, 5)]
+    assert all(r.verdict == "unchanged" and "speed 1.2" in r.reason for r in rest), [r.reason for r in rest]  # 1.3 / 1.02
+    slow = judge(model, process, "t5", 1.5, 1.3)
+    assert slow.verdict == "regressed" and slow.ratio == pytest.approx(1.5, rel=0.05) and slow.p_worse < slow.alpha
+    assert 0.05 <= slow.mde < 0.5
+
+
+def test_without_any_spread_there_is_nothing_to_model() -> None:
+    one = {f"t{t}": entry_from_result(result(f"t{t}", 0.001, "p"), None) for t in range(3)}
+    assert compare_latency("t0", rounds(0.002), SuiteModel.of(one), ProcessOffset(), alpha=0.01, tolerance=0.05) is None
+
+
+def test_rows_share_the_tests_alpha_and_say_what_they_could_catch() -> None:
+    entries = suite()
+    model, process = SuiteModel.of(entries), ProcessOffset()
+    rows = baseline_rows(result("t0", 0.001, "h"), None, entries["t0"], 0.05, alpha=0.01,
+                         saved=Saved("t0", model, process))
+    by = {r.metric: r for r in rows}
+    assert by["latency vs baseline"].alpha == by["memory vs baseline"].alpha == 0.005
+    assert by["latency vs baseline"].p_value is not None and by["latency vs baseline"].mde > 0.05
+    assert by["memory vs baseline"].verdict == "unchanged" and by["memory vs baseline"].mde is not None
+    bigger = baseline_rows(result("t0", 0.001, "h", memory=80e6), None, entries["t0"], 0.05, alpha=0.01,
+                           saved=Saved("t0", model, process))
+    assert [r.verdict for r in bigger if r.metric == "memory vs baseline"] == ["regressed"]
+
+
+def test_a_one_run_baseline_says_the_noise_is_not_modelled() -> None:
+    entry = entry_from_result(result("t0", 0.001, "p"), None)
+    model = SuiteModel.of({"t0": entry})
+    rows = baseline_rows(result("t0", 0.001, "h"), None, entry, 0.05, alpha=0.01, saved=Saved("t0", model, ProcessOffset()))
+    latency = next(r for r in rows if r.metric == "latency vs baseline")
+    assert "one run per test" in latency.message and latency.p_value is None and latency.alpha == 0.005
