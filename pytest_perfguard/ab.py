@@ -32,6 +32,7 @@ No pytest import here: this module only runs subprocesses and reads their JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -53,8 +54,9 @@ import numpy as np
 from .budget import BudgetError, parse_budget
 from .check import evaluate
 from .decide import geometric_mean, summarize
-from .gate import baseline_rows, entry_from_result, latency_decision
+from .gate import ABRuns, baseline_rows, entry_from_result, latency_decision
 from .measure import Measurement
+from .runs import RunComparison, futile, min_pairs
 
 __all__ = ["ABError", "ABResult", "Interrupted", "run_ab", "ab_pythonpath", "check_imports", "SIDE_ENV",
            "IMPORTS_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
@@ -62,7 +64,8 @@ __all__ = ["ABError", "ABResult", "Interrupted", "run_ab", "ab_pythonpath", "che
 SIDE_ENV = "PERFGUARD_AB_SIDE"
 IMPORTS_ENV = "PERFGUARD_AB_IMPORTS"  # where a side writes which files its modules came from (ab_side)
 SIDE_PLUGIN = f"{__package__}.ab_side"
-DEFAULT_ROUNDS = 12  # measured: docs/gate_quality.md, "Same-runner A/B"
+DEFAULT_ROUNDS = 20  # the most rounds a test is measured for (README, "How reliable is the gate")
+FUTILITY_FROM = 4  # from this round on, a test that cannot be slower beyond the tolerance stops
 # Arguments perfguard ab sets itself, or that would mix the two sides' measurements.
 REFUSED_ARGS = {
     "-n": "xdist workers would measure tests in parallel; the A/B gate alternates whole runs on one runner",
@@ -116,7 +119,9 @@ class ABResult:
     rounds: int
     dirty: bool
     seed: int = 0  # draws the order of the sides in each round
+    alpha: float = 0.01  # the chance that an unchanged head fails anywhere: shared by every test
     runs: list[SideRun] = field(default_factory=list)
+    stopped: dict[str, RunComparison] = field(default_factory=dict)  # tests stopped early (futility)
     tests: list[dict[str, Any]] = field(default_factory=list)  # one per test: see ``judge``
     base_broken: list[str] = field(default_factory=list)  # why the base cannot be gated on
     only_base: list[str] = field(default_factory=list)
@@ -257,7 +262,7 @@ def _read_imports(path: Path) -> dict[str, Any] | None:
 
 
 def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir: Path,
-             python: str = sys.executable) -> SideRun:
+             python: str = sys.executable, deselect: Sequence[str] = ()) -> SideRun:
     """One ``pytest --perf`` run of one side; its JSON, log and imports record go to ``workdir``.
 
     The pytest runs in its own process group; if this process is interrupted meanwhile, that
@@ -267,7 +272,8 @@ def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir
     imports = workdir / f"{side}-{rnd}.imports.json"
     cmd = [python, "-P", "-m", "pytest", *pytest_args, "--perf", f"--perf-json={out}",
            f"--perf-baselines={workdir / 'no-baselines'}", "--perf-profile=never", "--perf-confirm=0",
-           "-p", "no:cacheprovider", "-p", SIDE_PLUGIN, "-q", "-rN", "--color=no"]
+           "-p", "no:cacheprovider", "-p", SIDE_PLUGIN, "-q", "-rN", "--color=no",
+           *(f"--deselect={nodeid}" for nodeid in deselect)]
     env = dict(os.environ, **{SIDE_ENV: side, IMPORTS_ENV: str(imports)})
     env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
     start = time.perf_counter()
@@ -385,8 +391,9 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
 
 
 def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolerance: float,
-          sha: str) -> dict[str, Any]:
-    """One test's A/B verdict: head budgets on the pooled head, plus the gate against the base pool."""
+          sha: str, alpha: float | None = None, stopped: RunComparison | None = None) -> dict[str, Any]:
+    """One test's A/B verdict: head budgets on the pooled head, plus the gate against the base pool.
+    ``alpha``: the test's share of the run's error budget; ``stopped``: its futility stop, if any."""
     try:
         budget = parse_budget(head.get("budget") or {}) if head.get("budget") else None
     except BudgetError as exc:
@@ -400,14 +407,17 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
     result = dict(head, rows=[r.to_dict() for r in evaluate(budget, measurement, head.get("metrics") or {})])
     entry = entry_from_result(base, sha) if base is not None and not base.get("broken") else None
     base_runs = ((base or {}).get("measurement") or {}).get("run_bests")
-    rows = baseline_rows(result, budget, entry, tolerance, base_runs)
+    rows = baseline_rows(result, budget, entry, tolerance, base_runs, alpha=alpha, stopped=stopped)
     comparison = None
     if entry is not None and hm.get("samples") and entry["samples"]["latency"] and entry.get("unit") == hm.get("unit"):
+        shares = [r.alpha for r in rows if r.alpha is not None and r.metric.startswith(("latency", "throughput"))]
         d = latency_decision(entry["samples"]["latency"], hm["samples"], tolerance,
-                             (base_runs or [], hm.get("run_bests") or []))
+                             ABRuns(base_runs or [], hm.get("run_bests") or [], stopped),
+                             1 - 2 * min(shares) if shares else 0.99)
         # base, head, ratio and interval: of whatever decided (``basis``), for the table
         comparison = dict(d.pooled.to_dict(), basis=d.basis, base=d.base, head=d.head, ratio=d.ratio,
                           ci_low=d.ci_low, ci_high=d.ci_high)
+        comparison = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in comparison.items()}
         if d.runs is not None:
             comparison["runs"] = d.runs.to_dict()
     failing = [r for r in rows if r.failed]
@@ -429,12 +439,16 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
 
 
 def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,
-           cwd: Path | None = None, python: str = sys.executable, seed: int | None = None,
+           alpha: float = 0.01, cwd: Path | None = None, python: str = sys.executable, seed: int | None = None,
            on_run: Callable[[str, int, int], None] | None = None,
            say: Callable[[str], None] = print) -> ABResult:
-    """Run base and head once each per round, ``rounds`` times, and judge every test.
+    """Run base and head once each per round, up to ``rounds`` times, and judge every test.
 
-    Raises ``ABError`` on bad input.
+    Sequential: from round ``FUTILITY_FROM`` on, a test whose rounds so far rule out a slowdown
+    beyond the tolerance (``runs.futile``) is stopped, "unchanged", and deselected from later runs;
+    the runs end when every test has stopped or after ``rounds`` rounds. The others are judged at
+    the end, each at its share of ``alpha`` (Bonferroni over the tests). Raises ``ABError`` on bad
+    input.
 
     ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
     wants to disturb one side). ``seed`` draws the order of the sides in each round (None: a fresh
@@ -442,6 +456,8 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     """
     if rounds < 1:
         raise ABError(f"--rounds must be >= 1, not {rounds}")
+    if not 0 < alpha < 0.5:
+        raise ABError(f"--alpha must be above 0 and below 0.5, not {alpha}")
     check_args(pytest_args)
     here = (cwd or Path.cwd()).resolve()
     top = _git(["rev-parse", "--show-toplevel"], here, check=False)
@@ -453,7 +469,7 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     order = random.Random(seed)
-    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed)
+    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed, alpha=alpha)
     if dirty:
         say("perfguard ab: the working tree has uncommitted changes: the head is measured as it is on disk")
     made: list[Path] = []  # the temporary folders, to say whether an interruption left any
@@ -462,7 +478,7 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
             with worktree(repo, sha, made) as base_root, \
                     tempfile.TemporaryDirectory(prefix="perfguard-ab-runs-") as work:
                 made.append(Path(work))
-                _rounds(result, base_root, repo, here, pytest_args, Path(work), order, python, on_run, say)
+                _rounds(result, base_root, repo, here, pytest_args, Path(work), order, python, on_run, say, tolerance)
                 _decide(result, tolerance)
         except Interrupted as exc:
             left = [str(p) for p in made if p.exists()]
@@ -474,7 +490,7 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
 
 def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_args: Sequence[str], work: Path,
             order: random.Random, python: str, on_run: Callable[[str, int, int], None] | None,
-            say: Callable[[str], None]) -> None:
+            say: Callable[[str], None], tolerance: float) -> None:
     rev, rounds = result.rev, result.rounds
     base_cwd = base_root / here.relative_to(repo)
     if not base_cwd.is_dir():
@@ -486,7 +502,7 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
         for side, side_cwd in sides:
             if on_run is not None:
                 on_run(side, rnd, rounds)
-            run = run_side(side, rnd, side_cwd, pytest_args, work, python)
+            run = run_side(side, rnd, side_cwd, pytest_args, work, python, deselect=sorted(result.stopped))
             say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
                 f"{len(run.results)} perf tests, {run.seconds:.1f} s")
             crashed = run.returncode in (0, 1) and not run.reported
@@ -514,6 +530,36 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
                 if not any(b.startswith(why) for b in result.base_broken):
                     result.base_broken.append(f"{why} (round {rnd}):\n{_tail(run.log)}")
             result.runs.append(run)
+        if rnd == 1:
+            _enough_rounds(result, say)
+        if FUTILITY_FROM <= rnd < result.rounds and not _stop_futile(result, tolerance, say):
+            break
+
+
+def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:
+    """Say when ``rounds`` is too few for any test to be significant at its share of the error budget."""
+    tests = len({n for r in result.runs if r.side == "head" for n in r.results})
+    need = min_pairs(1 - 2 * result.alpha / max(1, tests))
+    if result.rounds < need:
+        say(f"perfguard ab: WARNING: {tests} tests share a {result.alpha:.2%} error budget, so a slowdown needs "
+            f"{need} rounds to be significant: with --rounds {result.rounds} every latency verdict will be "
+            "'insufficient' (a failure)")
+
+
+def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None]) -> bool:
+    """Stop the tests that cannot be slower beyond the tolerance; False when none is left to measure."""
+    base = _pool([r for r in result.runs if r.side == "base"])
+    head = _pool([r for r in result.runs if r.side == "head" and r.returncode in (0, 1)])
+    live = [n for n in head if n not in result.stopped]
+    for nodeid in live:
+        b, h = (base.get(nodeid) or {}).get("measurement") or {}, head[nodeid].get("measurement") or {}
+        if b.get("run_bests") and h.get("run_bests") and not base[nodeid].get("broken"):
+            stop = futile(b["run_bests"], h["run_bests"], tolerance=tolerance)
+            if stop is not None:
+                result.stopped[nodeid] = stop
+    left = len([n for n in live if n not in result.stopped])
+    say(f"perfguard ab: {len(result.stopped)} test(s) stopped unchanged, {left} still measured")
+    return left > 0
 
 
 _NO_REPORT = "it wrote no --perf-json report: it crashed, or the plugin could not be loaded"
@@ -534,12 +580,13 @@ def _decide(result: ABResult, tolerance: float) -> None:
                              "comparison": None, "messages": [
                                  f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')}):\n{_tail(run.log)}"]})
     base_ok = not result.base_broken
+    share = result.alpha / max(1, len(head))
     for nodeid in sorted(head):
         b = base.get(nodeid) if base_ok else None
         if b is not None and b.get("broken"):
             result.base_broken.append(f"{nodeid}: the test failed on the base")
             b = None
-        t = judge(nodeid, b, head[nodeid], tolerance, result.sha)
+        t = judge(nodeid, b, head[nodeid], tolerance, result.sha, share, result.stopped.get(nodeid))
         if nodeid not in base:
             result.only_head.append(nodeid)
         result.tests.append(t)

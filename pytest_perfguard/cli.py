@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,6 @@ from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseli
 from .units import format_value
 from .decide import compare_samples, geometric_mean
 from .gate import base_latency
-from .runs import min_pairs
 from .report import align
 
 __all__ = ["main"]
@@ -114,7 +114,7 @@ def ab(args: argparse.Namespace) -> int:
 
     try:
         result = run_ab(args.rev, args.pytest_args, rounds=args.rounds, tolerance=args.tolerance,
-                        seed=args.seed)
+                        alpha=args.alpha, seed=args.seed)
     except ABError as exc:
         print(f"perfguard ab: error: {exc}", file=sys.stderr)
         return 2
@@ -142,9 +142,14 @@ def ab(args: argparse.Namespace) -> int:
 
 def ab_context(result: Any, hints: bool = True) -> list[str]:
     """The lines that say what was compared (markdown context and the terminal header)."""
+    ran = max((r.round for r in result.runs), default=0)
     lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
-             f"{', with uncommitted changes' if result.dirty else ''}), {result.rounds} rounds, "
+             f"{', with uncommitted changes' if result.dirty else ''}), {ran} of at most {result.rounds} rounds, "
              f"the sides in random order (--seed {result.seed})"]
+    if result.tests:
+        lines.append(f"{len(result.tests)} test(s) shared a {result.alpha:.2%} error budget (--alpha); "
+                     f"{len(result.stopped)} stopped early, unchanged (their rounds ruled out a slowdown beyond "
+                     "the tolerance)")
     if result.geomean is not None:
         lines.append(f"geometric mean head/base: {result.geomean:.3f}x (< 1: head is faster)")
     lines += [f"base broken, not gated on: {why.splitlines()[0]}" for why in result.base_broken]
@@ -162,14 +167,14 @@ def ab_lines(result: Any) -> list[str]:
         unit = f"s/{(t.get('measurement') or {}).get('unit') or 'call'}"
         if c:
             rows.append([t["nodeid"], format_value(c["base"], unit), format_value(c["head"], unit),
-                         f"{c['ratio']:.2f}x", f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]", t["verdict"]])
+                         f"{c['ratio']:.2f}x", _interval(c.get("ci_low"), c.get("ci_high")), t["verdict"]])
         else:
             rows.append([t["nodeid"], "", "", "", "", t["verdict"]])
     lines = [f"perfguard ab: {line}" for line in ab_context(result, hints=False)]
     if rows:
-        lines += align(["test", "base", "head", "head/base", "99% CI", "verdict"], rows)
-        lines.append(f"base, head: the fastest third of the per-run best rounds (geometric mean) from {min_pairs()} "
-                     f"rounds on, else the median round")
+        lines += align(["test", "base", "head", "head/base", "CI", "verdict"], rows)
+        lines.append("base, head: the fastest third of the per-run best rounds (geometric mean); CI: at the test's "
+                     "share of the error budget (none for a test stopped early)")
     for why in result.base_broken:
         lines.append(f"base broken: {why}")
     for t in result.failed:
@@ -182,6 +187,11 @@ def ab_lines(result: Any) -> list[str]:
     return lines
 
 
+def _interval(low: Any, high: Any) -> str:
+    finite = all(isinstance(x, (int, float)) and math.isfinite(x) for x in (low, high))
+    return f"[{low:.2f}, {high:.2f}]" if finite else ""
+
+
 def ab_document(result: Any) -> dict[str, Any]:
     from .report import json_document
 
@@ -189,6 +199,7 @@ def ab_document(result: Any) -> dict[str, Any]:
             for r in result.runs]
     return json_document(result.tests, {"ab": {
         "rev": result.rev, "sha": result.sha, "rounds": result.rounds, "seed": result.seed, "dirty": result.dirty,
+        "alpha": result.alpha, "stopped": sorted(result.stopped),
         "geomean": result.geomean, "base_broken": result.base_broken, "only_base": result.only_base,
         "only_head": result.only_head, "hints": result.hints, "runs": runs}})
 
@@ -236,8 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "of the head.")
     a.add_argument("rev", help="the base revision, e.g. origin/main or HEAD~1")
     a.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                   help=f"rounds, one run of each side per round (default {DEFAULT_ROUNDS}: see the README's "
+                   help=f"the most rounds, one run of each side per round; a test stops earlier when its rounds "
+                        f"rule out a slowdown beyond the tolerance (default {DEFAULT_ROUNDS}: see the README's "
                         "reliability table)")
+    a.add_argument("--alpha", type=_tolerance, default=0.01,
+                   help="the chance that an unchanged head fails anywhere, shared by every test (default 1%%)")
     a.add_argument("--seed", type=int, help="draws the order of the sides in each round (default: a fresh "
                                             "one, printed, so that a run can be repeated)")
     a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")

@@ -33,7 +33,7 @@ from .runnoise import ProcessOffset, RunTest, SuiteModel, compare_latency, compa
 from .runs import RunComparison, compare_runs
 from .units import format_value
 
-__all__ = ["baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
+__all__ = ["ABRuns", "baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
            "unjudged"]
 
 MEMORY_FLOOR = 8 * 2**20
@@ -71,8 +71,18 @@ def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str,
 
 
 @dataclass(frozen=True)
+class ABRuns:
+    """``perfguard ab``: both sides' per-run best rounds, aligned by round (None where a run is missing),
+    and the futility stop (``runs.futile``) when the test was stopped early."""
+
+    base: list[float | None]
+    head: list[float | None]
+    stopped: RunComparison | None = None
+
+
+@dataclass(frozen=True)
 class LatencyDecision:
-    """The pooled rounds' comparison, and the runs' when both sides come from enough runs to decide
+    """The pooled rounds' comparison, and the runs' when both sides come from several runs
     (``perfguard ab``; else None). ``basis`` to ``reason`` are those of whichever decided."""
 
     pooled: Comparison
@@ -83,16 +93,17 @@ class LatencyDecision:
     ratio: float
     ci_low: float
     ci_high: float
-    verdict: str  # regressed | improved | unchanged
+    verdict: str  # regressed | improved | unchanged | insufficient
     reason: str
 
 
-def latency_decision(base: list[float], head: list[float], tolerance: float,
-                     runs: tuple[list[float], list[float]] | None = None, confidence: float = 0.99) -> LatencyDecision:
-    """Pooled rounds, or the runs (per-run best rounds, aligned by round) whenever they have a verdict."""
+def latency_decision(base: list[float], head: list[float], tolerance: float, runs: ABRuns | None = None,
+                     confidence: float = 0.99) -> LatencyDecision:
+    """Pooled rounds, or, when both sides come from several runs, the runs alone: with too few rounds
+    that is "insufficient", never a fallback to the pooled rounds (they cannot see run-to-run noise)."""
     cmp = compare_samples(base, head, tolerance=tolerance, metric="latency", confidence=confidence)
-    r = compare_runs(*runs, tolerance=tolerance, confidence=confidence) if runs else None
-    if r is not None and r.verdict != "insufficient":
+    if runs is not None:
+        r = runs.stopped or compare_runs(runs.base, runs.head, tolerance=tolerance, confidence=confidence)
         return LatencyDecision(cmp, r, "runs", r.base_value, r.head_value, r.ratio, r.ci_low, r.ci_high,
                                r.verdict, r.reason)
     return LatencyDecision(cmp, None, "median", cmp.base_median, cmp.head_median, cmp.ratio, cmp.ci_low,
@@ -105,7 +116,7 @@ def unjudged(label: str, budget_text: str, unit: str, why: str, now: float | Non
 
 
 ONE_RUN = ("the baseline holds one run per test, so the run-to-run noise of this machine is not modelled and "
-           "this check can false-fail: record 3 or more runs (`pytest --perf --perf-save`, once per run)")
+           "this check can false-fail: record 5 or more runs (`pytest --perf --perf-save`, once per run)")
 
 
 def _confidence(alpha: float | None) -> float:
@@ -123,7 +134,7 @@ def _run_row(label: str, budget_text: str, t: RunTest, unit: str) -> Row:
 
 
 def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
-                 unit: str, runs: tuple[list[float], list[float]] | None = None, alpha: float | None = None,
+                 unit: str, runs: ABRuns | None = None, alpha: float | None = None,
                  saved: Saved | None = None) -> Row:
     """``saved`` (stored mode): judged across the saved runs when it can be."""
     if saved is not None and alpha is not None:
@@ -205,7 +216,7 @@ def _memory_row(label: str, budget_text: str, base: float, now: float, tolerance
 
 
 def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str,
-                  runs: tuple[list[float], list[float]] | None, alpha: float | None, saved: Saved | None) -> Row | None:
+                  runs: ABRuns | None, alpha: float | None, saved: Saved | None) -> Row | None:
     base_samples = base_latency(entry)
     if lim.metric in ("latency", "throughput"):
         if not base_samples or not head:
@@ -246,20 +257,22 @@ def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
     return row
 
 
-def _comparisons(relative: list[Limit], latency: bool, memory: bool) -> int:
-    """How many of a test's rows share its error budget: latency and memory comparisons, one each."""
-    return sum(lim.metric in ("latency", "throughput", "memory", "gpu_memory") for lim in relative) + latency + memory
+def _comparisons(relative: list[Limit], latency: bool, memory: bool, stored: bool) -> int:
+    """How many of a test's rows share its error budget: each latency comparison, and in stored mode
+    (judged across saved runs) each memory one; ``latency``/``memory``: the default checks run."""
+    kinds = ("latency", "throughput") + (("memory", "gpu_memory") if stored else ())
+    return sum(lim.metric in kinds for lim in relative) + latency + (memory and stored)
 
 
 def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str, Any] | None,
-                  tolerance: float, base_runs: list[float] | None = None, *, alpha: float | None = None,
-                  saved: Saved | None = None) -> list[Row]:
+                  tolerance: float, base_runs: list[float | None] | None = None, *, alpha: float | None = None,
+                  saved: Saved | None = None, stopped: RunComparison | None = None) -> list[Row]:
     """Rows replacing ``no-baseline`` rows (relative budgets) plus the default regression checks.
 
     ``base_runs``: the base's per-run best rounds; with the head's (``measurement.run_bests``)
-    the latency rows are decided across runs (``perfguard ab``). ``alpha``: this test's share of the
-    run's error budget (None: each comparison at 99 % confidence); ``saved`` (stored mode) turns on the
-    comparison across saved runs.
+    the latency rows are decided across runs (``perfguard ab``; ``stopped``: its futility stop).
+    ``alpha``: this test's share of the run's error budget (None: each comparison at 99 % confidence);
+    ``saved`` (stored mode) turns on the comparison across saved runs.
     """
     if entry is None:
         return [Row(**d) for d in result["rows"]]
@@ -269,7 +282,7 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
     m = result.get("measurement") or {}
     head = list(m.get("samples") or [])
     unit = f"s/{m.get('unit') or 'call'}"
-    runs = (list(base_runs), list(m["run_bests"])) if base_runs and m.get("run_bests") else None
+    runs = ABRuns(list(base_runs), list(m["run_bests"]), stopped) if base_runs and m.get("run_bests") else None
     saved = saved if runs is None else None
     relative = [lim for lim in (budget.limits if budget else ()) if lim.relative]
     # a relative tail budget ({"p99": "+10%"}) is judged on the tail: the default median check still runs
@@ -278,7 +291,7 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
     default_latency = bool(head) and not checked & {"latency", "throughput"}
     default_memory = "memory" not in checked and now_mem is not None
     if alpha is not None:
-        alpha /= max(1, _comparisons(relative, default_latency, default_memory))
+        alpha /= max(1, _comparisons(relative, default_latency, default_memory, saved is not None))
     for lim in relative:
         row = _relative_row(lim, entry, result, head, unit, runs, alpha, saved)
         rows.append(row or Row(lim.label, lim.text, None, unit, "error",

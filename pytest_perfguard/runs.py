@@ -210,6 +210,37 @@ def compare_runs(base_bests, head_bests, *, tolerance: float = 0.05, confidence:
                          tolerance, confidence, verdict, reason)
 
 
+FUTILITY_BETA = 0.1  # a test stops early when "slower beyond the tolerance" is rejected at this level
+
+
+def futile(base_bests, head_bests, *, tolerance: float, beta: float = FUTILITY_BETA) -> RunComparison | None:
+    """An "unchanged" verdict when the rounds so far already show the head within the tolerance both
+    ways (the randomization tests of "head >= (1 + tolerance) x base" and of "head <= (1 - tolerance)
+    x base" both reject at ``beta``: an equivalence test), else None.
+
+    Stopping a test this way can only turn a later rejection into none, so it spends none of the
+    error budget; it costs power only for a change near the tolerance (at most ``beta``). A clear
+    improvement is not stopped: it runs on until it can be claimed at the test's share of the budget.
+    """
+    n = max(len(base_bests), len(head_bests))
+    b, h = _aligned(base_bests, n), _aligned(head_bests, n)
+    pairs = int((~np.isnan(b) & ~np.isnan(h)).sum())
+    if pairs < min_pairs(1 - 2 * beta) or not 0 < tolerance < 1:
+        return None
+    test = _Randomization(np.log(b), np.log(h))
+    _, _, below_upper = test.test(math.log(1 + tolerance))
+    _, above_lower, _ = test.test(math.log(1 - tolerance))
+    if below_upper >= beta or above_lower >= beta:
+        return None
+    observed, p_slower, p_faster = test.test(0.0)
+    ratio = math.exp(observed)
+    reason = (f"stopped after {pairs} rounds: fastest third of the per-run best rounds {ratio:.3f}x, within "
+              f"{1 - tolerance:.2f}x-{1 + tolerance:.2f}x (randomization p={max(below_upper, above_lower):.2g} "
+              f"< {beta:g}): no change beyond the {100 * tolerance:g} % tolerance")
+    return RunComparison(_level(b), _level(h), ratio, math.nan, math.nan, p_slower, p_faster, int((~np.isnan(b)).sum()),
+                         int((~np.isnan(h)).sum()), pairs, tolerance, 1 - 2 * beta, "unchanged", reason)
+
+
 def _key(x: np.ndarray) -> tuple[float | None, ...]:
     """Hashable and equal for equal runs: None for a missing run (NaN never equals itself)."""
     return tuple(None if math.isnan(v) else float(v) for v in x)

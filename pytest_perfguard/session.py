@@ -136,7 +136,7 @@ def error_budget_notes(results: list[dict[str, Any]], alpha: float) -> list[str]
     one_run = len({nodeid for nodeid, row in shared if ONE_RUN in row["message"]})
     if one_run:
         notes.append(f"{one_run} test(s) were compared with a baseline of one run per test: run-to-run noise is not "
-                     "modelled, so they can false-fail; record 3 or more runs (`pytest --perf --perf-save`, once per run)")
+                     "modelled, so they can false-fail; record 5 or more runs (`pytest --perf --perf-save`, once per run)")
     return notes
 
 

@@ -102,9 +102,10 @@ def worktrees(repo: Path) -> list[str]:
 
 
 def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(repo: Path) -> None:
-    proc = ab(repo, "HEAD~1", "--rounds", "2", "--seed", "7", "--json", "ab.json", "--markdown", "ab.md", "--", *FAST)
+    # 7 rounds: one test holds the whole 1 % error budget, and 2^-7 is the least p-value that is below it
+    proc = ab(repo, "HEAD~1", "--rounds", "7", "--seed", "7", "--json", "ab.json", "--markdown", "ab.md", "--", *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "round 2/2 head" in proc.stdout
+    assert "round 7/7 head" in proc.stdout
     assert "improved" in proc.stdout
     doc = json.loads((repo / "ab.json").read_text())
     (test,) = doc["tests"]
@@ -113,7 +114,7 @@ def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(r
     assert test["base_metrics"]["is_head"] == 0.0  # ... and the base its own
     assert test["comparison"]["ratio"] < 0.1  # 1/1000 of the work; 45x above the worst measured: see BASE_N
     assert test["verdict"] == "improved"
-    assert sorted((r["round"], r["side"]) for r in doc["ab"]["runs"]) == [(1, "base"), (1, "head"), (2, "base"), (2, "head")]
+    assert sorted((r["round"], r["side"]) for r in doc["ab"]["runs"]) == [(k, s) for k in range(1, 8) for s in ("base", "head")]
     assert doc["ab"]["seed"] == 7 and "in random order (--seed 7)" in proc.stdout
     assert "**PASSED**" in (repo / "ab.md").read_text()
     assert len(worktrees(repo)) == 1  # the base worktree is gone
@@ -136,9 +137,9 @@ def test_relative_budget_resolves_against_the_base_measured_in_this_job(repo: Pa
         "tests/test_work.py": TEST.format(latency="+10%"),
         "src/mylib/__init__.py": LIB.format(version="head", n=2 * BASE_N),
     })
-    proc = ab(repo, "HEAD~1", "--rounds", "1", "--", *FAST)
+    proc = ab(repo, "HEAD~1", "--rounds", "7", "--", *FAST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "worse beyond the 10 % tolerance" in proc.stdout  # the "+10%" row, judged against HEAD~1's pooled samples
+    assert "slower beyond the 10 % tolerance" in proc.stdout  # the "+10%" row, judged against HEAD~1's runs
 
 
 def test_uncommitted_changes_are_measured_as_they_are_and_said(repo: Path) -> None:
@@ -289,7 +290,7 @@ def test_an_editable_install_outside_src_is_caught_not_compared_with_itself(flat
 
 
 def test_the_way_out_the_error_names_makes_each_side_import_its_own_code(flat_repo: Path) -> None:
-    proc = ab(flat_repo, "HEAD~1", "--rounds", "1", "--json", "ab.json", "--", *FAST,
+    proc = ab(flat_repo, "HEAD~1", "--rounds", "7", "--json", "ab.json", "--", *FAST,
               "-o", "perfguard_ab_pythonpath=.", pythonpath=flat_repo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (test,) = json.loads((flat_repo / "ab.json").read_text())["tests"]
@@ -365,7 +366,7 @@ def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
     git(repo, "checkout", "-q", "-b", "base-lib", "HEAD")
     commit(repo, "base version in lib", {"lib/mylib/__init__.py": LIB.format(version="base", n=BASE_N)})
     git(repo, "checkout", "-q", "-")
-    proc = ab(repo, "base-lib", "--rounds", "1", "--json", "ab.json", "--", *FAST)
+    proc = ab(repo, "base-lib", "--rounds", "7", "--json", "ab.json", "--", *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (test,) = json.loads((repo / "ab.json").read_text())["tests"]
     assert (test["base_metrics"]["is_head"], test["metrics"]["is_head"]) == (0.0, 1.0)
@@ -374,8 +375,11 @@ def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
 def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_perfguard import ab as ab_module
 
-    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable):
-        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {}, imports={"modules": {}})
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+        level = 1e-3 if side == "base" else 5e-4  # a clear improvement: never stopped early
+        results = {"t::x": {"nodeid": "t::x", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
+                            "measurement": {"samples": [level * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}}
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
 
@@ -417,5 +421,49 @@ def test_from_eight_rounds_on_the_runs_decide_the_latency_rows() -> None:
                      base_bests)["latency vs baseline"]
     assert steady.verdict == "regressed"
     assert steady.ratio == pytest.approx((1.29 * 1.30 * 1.30) ** (1 / 3) / (1.00 * 1.00 * 1.01) ** (1 / 3))  # 3 of 8
-    few = latency(noisy[:7], base_bests[:7])["latency vs baseline"]  # < 8 rounds: the pooled rounds
-    assert few.verdict == "regressed" and "fastest third" not in few.message
+    few = latency(noisy[:7], base_bests[:7])["latency vs baseline"]  # < 8 rounds: never the pooled rounds
+    assert few.verdict == "unjudged" and "too few rounds to judge across runs (7 with both sides; need 8)" in few.message
+
+
+def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From round 4 a test shown within the tolerance both ways stops, "unchanged", and later runs
+    deselect it; a slower test runs on to the last round and is judged at its share of the budget."""
+    from pytest_perfguard import ab as ab_module
+
+    calls: list[tuple[str, int, tuple[str, ...]]] = []
+
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+        calls.append((side, rnd, tuple(deselect)))
+        wobble = 1 + 0.004 * ((3 * rnd + (side == "head")) % 3)
+        level = {"t::same": 1e-3, "t::slow": 1e-3 * (2.0 if side == "head" else 1.0)}
+        results = {n: {"nodeid": n, "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
+                       "measurement": {"samples": [v * wobble * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}
+                   for n, v in level.items() if n not in deselect}
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
+
+    monkeypatch.setattr(ab_module, "run_side", fake_run)
+    said: list[str] = []
+    result = ab_module.run_ab("HEAD~1", [], rounds=8, cwd=repo, seed=1, say=said.append)
+    assert list(result.stopped) == ["t::same"] and "stopped after 4 rounds" in result.stopped["t::same"].reason
+    assert {d for _, rnd, d in calls if rnd > 4} == {("t::same",)} and {d for _, rnd, d in calls if rnd <= 4} == {()}
+    verdicts = {t["nodeid"]: t["verdict"] for t in result.tests}
+    assert verdicts == {"t::same": "unchanged", "t::slow": "regressed"}
+    slow = next(t for t in result.tests if t["nodeid"] == "t::slow")
+    assert next(r for r in slow["rows"] if r["metric"] == "latency vs baseline")["alpha"] == pytest.approx(0.005)
+    assert any(line.endswith("1 test(s) stopped unchanged, 1 still measured") for line in said)
+
+
+def test_too_few_rounds_for_the_error_budget_are_said_before_measuring_on(repo: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_perfguard import ab as ab_module
+
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+        results = {f"t::{i}": {"nodeid": f"t::{i}", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
+                               "measurement": {"samples": [1e-3] * 10, "unit": "call"}} for i in range(20)}
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
+
+    monkeypatch.setattr(ab_module, "run_side", fake_run)
+    said: list[str] = []
+    result = ab_module.run_ab("HEAD~1", [], rounds=3, cwd=repo, seed=1, say=said.append)
+    assert any("20 tests share a 1.00% error budget, so a slowdown needs 11 rounds" in line for line in said)
+    assert {t["verdict"] for t in result.tests} == {"failed"}  # insufficient, never a fallback to pooled rounds
