@@ -42,13 +42,19 @@ def row_cell(row: dict[str, Any], key: str) -> str:
         return format_value(value, row.get("unit", ""))
     if key == "ratio":
         return f"{value:.2f}x" if isinstance(value, (int, float)) else ""
+    if key == "mde":
+        return f"±{value:.0%}" if isinstance(value, (int, float)) else ""
     return "" if value is None else str(value)
 
 
 def summary_table(results: Iterable[dict[str, Any]], with_baseline: bool = False) -> list[str]:
-    """Aligned text lines: test, metric, budget, [baseline], now, ratio, verdict."""
-    header = ["test", "metric", "budget"] + (["baseline"] if with_baseline else []) + ["now", "ratio", "verdict"]
-    keys = ["metric", "budget"] + (["baseline"] if with_baseline else []) + ["now", "ratio", "verdict"]
+    """Aligned text lines: test, metric, budget, [baseline], now, ratio, verdict, [could flag: the
+    smallest change a comparison across saved runs could have caught]."""
+    results = list(results)
+    mde = any(row.get("mde") is not None for res in results for row in res.get("rows", []))
+    keys = ["metric", "budget"] + (["baseline"] if with_baseline else []) + ["now", "ratio", "verdict"] + (
+        ["mde"] if mde else [])
+    header = ["test", *keys[:-1], "could flag"] if mde else ["test", *keys]
     table = [header]
     for res in results:
         name = res["nodeid"]

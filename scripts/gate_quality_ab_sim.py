@@ -1,0 +1,93 @@
+"""``perfguard ab``'s sequential decision at suite scale, by simulation through the real functions.
+
+Each simulated A/B run measures ``--tests`` tests for up to ``--max-rounds`` rounds, one base and
+one head process per round. Every process has its own speed (log-normal, SD ``sigma``: the 5-15 %
+run-to-run offset of a shared VM), every test a per-run jitter (SD drawn per test from 0.5-5 %),
+and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). From round
+``--futility-from`` on, ``runs.futile`` stops the tests shown within the tolerance (as
+``ab._stop_futile`` does, and they are not measured again); at the end ``runs.compare_runs``
+judges the rest at each test's share of ``--alpha`` (as ``ab.judge`` does through the gate).
+
+Reported: how often an unchanged suite fails anywhere, how often a +10 % slowdown of one test is
+caught with no other test failing (95 % Clopper-Pearson intervals), and the mean cost in
+test-measurements per test, in units of one plain run of the suite (a plain run measures each test
+once; today's fixed 12 rounds cost 24).
+
+    python scripts/gate_quality_ab_sim.py --suites 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+
+from gate_quality_stored import interval  # the same folder: the Clopper-Pearson interval
+from pytest_perfguard.runs import compare_runs, futile
+
+
+def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None):
+    """(failed tests, cost in plain runs, rounds run)."""
+    jitter = rng.uniform(0.005, 0.05, n_tests)
+    live = set(range(n_tests))
+    bests: dict[str, list[list[float | None]]] = {"base": [[] for _ in range(n_tests)],
+                                                    "head": [[] for _ in range(n_tests)]}
+    measured, stopped = 0, set()
+    for rnd in range(1, max_rounds + 1):
+        for side in ("base", "head"):
+            speed = math.exp(rng.normal(0, sigma))
+            for t in range(n_tests):
+                if t not in live:
+                    bests[side][t].append(None)
+                    continue
+                v = speed * math.exp(rng.normal(0, jitter[t]))
+                v *= slow[1] if side == "head" and slow and slow[0] == t else 1.0
+                v *= rng.uniform(1.2, 1.6) if rng.random() < 0.05 else 1.0
+                bests[side][t].append(v)
+            measured += len(live)
+        if futility_from <= rnd < max_rounds:
+            for t in list(live):
+                if futile(bests["base"][t], bests["head"][t], tolerance=tolerance) is not None:
+                    live.discard(t)
+                    stopped.add(t)
+        if not live:
+            break
+    share = alpha / n_tests
+    failed = {t for t in range(n_tests) if t not in stopped and compare_runs(
+        bests["base"][t], bests["head"][t], tolerance=tolerance, confidence=1 - 2 * share,
+        interval=False).verdict in ("regressed", "insufficient")}
+    return failed, measured / n_tests, rnd
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suites", type=int, default=400)
+    ap.add_argument("--tests", type=int, default=20)
+    ap.add_argument("--alpha", type=float, default=0.01)
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--sigmas", default="0.05,0.10")
+    ap.add_argument("--max-rounds", default="16,20,24")
+    ap.add_argument("--futility-from", default="4")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} A/B runs per cell\n")
+    print("| run SD | max rounds | futility from | unchanged suite fails | +10 % caught alone | mean cost "
+          "(plain runs), unchanged | mean cost, +10 % |")
+    print("|---|---|---|---|---|---|---|")
+    for sigma in (float(s) for s in a.sigmas.split(",")):
+        for max_rounds in (int(r) for r in a.max_rounds.split(",")):
+            for start in (int(f) for f in a.futility_from.split(",")):
+                rng = np.random.default_rng(a.seed)
+                args = (a.tests, sigma, max_rounds, start, a.tolerance, a.alpha)
+                null = [one_ab(rng, *args) for _ in range(a.suites)]
+                alt = [one_ab(rng, *args, slow=(0, 1.10)) for _ in range(a.suites)]
+                print(f"| {sigma:.0%} | {max_rounds} | {start} | {interval(sum(bool(f) for f, _, _ in null), a.suites)} | "
+                      f"{interval(sum(f == {0} for f, _, _ in alt), a.suites)} | "
+                      f"{np.mean([c for _, c, _ in null]):.1f} | {np.mean([c for _, c, _ in alt]):.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
