@@ -52,11 +52,11 @@ from typing import Any
 import numpy as np
 
 from .budget import BudgetError, parse_budget
-from .check import evaluate
+from .check import Row, evaluate
 from .decide import geometric_mean, summarize
 from .gate import ABRuns, baseline_rows, entry_from_result, latency_decision
 from .measure import Measurement
-from .runs import RunComparison, futile, min_pairs
+from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, without_run_speeds
 
 __all__ = ["ABError", "ABResult", "Interrupted", "run_ab", "ab_pythonpath", "check_imports", "SIDE_ENV",
            "IMPORTS_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
@@ -502,7 +502,7 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
         for side, side_cwd in sides:
             if on_run is not None:
                 on_run(side, rnd, rounds)
-            run = run_side(side, rnd, side_cwd, pytest_args, work, python, deselect=sorted(result.stopped))
+            run = run_side(side, rnd, side_cwd, pytest_args, work, python, deselect=_deselected(result))
             say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
                 f"{len(run.results)} perf tests, {run.seconds:.1f} s")
             crashed = run.returncode in (0, 1) and not run.reported
@@ -539,27 +539,80 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
 def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:
     """Say when ``rounds`` is too few for any test to be significant at its share of the error budget."""
     tests = len({n for r in result.runs if r.side == "head" for n in r.results})
-    need = min_pairs(1 - 2 * result.alpha / max(1, tests))
+    need = min_pairs(1 - 2 * result.alpha / max(1, tests + (tests >= MIN_TESTS)))  # + the runs' speed
     if result.rounds < need:
         say(f"perfguard ab: WARNING: {tests} tests share a {result.alpha:.2%} error budget, so a slowdown needs "
             f"{need} rounds to be significant: with --rounds {result.rounds} every latency verdict will be "
             "'insufficient' (a failure)")
 
 
-def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None]) -> bool:
-    """Stop the tests that cannot be slower beyond the tolerance; False when none is left to measure."""
+def _pools(result: ABResult) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], tuple[list, list]]:
+    """Both sides' pooled results, each test's per-run best rounds with the runs' own speeds taken out
+    (``runs.without_run_speeds``), and those speeds (base, head)."""
     base = _pool([r for r in result.runs if r.side == "base"])
     head = _pool([r for r in result.runs if r.side == "head" and r.returncode in (0, 1)])
-    live = [n for n in head if n not in result.stopped]
-    for nodeid in live:
+    paired = {n: (base[n]["measurement"]["run_bests"], head[n]["measurement"]["run_bests"]) for n in head
+              if n in base and not base[n].get("broken") and (base[n].get("measurement") or {}).get("run_bests")
+              and (head[n].get("measurement") or {}).get("run_bests")}
+    corrected, speeds = without_run_speeds(paired)
+    for n, (b, h) in corrected.items():
+        base[n]["measurement"]["run_bests"], head[n]["measurement"]["run_bests"] = b, h
+    return base, head, speeds
+
+
+def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None]) -> bool:
+    """Stop the tests shown within the tolerance (``runs.futile``), and the runs' speed likewise;
+    False when nothing is left to judge.
+
+    The last stopped tests go on being measured while fewer than ``MIN_TESTS`` others are, so that
+    every run still has the tests its speed is estimated from (``ab._deselected``)."""
+    base, head, speeds = _pools(result)
+    for nodeid in [n for n in head if n not in result.stopped]:
         b, h = (base.get(nodeid) or {}).get("measurement") or {}, head[nodeid].get("measurement") or {}
         if b.get("run_bests") and h.get("run_bests") and not base[nodeid].get("broken"):
             stop = futile(b["run_bests"], h["run_bests"], tolerance=tolerance)
             if stop is not None:
                 result.stopped[nodeid] = stop
-    left = len([n for n in live if n not in result.stopped])
-    say(f"perfguard ab: {len(result.stopped)} test(s) stopped unchanged, {left} still measured")
-    return left > 0
+    if SPEED not in result.stopped and _speed_row(speeds, tolerance) is not None:
+        stop = futile(*speeds, tolerance=tolerance)
+        if stop is not None:
+            result.stopped[SPEED] = stop
+    left = len([n for n in head if n not in result.stopped])
+    speed = "" if SPEED in result.stopped or _speed_row(speeds, tolerance) is None else " (and the runs' speed)"
+    say(f"perfguard ab: {len(set(result.stopped) - {SPEED})} test(s) stopped unchanged, {left} still measured{speed}")
+    return left > 0 or bool(speed)
+
+
+def _deselected(result: ABResult) -> list[str]:
+    """The stopped tests that later runs skip: all but enough to estimate each run's speed."""
+    measured = {n for r in result.runs for n in r.results}
+    stopped = sorted(set(result.stopped) - {SPEED})
+    keep = max(0, MIN_TESTS - len(measured - set(stopped)))
+    return stopped[keep:]
+
+
+SPEED = "(every test: the speed of the runs)"
+
+
+def _speed_row(speeds: tuple[list, list], tolerance: float,
+               stopped: RunComparison | None = None) -> Callable[[float], dict[str, Any]] | None:
+    """The judgement of the runs' speeds themselves (None when they are not known): a change that
+    slows every test alike shows only there, the tests being judged with each run's speed taken out."""
+    if not any(s is not None for s in speeds[0]) or not any(s is not None for s in speeds[1]):
+        return None
+
+    def judged(share: float) -> dict[str, Any]:
+        c = stopped or compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * share)
+        verdict = "failed" if c.verdict == "insufficient" else c.verdict
+        row = Row("speed of every test", f"±{tolerance:.0%}", c.head_value, "", verdict if verdict != "failed"
+                  else "unjudged", f"speed of every test {c.verdict}: {c.reason}", baseline=c.base_value,
+                  ratio=c.ratio, p_value=c.p_slower, alpha=share)
+        messages = [row.message] if row.failed else []
+        return {"nodeid": SPEED, "verdict": verdict, "rows": [row.to_dict()], "messages": messages,
+                "comparison": {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                               for k, v in dict(c.to_dict(), basis="runs", base=c.base_value, head=c.head_value).items()}}
+
+    return judged
 
 
 _NO_REPORT = "it wrote no --perf-json report: it crashed, or the plugin could not be loaded"
@@ -571,16 +624,15 @@ def _tail(log: Path, lines: int = 15) -> str:
 
 
 def _decide(result: ABResult, tolerance: float) -> None:
-    base = _pool([r for r in result.runs if r.side == "base"])
-    head_runs = [r for r in result.runs if r.side == "head"]
-    errors = [r for r in head_runs if r.returncode not in (0, 1)]
-    head = _pool([r for r in head_runs if r not in errors])
+    base, head, speeds = _pools(result)
+    errors = [r for r in result.runs if r.side == "head" and r.returncode not in (0, 1)]
     for run in errors:
         result.tests.append({"nodeid": f"(head run, round {run.round})", "verdict": "failed", "rows": [],
                              "comparison": None, "messages": [
                                  f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')}):\n{_tail(run.log)}"]})
     base_ok = not result.base_broken
-    share = result.alpha / max(1, len(head))
+    suite = _speed_row(speeds, tolerance, result.stopped.get(SPEED)) if base_ok else None
+    share = result.alpha / max(1, len(head) + (suite is not None))
     for nodeid in sorted(head):
         b = base.get(nodeid) if base_ok else None
         if b is not None and b.get("broken"):
@@ -590,7 +642,9 @@ def _decide(result: ABResult, tolerance: float) -> None:
         if nodeid not in base:
             result.only_head.append(nodeid)
         result.tests.append(t)
+    if suite is not None:
+        result.tests.append(suite(share))
     result.only_base = sorted(set(base) - set(head))
     ratios = [t["comparison"]["ratio"] for t in result.tests
-              if t["comparison"] and t["comparison"].get("ratio")]
+              if t["comparison"] and t["comparison"].get("ratio") and t["nodeid"] != SPEED]
     result.geomean = geometric_mean(ratios) if ratios else None

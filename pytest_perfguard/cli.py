@@ -164,7 +164,7 @@ def ab_lines(result: Any) -> list[str]:
     rows = []
     for t in result.tests:
         c = t.get("comparison")
-        unit = f"s/{(t.get('measurement') or {}).get('unit') or 'call'}"
+        unit = f"s/{t['measurement'].get('unit') or 'call'}" if t.get("measurement") else ""
         if c:
             rows.append([t["nodeid"], format_value(c["base"], unit), format_value(c["head"], unit),
                          f"{c['ratio']:.2f}x", _interval(c.get("ci_low"), c.get("ci_high")), t["verdict"]])

@@ -210,6 +210,39 @@ def compare_runs(base_bests, head_bests, *, tolerance: float = 0.05, confidence:
                          tolerance, confidence, verdict, reason)
 
 
+MIN_TESTS = 3  # a run's speed is estimated from at least this many tests
+
+
+def without_run_speeds(bests: dict[str, tuple[list, list]]) -> tuple[dict[str, tuple[list, list]], tuple[list, list]]:
+    """Each run's own speed taken out of its tests' best rounds, and those speeds.
+
+    ``bests``: per test, the base's and the head's per-run best rounds, aligned by round (None where
+    a run did not measure the test). A process's speed is shared by every test it measures: it is
+    the median, over the tests of that run (at least ``MIN_TESTS``), of their log deviation from
+    their mean over all runs of both sides. Each value is divided by its run's speed (kept as it is
+    where the speed is not known). Returned: the corrected bests, and the runs' speeds (base, head),
+    None where not known. The corrected values of a round still swap as a whole under no change (the
+    speed is a symmetric function of the run's values), so ``compare_runs`` stays exact for them; a
+    change that slows every test alike moves the speeds instead, which ``compare_runs`` on the speeds
+    judges.
+    """
+    n = max((len(x) for b, h in bests.values() for x in (b, h)), default=0)
+    logs = {t: (np.log(_aligned(b, n)), np.log(_aligned(h, n))) for t, (b, h) in bests.items()}
+    centre = {t: float(np.nanmean(np.concatenate(bh))) if np.isfinite(np.concatenate(bh)).any() else math.nan
+              for t, bh in logs.items()}
+    speeds: list[list[float | None]] = [[], []]
+    for side in (0, 1):
+        for r in range(n):
+            devs = [logs[t][side][r] - centre[t] for t in logs if math.isfinite(logs[t][side][r])]
+            speeds[side].append(float(np.median(devs)) if len(devs) >= MIN_TESTS else None)
+    out = {}
+    for t, (b, h) in bests.items():
+        out[t] = tuple([None if math.isnan(v) else float(v) * math.exp(-(speeds[side][r] or 0.0))
+                        for r, v in enumerate(_aligned(x, n))] for side, x in enumerate((b, h)))
+    return out, ([None if s is None else math.exp(s) for s in speeds[0]],
+                 [None if s is None else math.exp(s) for s in speeds[1]])
+
+
 FUTILITY_BETA = 0.1  # a test stops early when "slower beyond the tolerance" is rejected at this level
 
 

@@ -4,9 +4,11 @@ Each simulated A/B run measures ``--tests`` tests for up to ``--max-rounds`` rou
 one head process per round. Every process has its own speed (log-normal, SD ``sigma``: the 5-15 %
 run-to-run offset of a shared VM), every test a per-run jitter (SD drawn per test from 0.5-5 %),
 and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). From round
-``--futility-from`` on, ``runs.futile`` stops the tests shown within the tolerance (as
-``ab._stop_futile`` does, and they are not measured again); at the end ``runs.compare_runs``
-judges the rest at each test's share of ``--alpha`` (as ``ab.judge`` does through the gate).
+``--futility-from`` on, ``runs.futile`` stops the tests shown within the tolerance, on the run
+bests with each run's speed taken out (``runs.without_run_speeds``), as ``ab._stop_futile`` does;
+stopped tests are not measured again, but for the few that each run's speed needs. At the end
+``runs.compare_runs`` judges the rest, and the runs' speeds, at each one's share of ``--alpha``
+(as ``ab._decide`` does).
 
 Reported: how often an unchanged suite fails anywhere, how often a +10 % slowdown of one test is
 caught with no other test failing (95 % Clopper-Pearson intervals), and the mean cost in
@@ -25,39 +27,41 @@ import sys
 import numpy as np
 
 from gate_quality_stored import interval  # the same folder: the Clopper-Pearson interval
-from pytest_perfguard.runs import compare_runs, futile
+from pytest_perfguard.runs import MIN_TESTS, compare_runs, futile, without_run_speeds
 
 
 def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None):
-    """(failed tests, cost in plain runs, rounds run)."""
+    """(failed tests, cost in plain runs, rounds run); test -1 is the runs' speed."""
     jitter = rng.uniform(0.005, 0.05, n_tests)
-    live = set(range(n_tests))
-    bests: dict[str, list[list[float | None]]] = {"base": [[] for _ in range(n_tests)],
-                                                    "head": [[] for _ in range(n_tests)]}
+    bests = {t: ([], []) for t in range(n_tests)}
     measured, stopped = 0, set()
     for rnd in range(1, max_rounds + 1):
-        for side in ("base", "head"):
+        live = [t for t in range(n_tests) if t not in stopped]
+        skip = sorted(stopped)[max(0, MIN_TESTS - len(live)):]  # as ab._deselected
+        for side in (0, 1):
             speed = math.exp(rng.normal(0, sigma))
             for t in range(n_tests):
-                if t not in live:
-                    bests[side][t].append(None)
+                if t in skip:
+                    bests[t][side].append(None)
                     continue
                 v = speed * math.exp(rng.normal(0, jitter[t]))
-                v *= slow[1] if side == "head" and slow and slow[0] == t else 1.0
+                v *= slow[1] if side == 1 and slow and slow[0] == t else 1.0
                 v *= rng.uniform(1.2, 1.6) if rng.random() < 0.05 else 1.0
-                bests[side][t].append(v)
-            measured += len(live)
+                bests[t][side].append(v)
+            measured += n_tests - len(skip)
+        corrected, speeds = without_run_speeds(bests)
         if futility_from <= rnd < max_rounds:
-            for t in list(live):
-                if futile(bests["base"][t], bests["head"][t], tolerance=tolerance) is not None:
-                    live.discard(t)
+            for t in live:
+                if futile(*corrected[t], tolerance=tolerance) is not None:
                     stopped.add(t)
-        if not live:
+            if -1 not in stopped and futile(*speeds, tolerance=tolerance) is not None:
+                stopped.add(-1)
+        if len(stopped) == n_tests + 1:
             break
-    share = alpha / n_tests
-    failed = {t for t in range(n_tests) if t not in stopped and compare_runs(
-        bests["base"][t], bests["head"][t], tolerance=tolerance, confidence=1 - 2 * share,
-        interval=False).verdict in ("regressed", "insufficient")}
+    share = alpha / (n_tests + 1)
+    series = {**corrected, -1: speeds}
+    failed = {t for t, (b, h) in series.items() if t not in stopped and compare_runs(
+        b, h, tolerance=tolerance, confidence=1 - 2 * share, interval=False).verdict in ("regressed", "insufficient")}
     return failed, measured / n_tests, rnd
 
 

@@ -427,30 +427,52 @@ def test_from_eight_rounds_on_the_runs_decide_the_latency_rows() -> None:
 
 def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """From round 4 a test shown within the tolerance both ways stops, "unchanged", and later runs
-    deselect it; a slower test runs on to the last round and is judged at its share of the budget."""
+    deselect it (all but the few that each run's speed is estimated from); a slower test runs on to
+    the last round and is judged at its share of the budget; each run's own speed is taken out."""
     from pytest_perfguard import ab as ab_module
 
     calls: list[tuple[str, int, tuple[str, ...]]] = []
+    same = [f"t::same{i}" for i in range(4)]
 
     def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
         calls.append((side, rnd, tuple(deselect)))
-        wobble = 1 + 0.004 * ((3 * rnd + (side == "head")) % 3)
-        level = {"t::same": 1e-3, "t::slow": 1e-3 * (2.0 if side == "head" else 1.0)}
+        speed = 1 + 0.15 * ((5 * rnd + 2 * (side == "head")) % 4) / 3  # each process up to 15 % slower
+        level = {**{n: 1e-3 * (i + 1) for i, n in enumerate(same)}, "t::slow": 1e-3 * (1.3 if side == "head" else 1)}
         results = {n: {"nodeid": n, "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
-                       "measurement": {"samples": [v * wobble * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}
+                       "measurement": {"samples": [v * speed * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}
                    for n, v in level.items() if n not in deselect}
         return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
-    result = ab_module.run_ab("HEAD~1", [], rounds=8, cwd=repo, seed=1, say=said.append)
-    assert list(result.stopped) == ["t::same"] and "stopped after 4 rounds" in result.stopped["t::same"].reason
-    assert {d for _, rnd, d in calls if rnd > 4} == {("t::same",)} and {d for _, rnd, d in calls if rnd <= 4} == {()}
+    result = ab_module.run_ab("HEAD~1", [], rounds=12, cwd=repo, seed=1, say=said.append)
+    assert set(result.stopped) == {*same, ab_module.SPEED}
+    assert all("stopped after 4 rounds" in result.stopped[n].reason for n in same)
+    assert {d for _, rnd, d in calls if rnd > 4} == {("t::same2", "t::same3")}  # two go on: 3 tests a run
+    assert {d for _, rnd, d in calls if rnd <= 4} == {()}
     verdicts = {t["nodeid"]: t["verdict"] for t in result.tests}
-    assert verdicts == {"t::same": "unchanged", "t::slow": "regressed"}
+    assert verdicts == {**{n: "unchanged" for n in same}, "t::slow": "regressed", ab_module.SPEED: "unchanged"}
     slow = next(t for t in result.tests if t["nodeid"] == "t::slow")
-    assert next(r for r in slow["rows"] if r["metric"] == "latency vs baseline")["alpha"] == pytest.approx(0.005)
-    assert any(line.endswith("1 test(s) stopped unchanged, 1 still measured") for line in said)
+    assert next(r for r in slow["rows"] if r["metric"] == "latency vs baseline")["alpha"] == pytest.approx(0.01 / 6)
+    assert slow["comparison"]["ratio"] == pytest.approx(1.3, rel=0.02)  # the runs' speeds taken out
+    assert any(line.endswith("4 test(s) stopped unchanged, 1 still measured") for line in said)
+
+
+def test_a_change_that_slows_every_test_alike_is_caught_by_the_runs_speed(repo: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_perfguard import ab as ab_module
+
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+        speed = (1.25 if side == "head" else 1.0) * (1 + 0.01 * (rnd % 3))
+        results = {f"t::{i}": {"nodeid": f"t::{i}", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
+                               "measurement": {"samples": [1e-3 * (i + 1) * speed] * 10, "unit": "call"}}
+                   for i in range(4)}
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
+
+    monkeypatch.setattr(ab_module, "run_side", fake_run)
+    result = ab_module.run_ab("HEAD~1", [], rounds=10, cwd=repo, seed=1, say=lambda _: None)
+    verdicts = {t["nodeid"]: t["verdict"] for t in result.tests}
+    assert verdicts[ab_module.SPEED] == "regressed" and [t["nodeid"] for t in result.failed] == [ab_module.SPEED]
 
 
 def test_too_few_rounds_for_the_error_budget_are_said_before_measuring_on(repo: Path,

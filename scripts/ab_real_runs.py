@@ -1,0 +1,72 @@
+"""``perfguard ab`` on this machine, for real: the 20-test suite of ``stored_real_runs.py`` in a
+throw-away git repository, ``--runs`` A/B runs with an unchanged head and ``--runs`` with one test
+doing 10 % more work. Prints how many runs failed anywhere, whether the slowed test was caught with
+no other failure, the mean rounds, and the mean wall time in units of one plain ``pytest --perf``
+run of the same suite.
+
+    python scripts/ab_real_runs.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stored_real_runs import SUITE, interval  # the same folder
+
+ARGS = ["--perf-max-time=0.3"]
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        git(root, "init", "-q")
+        git(root, "config", "user.email", "t@example.com")
+        git(root, "config", "user.name", "t")
+        (root / "test_real.py").write_text(SUITE)
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", "base")
+        start = time.monotonic()
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--perf",
+                        "--perf-profile=never", "--perf-baselines=none", *ARGS], cwd=root, capture_output=True)
+        plain = time.monotonic() - start
+        print(f"one plain `pytest --perf` run of the suite: {plain:.1f} s\n")
+        print("| head | A/B runs failed anywhere | slowed test caught alone | mean rounds | mean wall (plain runs) |")
+        print("|---|---|---|---|---|")
+        for name, slow in (("unchanged", ""), ("one test +10 %", "loop-2")):
+            text = SUITE.replace('os.environ.get("SLOW_TEST", "")', repr(slow))
+            (root / "test_real.py").write_text(text)
+            fails = caught = 0
+            rounds, walls = [], []
+            for _ in range(a.runs):
+                start = time.monotonic()
+                subprocess.run([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD", "--json", "ab.json",
+                                "--", *ARGS], cwd=root, capture_output=True, text=True)
+                walls.append(time.monotonic() - start)
+                doc = json.loads((root / "ab.json").read_text())
+                failed = {t["nodeid"] for t in doc["tests"] if t["verdict"] in ("regressed", "failed")}
+                fails += bool(failed)
+                caught += failed == {"test_real.py::test_work[loop-2]"}
+                rounds.append(max(r["round"] for r in doc["ab"]["runs"]))
+            shown = interval(caught, a.runs) if slow else "-"
+            print(f"| {name} | {interval(fails, a.runs)} | {shown} | {np.mean(rounds):.1f} | "
+                  f"{np.mean(walls) / plain:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
