@@ -71,6 +71,7 @@ class Runner:
                 session.ihook.pytest_collectreport(report=pytest.CollectReport(item.nodeid, "failed", error, []))
         if self.baseline is not None:
             self.gated = sum(_is_perf_test(i) and self.baseline.entry(i.nodeid) is not None for i in items)
+            self.gated += self.gated > 0 and self.baseline.model.offsets.df > 0  # the processes' speed
         return result
 
     @pytest.hookimpl(wrapper=True)
@@ -127,10 +128,13 @@ class Runner:
         result["process"] = self.process_id
         if self.baseline is not None:
             o = self.options
+            share = o.alpha / max(1, self.gated)
             rows = self.baseline.rows(item.nodeid, result, item.stash.get(budget_key, None), o.tolerance,
-                                      alpha=o.alpha / max(1, self.gated), require=o.require_baseline, saving=o.save,
-                                      warn=o.warn_only)
+                                      alpha=share, require=o.require_baseline, saving=o.save, warn=o.warn_only)
             result["rows"] = [r.to_dict() for r in rows]
+            speed = self.baseline.process.speed()
+            if speed is not None:  # judged once per process by the controller (session.speed_checks)
+                result["process_speed"] = {"deviation": speed[0], "var": speed[1], "tests": speed[2], "alpha": share}
         if result["measurement"] is not None:
             result["measurement"]["samples"] = thin_samples(result["measurement"]["samples"], MAX_REPORT_SAMPLES)
         return result

@@ -47,7 +47,7 @@ import numpy as np
 from .units import format_value
 
 __all__ = ["LEVEL_QUANTILE", "MAX_RUNS", "MIN_TESTS", "PRIOR_DF", "ProcessOffset", "RunTest", "Spread", "SuiteModel",
-           "compare_latency", "compare_memory", "entry_runs", "latency_level", "next_runs"]
+           "compare_latency", "compare_memory", "compare_speed", "entry_runs", "latency_level", "next_runs"]
 
 LEVEL_QUANTILE = 0.1
 MAX_RUNS = 10
@@ -198,6 +198,11 @@ class ProcessOffset:
     def add(self, nodeid: str, deviation: float, var: float) -> None:
         self.seen[nodeid] = (deviation, var)
 
+    def speed(self) -> tuple[float, float, int] | None:
+        """(offset, its variance, tests) from every test judged so far; None before ``MIN_TESTS``."""
+        got = self.estimate("")
+        return None if got is None else (*got, len(self.seen))
+
 
 @dataclass(frozen=True)
 class RunTest:
@@ -266,6 +271,25 @@ def compare_latency(nodeid: str, head_samples: list[float], model: SuiteModel, p
               f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {df} df; could flag changes from +{mde:.0%})")
     base = math.exp(runs.mean + offset[0])
     return RunTest(base, head, ratio, p_worse, p_better, alpha, len(runs.logs), df, mde, verdict, reason)
+
+
+def compare_speed(deviation: float, var: float, model: SuiteModel, *, alpha: float, tolerance: float) -> RunTest | None:
+    """A process's speed (``deviation``: the median log deviation of its tests, ``var`` its variance)
+    against the spread of the saved processes' speeds: the one place where a change that slows every
+    test alike can show in stored mode, where it looks exactly like a slower machine. None when the
+    saved runs do not say which process measured them."""
+    if model.offsets.df == 0:
+        return None
+    runs = model.offsets.df + 1
+    p_worse, p_better, crit = _t(deviation, model.offsets.var * (1 + 1 / runs) + var, model.offsets.df, alpha)
+    ratio = math.exp(deviation)
+    mde = max(tolerance, math.exp(crit) - 1)
+    verdict = _verdict(p_worse, p_better, alpha, ratio > 1 + tolerance, ratio < 1 - tolerance)
+    reason = (f"its tests ran {ratio:.3f}x as long as in the {runs} saved runs, taken together (one-sided "
+              f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {model.offsets.df} df; could flag changes "
+              f"from +{mde:.0%}): a slower machine, or a change that slows every test alike; stored baselines cannot "
+              "tell which, `perfguard ab` can")
+    return RunTest(1.0, ratio, ratio, p_worse, p_better, alpha, runs, model.offsets.df, mde, verdict, reason)
 
 
 def compare_memory(nodeid: str, head: float, model: SuiteModel, *, alpha: float, tolerance: float) -> RunTest | None:

@@ -12,6 +12,7 @@ import pytest
 
 from .baseline import BaselineError
 from .gate import ONE_RUN
+from .runnoise import RunTest, SuiteModel, compare_speed
 from .markdown import markdown_summary, write_markdown
 from .options import Options
 from .report import json_document, json_safe, summary_table, write_json
@@ -68,7 +69,13 @@ class Session:
             return
         if self.gate_errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        self.notes.extend(error_budget_notes(self.results, self.options.alpha))
+        speeds = speed_checks(self.results, self.baseline.model, self.options.tolerance) if self.baseline else []
+        self.notes.extend(error_budget_notes(self.results, self.options.alpha, len(speeds)))
+        for check in speeds:
+            failed = check.verdict == "regressed"
+            self.notes.append(f"{'ERROR: ' if failed else ''}the run's speed {check.verdict}: {check.reason}")
+            if failed and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.options.json_path is not None:
             extra = {"settings": json_safe(vars(self.options.timing)), "gate_errors": self.gate_errors,
                      "gate_warnings": self._session_warnings()}
@@ -80,7 +87,7 @@ class Session:
         if self.options.markdown_path is not None:
             context = [f"baseline: {self.baseline.path}" if self.baseline is not None and self.baseline.baseline
                        else "no baseline for this machine: absolute budgets only"]
-            context += error_budget_notes(self.results, self.options.alpha)
+            context += [n for n in self.notes if "error budget" in n or n.startswith(("the run's speed", "ERROR: the run"))]
             context += [f"WARNING: {w}" for w in self._session_warnings()]
             write_markdown(self.options.markdown_path,
                            markdown_summary(self.results, context=context, errors=self.gate_errors))
@@ -125,14 +132,28 @@ class Session:
             terminalreporter.write_line(f"perfguard: ERROR: {error}", red=True, bold=True)
 
 
-def error_budget_notes(results: list[dict[str, Any]], alpha: float) -> list[str]:
+def speed_checks(results: list[dict[str, Any]], model: SuiteModel, tolerance: float) -> list[RunTest]:
+    """Each process's speed against the saved processes' (``runnoise.compare_speed``), from its last
+    estimate (the most tests); the processes share one comparison's part of the error budget."""
+    last: dict[str, dict[str, Any]] = {}
+    for r in results:
+        speed, process = r.get("process_speed"), r.get("process")
+        if speed and process and speed["tests"] >= last.get(process, {}).get("tests", 0):
+            last[process] = speed
+    checks = [compare_speed(s["deviation"], s["var"], model, alpha=s["alpha"] / len(last), tolerance=tolerance)
+              for s in last.values()]
+    return [c for c in checks if c is not None]
+
+
+def error_budget_notes(results: list[dict[str, Any]], alpha: float, processes: int = 0) -> list[str]:
     """How many comparisons shared the run's error budget, and how many could not model run-to-run noise."""
     shared = [(r["nodeid"], row) for r in results for row in r["rows"] if row.get("alpha") is not None]
     if not shared:
         return []
     tests = len({nodeid for nodeid, _ in shared})
-    notes = [f"{len(shared)} comparison(s) with the baseline in {tests} test(s) shared a {alpha:.2%} error budget "
-             "(--perf-alpha): each fails only when significant at its share and beyond its tolerance"]
+    speed = f" and the speed of {processes} process(es)" if processes else ""
+    notes = [f"{len(shared)} comparison(s) with the baseline in {tests} test(s){speed} shared a {alpha:.2%} error "
+             "budget (--perf-alpha): each fails only when significant at its share and beyond its tolerance"]
     one_run = len({nodeid for nodeid, row in shared if ONE_RUN in row["message"]})
     if one_run:
         notes.append(f"{one_run} test(s) were compared with a baseline of one run per test: run-to-run noise is not "

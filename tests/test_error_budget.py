@@ -51,10 +51,20 @@ def test_saved_runs_share_one_error_budget_and_a_slower_process_passes(pytester:
     slower = run(pytester, speed=1.3, index=5)  # the whole process 30 % slower: not the code
     slower.assert_outcomes(passed=6)
     slower.stdout.fnmatch_lines(["*ratio*verdict*could flag*", "*latency vs baseline*unchanged*±*%*",
-                                 "*6 comparison(s) with the baseline in 6 test(s) shared a 1.00% error budget*"])
-    judged = rows(pytester)
-    assert all(r["alpha"] == pytest.approx(0.01 / 6) and r["p_value"] is not None for r in judged.values())
+                                 "*6 comparison(s) with the baseline in 6 test(s) and the speed of 1 process(es) shared "
+                                 "a 1.00% error budget*",
+                                 "*the run's speed unchanged: its tests ran 1.2* as long as in the 4 saved runs*"])
+    judged = rows(pytester)  # 7 shares: 6 tests and the process's speed
+    assert all(r["alpha"] == pytest.approx(0.01 / 7) and r["p_value"] is not None for r in judged.values())
     assert all(r["mde"] >= 0.05 for r in judged.values())
+
+    # 6x slower, every test alike: the first 3 tests, judged before this process's speed is known,
+    # fail (beyond the saved processes' spread); the later ones are as slow as the process; the run fails
+    everything = run(pytester, "--perf-markdown=sum.md", speed=6.0, index=5)
+    everything.assert_outcomes(passed=3, failed=3)
+    everything.stdout.fnmatch_lines(["*ERROR: the run's speed regressed: its tests ran 5.* as long as in the 4 saved "
+                                     "runs*`perfguard ab` can*"])
+    assert "the run's speed regressed" in (pytester.path / "sum.md").read_text()
 
     one = run(pytester, speed=1.3, index=5, slow="4", *["--perf-alpha=2%"])  # one test 1.5x slower, in that process
     one.assert_outcomes(passed=5, failed=1)
