@@ -541,7 +541,8 @@ def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:
     tests = len({n for r in result.runs if r.side == "head" for n in r.results})
     need = min_pairs(1 - 2 * result.alpha / max(1, tests + (tests >= MIN_TESTS)))  # + the runs' speed
     if result.rounds < need:
-        say(f"perfguard ab: WARNING: {tests} tests share a {result.alpha:.2%} error budget, so a slowdown needs "
+        speed = " and the runs' speed" if tests >= MIN_TESTS else ""
+        say(f"perfguard ab: WARNING: {tests} tests{speed} share a {result.alpha:.2%} error budget, so a slowdown needs "
             f"{need} rounds to be significant: with --rounds {result.rounds} every latency verdict will be "
             "'insufficient' (a failure)")
 

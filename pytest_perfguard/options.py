@@ -62,8 +62,8 @@ def add_options(parser: pytest.Parser) -> None:
                          "it (for CI: deleting the file or an entry must not turn the gate off)")
     parser.addini("perfguard_require_baseline", "as --perf-require-baseline", type="bool", default=False)
     group.addoption("--perf-confirm", type=int, default=None, metavar="N",
-                    help="re-measure a test whose latency looks regressed up to N times, deciding on the pooled "
-                         "rounds (default 2; 0 turns it off)")
+                    help="re-measure a test whose latency looks regressed up to N times; it fails only when every "
+                         "block of rounds, judged alone, regressed (default 2; 0 turns it off)")
     group.addoption("--perf-threads", type=int, default=None, metavar="N",
                     help="pin torch's CPU thread count (torch.set_num_threads) and OMP/MKL threads for the "
                          "run; recorded in the baseline's fingerprint (default: leave torch's own)")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from .baseline import BaselineError
+from .check import Row
 from .gate import ONE_RUN
 from .runnoise import RunTest, SuiteModel, compare_speed
 from .markdown import markdown_summary, write_markdown
@@ -70,15 +71,15 @@ class Session:
         if self.gate_errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         speeds = speed_checks(self.results, self.baseline.model, self.options.tolerance) if self.baseline else []
-        self.notes.extend(error_budget_notes(self.results, self.options.alpha, len(speeds)))
-        for check in speeds:
-            failed = check.verdict == "regressed"
-            self.notes.append(f"{'ERROR: ' if failed else ''}the run's speed {check.verdict}: {check.reason}")
-            if failed and session.exitstatus == 0:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        verdicts = error_budget_notes(self.results, self.options.alpha, len(speeds)) + [
+            f"{'ERROR: ' if c.verdict == 'regressed' else ''}the run's speed {c.verdict}: {c.reason}" for c in speeds]
+        self.notes.extend(verdicts)
+        speed_results = [_speed_result(c, self.options.tolerance) for c in speeds]  # for the files
+        if any(c.verdict == "regressed" for c in speeds) and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.options.json_path is not None:
             extra = {"settings": json_safe(vars(self.options.timing)), "gate_errors": self.gate_errors,
-                     "gate_warnings": self._session_warnings()}
+                     "gate_warnings": self._session_warnings(), "speed": speed_results}
             if self.baseline is not None:
                 extra.update(machine=self.baseline.fingerprint, machine_slug=self.baseline.slug,
                              baseline=_relative(self.baseline.path, self.config.rootpath) if self.baseline.path else None)
@@ -87,10 +88,10 @@ class Session:
         if self.options.markdown_path is not None:
             context = [f"baseline: {self.baseline.path}" if self.baseline is not None and self.baseline.baseline
                        else "no baseline for this machine: absolute budgets only"]
-            context += [n for n in self.notes if "error budget" in n or n.startswith(("the run's speed", "ERROR: the run"))]
+            context += verdicts
             context += [f"WARNING: {w}" for w in self._session_warnings()]
             write_markdown(self.options.markdown_path,
-                           markdown_summary(self.results, context=context, errors=self.gate_errors))
+                           markdown_summary(self.results + speed_results, context=context, errors=self.gate_errors))
             self.notes.append(f"wrote {self.options.markdown_path}")
         if self.options.save and self.baseline is not None:
             try:
@@ -143,6 +144,15 @@ def speed_checks(results: list[dict[str, Any]], model: SuiteModel, tolerance: fl
     checks = [compare_speed(s["deviation"], s["var"], model, alpha=s["alpha"] / len(last), tolerance=tolerance)
               for s in last.values()]
     return [c for c in checks if c is not None]
+
+
+def _speed_result(check: RunTest, tolerance: float) -> dict[str, Any]:
+    """A process's speed check as a result-like entry, so that the reports count its regression."""
+    row = Row("the run's speed", f"±{tolerance:.0%}", check.head, "", check.verdict,
+              f"the run's speed {check.verdict}: {check.reason}", baseline=1.0, ratio=check.ratio,
+              p_value=check.p_worse, alpha=check.alpha, mde=check.mde)
+    return {"nodeid": "(every test: the speed of this process)", "rows": [row.to_dict()],
+            "outcome": "failed" if row.failed else "passed"}
 
 
 def error_budget_notes(results: list[dict[str, Any]], alpha: float, processes: int = 0) -> list[str]:

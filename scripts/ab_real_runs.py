@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stored_real_runs import SUITE, interval  # the same folder
+from gate_quality_stored import interval  # the same folder
+from stored_real_runs import SUITE
 
 ARGS = ["--perf-max-time=0.3"]
 

@@ -2,7 +2,8 @@
 
 A suite of ``--tests`` tests is saved ``--runs`` times (``gate.entry_from_result``, as
 ``--perf-save`` does) and then judged once more (``gate.baseline_rows`` with the suite's spread and
-each test's share of ``--alpha``, as a gated ``pytest --perf`` run does). The synthetic rounds carry
+each test's share of ``--alpha``, then ``runnoise.compare_speed`` on the process's speed, as a gated
+``pytest --perf`` run does). The synthetic rounds carry
 the noise of a shared 2-core VM:
 
 * a per-process offset shared by every test of a run: log-normal with SD ``sigma`` (5-15 %);
@@ -13,10 +14,11 @@ the noise of a shared 2-core VM:
 * memory growth: 40 MiB per test plus 1 MiB of noise per run.
 
 Reported per setting: how often an unchanged suite fails anywhere (with its 95 % Clopper-Pearson
-interval), how often a +10 % / +25 % slowdown of one test is caught with no other test failing, and
-the median minimum detectable change that the rows print.
+interval), how often a +10 % / +25 % slowdown of one test is caught with no other test failing, how
+often a run fails when every test is 50 % slower, and the median minimum detectable change that the
+rows print.
 
-    python scripts/gate_quality_stored.py --suites 2000
+    python scripts/gate_quality_stored.py --suites 1000 --runs 1,3,5,10
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from scipy import stats
 
 from pytest_perfguard import runnoise
 from pytest_perfguard.gate import Saved, baseline_rows, entry_from_result
-from pytest_perfguard.runnoise import ProcessOffset, SuiteModel
+from pytest_perfguard.runnoise import ProcessOffset, SuiteModel, compare_speed
 
 
 def rounds(rng: np.random.Generator, cost: float, n: int = 60) -> list[float]:
@@ -50,7 +52,7 @@ def one_run(rng, costs, jitter, sigma, slow=None):
     process = f"{rng.integers(2**62):x}"
     out, used = [], []
     for t, (cost, sd) in enumerate(zip(costs, jitter)):
-        c = cost * offset * math.exp(rng.normal(0, sd)) * (slow[1] if slow and slow[0] == t else 1.0)
+        c = cost * offset * math.exp(rng.normal(0, sd)) * (slow[1] if slow and slow[0] in (t, "all") else 1.0)
         mem = 40 * 2**20 + rng.normal(0, 2**20)
         out.append({"nodeid": f"t{t}", "rows": [], "process": process,
                     "measurement": {"samples": rounds(rng, c), "unit": "call", "memory_growth": mem}, "metrics": {}})
@@ -69,26 +71,32 @@ def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confir
     model, process = SuiteModel.of(entries), ProcessOffset()
     failed, mdes = set(), []
     head, used = one_run(rng, costs, jitter, sigma, slow)
+    share = alpha / (n_tests + (model.offsets.df > 0))  # the tests, and this process's speed (as the runner)
     for i in rng.permutation(n_tests):  # the order the tests run in
         res = head[i]
         for block in range(1 + confirm):  # as the runner's confirmation: a new block, judged alone
             if block:
                 res["measurement"]["samples"] = rounds(rng, used[i])
-            rows = baseline_rows(res, None, entries[res["nodeid"]], tolerance, alpha=alpha / n_tests,
+            rows = baseline_rows(res, None, entries[res["nodeid"]], tolerance, alpha=share,
                                  saved=Saved(res["nodeid"], model, process))
             if not any(r.verdict == "regressed" and r.metric.startswith("latency") for r in rows):
                 break
         if any(r.failed for r in rows):
             failed.add(res["nodeid"])
         mdes += [r.mde for r in rows if r.metric.startswith("latency") and r.mde is not None]
+    speed = process.speed()
+    check = compare_speed(speed[0], speed[1], model, alpha=share, tolerance=tolerance) if speed else None
+    if check is not None and check.verdict == "regressed":  # as session.speed_checks: the run fails
+        failed.add("the run's speed")
     target = f"t{slow[0]}" if slow else None
-    return bool(failed), target in failed, failed == {target}, mdes
+    return bool(failed), target in failed, failed == {target}, mdes, "the run's speed" in failed
 
 
 def interval(k: int, n: int) -> str:
+    """``k`` of ``n`` as a percentage, with its 95 % Clopper-Pearson interval."""
     lo = stats.beta.ppf(0.025, k, n - k + 1) if k else 0.0
     hi = stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
-    return f"{100 * k / n:.1f} % [{100 * lo:.1f}-{100 * hi:.1f}]"
+    return f"{100 * k / n:.1f} % ({k}/{n}; {100 * lo:.1f}-{100 * hi:.1f})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} suites per cell\n")
     print("| run SD | saved runs | prior df | unchanged suite fails | +10 % caught alone | +25 % caught alone "
-          "| median MDE |")
-    print("|---|---|---|---|---|---|---|")
+          "| every test +50 %: run fails | median MDE |")
+    print("|---|---|---|---|---|---|---|---|")
     for prior in (int(p) for p in a.prior_df.split(",")):
         runnoise.PRIOR_DF = prior
         for sigma in (float(s) for s in a.sigmas.split(",")):
@@ -116,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                        for _ in range(a.suites)]
                 p25 = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, (0, 1.25))
                        for _ in range(a.suites)]
+                every = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, ("all", 1.5))
+                         for _ in range(a.suites)]
                 mdes = [m for o in null for m in o[3]]
                 mde = f"+{100 * float(np.median(mdes)):.0f} %" if mdes else "none (one run: not modelled)"
                 print(f"| {sigma:.0%} | {runs} | {prior} | {interval(sum(o[0] for o in null), a.suites)} | "
                       f"{interval(sum(o[2] for o in p10), a.suites)} | {interval(sum(o[2] for o in p25), a.suites)} "
-                      f"| {mde} |", flush=True)
+                      f"| {interval(sum(o[0] for o in every), a.suites)} | {mde} |", flush=True)
     return 0
 
 

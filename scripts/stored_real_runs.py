@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from gate_quality_stored import interval  # the same folder
 
 SUITE = '''
 import json, math, os, random
@@ -78,12 +79,6 @@ def failed_tests(doc: dict) -> set[str]:
 def mdes(doc: dict) -> list[float]:
     return [r["mde"] for t in doc.get("tests", []) for r in t["rows"]
             if r["metric"] == "latency vs baseline" and r.get("mde") is not None]
-
-
-def interval(k: int, n: int) -> str:
-    lo = stats.beta.ppf(0.025, k, n - k + 1) if k else 0.0
-    hi = stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
-    return f"{k}/{n} ({100 * lo:.0f}-{100 * hi:.0f} %)"
 
 
 def main(argv: list[str] | None = None) -> int:

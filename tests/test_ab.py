@@ -487,5 +487,5 @@ def test_too_few_rounds_for_the_error_budget_are_said_before_measuring_on(repo: 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
     result = ab_module.run_ab("HEAD~1", [], rounds=3, cwd=repo, seed=1, say=said.append)
-    assert any("20 tests share a 1.00% error budget, so a slowdown needs 11 rounds" in line for line in said)
+    assert any("20 tests and the runs' speed share a 1.00% error budget, so a slowdown needs 12 rounds" in line for line in said)
     assert {t["verdict"] for t in result.tests} == {"failed"}  # insufficient, never a fallback to pooled rounds

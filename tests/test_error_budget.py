@@ -64,7 +64,10 @@ def test_saved_runs_share_one_error_budget_and_a_slower_process_passes(pytester:
     everything.assert_outcomes(passed=3, failed=3)
     everything.stdout.fnmatch_lines(["*ERROR: the run's speed regressed: its tests ran 5.* as long as in the 4 saved "
                                      "runs*`perfguard ab` can*"])
-    assert "the run's speed regressed" in (pytester.path / "sum.md").read_text()
+    md = (pytester.path / "sum.md").read_text()
+    assert "the run's speed regressed" in md and "**FAILED**" in md
+    speed = json.loads((pytester.path / "out.json").read_text())["speed"]
+    assert [r["rows"][0]["verdict"] for r in speed] == ["regressed"]
 
     one = run(pytester, speed=1.3, index=5, slow="4", *["--perf-alpha=2%"])  # one test 1.5x slower, in that process
     one.assert_outcomes(passed=5, failed=1)
