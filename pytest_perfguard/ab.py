@@ -174,6 +174,17 @@ def resolve(rev: str, repo: Path) -> str:
     raise ABError(f"{rev!r} is not a commit in this repository (try `git fetch` if it is a remote branch)")
 
 
+def base_name(tmp: Path, repo: Path) -> str:
+    """The worktree's folder name: "base", padded so that its path is as long as the checkout's.
+
+    A path's length shifts the memory layout of a process (its argv, environment and cwd sit on the
+    stack), enough to move native code's timings by a few percent (Mytkowicz et al. 2009, "Producing
+    wrong data without doing anything obviously wrong!"): both sides get equal lengths where the
+    temporary folder is short enough."""
+    pad = len(str(repo)) - len(str(tmp)) - 1 - len("base")
+    return "base" + "-" * pad if 0 <= pad <= 250 else "base"
+
+
 @contextmanager
 def worktree(repo: Path, sha: str, made: list[Path] | None = None) -> Iterator[Path]:
     """A detached worktree of ``sha`` in a temporary folder, always removed (crash, interruption).
@@ -182,7 +193,7 @@ def worktree(repo: Path, sha: str, made: list[Path] | None = None) -> Iterator[P
     tmp = Path(tempfile.mkdtemp(prefix="perfguard-ab-"))
     if made is not None:
         made.append(tmp)
-    path = tmp / "base"
+    path = tmp / base_name(tmp, repo)
     try:
         _git(["worktree", "add", "--detach", "--quiet", str(path), sha], repo)
         yield path

@@ -1,43 +1,42 @@
-"""The regression decision: is the head (candidate) measurably worse than the base (baseline)?
+"""The regression decision within one run: is the head (candidate) measurably worse than the base?
 
 Samples are per-call latencies of *rounds* (seconds, lower is better) unless ``higher_is_better``,
 in measurement order. Every comparison reports two location estimates, each with a confidence
 interval of the ratio head / base: the **median** (``ratio``, ``ci_low``, ``ci_high``, as asked
-for by budgets and reports) and the **best round** (the minimum, or the maximum when higher is
-better: ``best_ratio``, ``best_ci_low``, ``best_ci_high``), plus a two-sided Mann-Whitney U p-value.
+for by budgets and reports) and the **fastest rounds** (``best_ratio``, ``best_ci_low``,
+``best_ci_high``: the r-th fastest round of each side, r = ceil(5 % of its rounds), which is the
+fastest round below 40 rounds; the r-th largest when higher is better).
 
-Decision rule (``statistic="robust"``, the default). "regressed" when the change is significant
-and beyond the tolerance in one of two ways: (1) the whole interval of the best-round ratio lies
-beyond ``1 + tolerance`` (``best_ci_low > 1+tol``), or (2) the whole interval of the median ratio
-does, the rank test agrees (``p < 1 - confidence``) and the best-round ratio itself is beyond the
-tolerance. For higher-is-better metrics the mirror image (``... < 1-tol``). "improved" is the same
-test in the other direction (reported, never a failure); fewer than ``MIN_SAMPLES`` finite
-positive samples on a side gives "insufficient"; anything else is "unchanged".
-Why not the median alone (``statistic="median"``: median interval plus rank test, asv-like): on a
-shared 2-core machine the noise is one-sided. A busy neighbour makes rounds 1.4-2x slower for
-seconds to a minute, so whole measurements move, and no test on the median can tell that from
-slower code: measured with ``scripts/gate_quality.py`` (docs/gate_quality.md), the median rule
-failed 5-30 % of A/A pairs, depending on the hour, and caught 21-42 % of 10 % slowdowns.
+Decision rule (``statistic="robust"``, the default): one exact precedence test (Nelson 1963) per
+direction. "regressed" when the head's r-th fastest round, divided by ``1 + tolerance``, is still
+slower than the base's k*-th fastest, with k* the smallest k for which that happens with
+probability <= (1 - confidence) / 2 when the two sides' rounds are exchangeable (a hypergeometric
+count: fewer than r head rounds among the k+r-1 fastest of both). That is ``best_ci_low > 1 +
+tolerance``: ``best_ci_low`` = head_(r) / base_(k*) is the matching one-sided bound, and
+``p_value`` the test's p-value for "worse beyond the tolerance". "improved" is the mirror image
+(reported, never a failure); fewer than ``MIN_SAMPLES`` finite positive samples on a side, or too
+few rounds for any k* at this confidence, gives "insufficient"; anything else is "unchanged".
+Why the fastest rounds: on a shared 2-core machine the noise is one-sided. A busy neighbour makes
+rounds 1.4-2x slower for seconds to a minute, so whole measurements move, and no test on the
+median can tell that from slower code: measured with ``scripts/gate_quality.py``
+(docs/gate_quality.md), the median rule failed 5-30 % of A/A pairs, depending on the hour.
 Contention cannot make a round faster than the code allows, so the fastest rounds stay put as
 long as a few rounds ran undisturbed (Chen & Revels 2016, "Robust benchmarking in noisy
-environments"; Julia's BenchmarkTools judges the minimum against a 5 % tolerance). Way (1) is
-that idea with a significance test, so that a fuzzy floor (few or non-timing samples) does not
-raise false alarms; way (2) keeps the median's power for such samples, and its last condition
-stops a busy machine (median up, best rounds not) from counting as a regression.
+environments"). The precedence test is exact for any continuous distribution of exchangeable
+rounds, unlike the bootstrap of a minimum (inconsistent: its "99 %" interval covered ~95 %) and a
+rank test on autocorrelated rounds (Mann-Whitney gave p < 0.01 in 35 % of A/A pairs under bursts),
+which the rule before this one combined. Reading the fastest 5 % instead of the single fastest
+keeps power when the floor is fuzzy (many rounds of noisy, floor-less samples).
 
-Intervals are bootstrap percentile intervals of the ratio of two independent order statistics,
-with the bootstrap distribution computed exactly instead of by resampling: the k-th smallest of
-m draws with replacement from x_(1..n) is <= x_(j) with probability ``binom.sf(k-1, m, j/n)``
-(Maritz & Jarrett 1978; Efron 1979). That is deterministic (``rng_seed`` is accepted but not
-needed) and takes a few ms for 2 x 1000 samples. For the median, m is the effective sample size
+``statistic="median"`` judges the median alone (asv-like): its interval is the exact bootstrap of
+the ratio of two medians (Maritz & Jarrett 1978), each from m draws, m the effective sample size
 n (1-rho)/(1+rho), rho the lag-1 autocorrelation of sign(x - median), because a burst of noise
-spans several rounds (samples given sorted count as independent: their time order is lost). For
-the best round m = n: it only has to reject a fuzzy floor, and an effective size made it lean on
-the 10th-20th fastest round, which on a busy machine is already disturbed. What no interval can
-see is a measurement during which *every* round was disturbed: it looks exactly like slower code
-(or, in the baseline, hides a slowdown). The remedy is measuring at several moments: rounds taken
-in passes spread over the session, or same-runner A/B with several alternations (``perfguard
-ab``); docs/gate_quality.md measures both.
+spans several rounds (samples given sorted count as independent: their time order is lost).
+
+What no within-run rule can see is a process that was slower (or faster) as a whole: it looks
+exactly like slower code. Stored mode judges across saved runs for that (``runnoise``), ``perfguard
+ab`` across alternating runs (``runs``); this rule remains for a baseline with one run per test
+and for ``perfguard compare``.
 """
 from __future__ import annotations
 
@@ -68,16 +67,17 @@ class Comparison:
     ratio: float  # head_median / base_median
     ci_low: float  # confidence interval of ``ratio``
     ci_high: float
-    p_value: float | None  # Mann-Whitney U, two-sided (None if not computed)
+    p_value: float | None  # the robust rule's one-sided p-value of "worse beyond the tolerance" (else None)
     n_base: int
     n_head: int
     tolerance: float
     verdict: str  # "regressed" | "improved" | "unchanged" | "insufficient"
     reason: str
     statistic: str = "robust"  # the decision rule used: "robust" or "median"
-    base_best: float = math.nan  # best round: min (max when higher is better)
+    base_best: float = math.nan  # the r-th fastest round (r-th largest when higher is better)
     head_best: float = math.nan
     best_ratio: float = math.nan  # head_best / base_best
+    # best_ci_low / best_ci_high: the precedence test's one-sided bounds, each at (1 - confidence) / 2
     best_ci_low: float = math.nan
     best_ci_high: float = math.nan
     confidence: float = 0.99
@@ -141,6 +141,27 @@ def _ratio_ci(base: tuple, head: tuple, confidence: float) -> tuple[float, float
     return float(lo), float(hi)
 
 
+FASTEST = 0.05  # the precedence rule reads each side's fastest 5 % of rounds (at least one)
+
+
+def _rank(n: int) -> int:
+    return max(1, math.ceil(FASTEST * n))
+
+
+def _precedence(n_other: int, n_self: int, r: int) -> np.ndarray:
+    """P(self's r-th smallest > other's k-th smallest), k = 1..n_other, for exchangeable samples.
+
+    That happens iff fewer than r of self's samples are among the k+r-1 smallest of both.
+    """
+    return _stats().hypergeom.cdf(r - 1, n_other + n_self, n_self, np.arange(1, n_other + 1) + r - 1)
+
+
+def _critical(tail: np.ndarray, level: float) -> int | None:
+    """The smallest k (1-based) whose precedence probability is <= level, or None."""
+    ok = np.flatnonzero(tail <= level)
+    return int(ok[0]) + 1 if len(ok) else None
+
+
 def _odd(m: float, cap: int) -> int:
     m = max(1, min(cap, int(round(m))))
     return m if m % 2 == 1 else max(1, m - 1)
@@ -186,51 +207,52 @@ def compare_samples(base, head, *, tolerance: float = 0.05, higher_is_better: bo
     ratio = head_median / base_median
     ci_low, ci_high = _ratio_ci(_order_stat_boot(bs, 0.5, mb), _order_stat_boot(hs, 0.5, mh),
                                 confidence)
-    # best round = the minimum (the maximum when higher is better: reverse the order)
+    # the fastest rounds, best first (the largest when higher is better: reverse the order)
     bo, ho = (bs[::-1], hs[::-1]) if higher_is_better else (bs, hs)
-    best_lo, best_hi = _ratio_ci(_order_stat_boot(bo, 0.0, nb), _order_stat_boot(ho, 0.0, nh),
-                                 confidence)
-    base_best, head_best = float(bo[0]), float(ho[0])
+    rb, rh = _rank(nb), _rank(nh)
+    level = (1.0 - confidence) / 2.0
+    head_tail, base_tail = _precedence(nb, nh, rh), _precedence(nh, nb, rb)
+    k_worse, k_better = _critical(head_tail, level), _critical(base_tail, level)
+    if statistic == "robust" and (k_worse is None or k_better is None):
+        why = (f"too few rounds to judge at {100 * confidence:g} % confidence (base {nb}, head {nh}): "
+               f"even the fastest rounds of one side all beyond the other's could happen by chance")
+        return _insufficient(metric, b, h, tolerance, why, *rest)
+    base_best, head_best = float(bo[rb - 1]), float(ho[rh - 1])
     best_ratio = head_best / base_best
-    p = float(_stats().mannwhitneyu(h, b, alternative="two-sided", method="asymptotic").pvalue)
-
-    alpha = 1.0 - confidence
-    up, down = 1.0 + tolerance, 1.0 - tolerance
     sign = -1.0 if higher_is_better else 1.0  # +1: larger ratio is worse
+    up, down = 1.0 + tolerance, 1.0 - tolerance
+    p = None
+    if k_worse is not None and k_better is not None:
+        best_lo, best_hi = sorted((head_best / float(bo[k_worse - 1]), float(ho[k_better - 1]) / base_best))
+        # the p-value of "worse beyond the tolerance": how many base rounds beat the scaled head
+        scaled = head_best / (up if sign > 0 else down)
+        j = int(np.sum(bo < scaled)) if sign > 0 else int(np.sum(bo > scaled))
+        p = float(head_tail[j - 1]) if j >= 1 else 1.0
+    else:
+        best_lo = best_hi = math.nan
 
     def beyond(lo: float, hi: float, worse: bool) -> bool:  # the whole interval past the tolerance
         if worse:
             return lo > up if sign > 0 else hi < down
         return hi < down if sign > 0 else lo > up
 
-    def point_beyond(r: float, worse: bool) -> bool:
-        return (r > up if sign > 0 else r < down) if worse else (r < down if sign > 0 else r > up)
-
     pct = f"{100 * confidence:g} % CI"
-    med_txt = f"median {ratio:.3f}x ({pct} {ci_low:.3f}-{ci_high:.3f}, p={p:.2g})"
-    best_txt = f"best round {best_ratio:.3f}x ({pct} {best_lo:.3f}-{best_hi:.3f})"
+    med_txt = f"median {ratio:.3f}x ({pct} {ci_low:.3f}-{ci_high:.3f})"
+    best_txt = (f"fastest rounds {best_ratio:.3f}x ({pct} {best_lo:.3f}-{best_hi:.3f}"
+                + (f", p={p:.2g})" if p is not None else ")"))
     tol_txt = f"the {100 * tolerance:g} % tolerance"
-    verdict, reason = "unchanged", ""
+    shown = med_txt if statistic == "median" else best_txt
+    lo, hi = (ci_low, ci_high) if statistic == "median" else (best_lo, best_hi)
+    verdict, reason = "unchanged", f"{shown}: no change beyond {tol_txt} shown"
     for worse, word, name in ((True, "worse", "regressed"), (False, "better", "improved")):
-        by_median = beyond(ci_low, ci_high, worse) and p < alpha
-        if statistic == "median":
-            if by_median:
-                verdict, reason = name, f"{med_txt}: significantly {word} beyond {tol_txt}"
-        elif beyond(best_lo, best_hi, worse):
-            verdict, reason = name, f"{best_txt}: {word} beyond {tol_txt}"
-        elif by_median and point_beyond(best_ratio, worse):
-            verdict, reason = name, f"{med_txt}, {best_txt}: {word} beyond {tol_txt}"
-        if verdict != "unchanged":
+        if beyond(lo, hi, worse):
+            verdict, reason = name, f"{shown}: {word} beyond {tol_txt}"
             break
-    if verdict == "unchanged":
-        shown = med_txt if statistic == "median" else best_txt
-        reason = f"{shown}: no change beyond {tol_txt} shown"
-        busy = beyond(ci_low, ci_high, True) and not point_beyond(best_ratio, True)
-        if statistic != "median" and busy:
-            reason += f"; the {med_txt} is worse but the best rounds are not: machine busier"
-    return Comparison(metric, base_median, head_median, ratio, ci_low, ci_high, p, nb, nh,
-                      tolerance, verdict, reason, statistic, base_best, head_best, best_ratio,
-                      best_lo, best_hi, confidence, higher_is_better)
+    if verdict == "unchanged" and statistic == "robust" and beyond(ci_low, ci_high, True):
+        reason += f"; the {med_txt} is worse but the fastest rounds are not: machine busier"
+    return Comparison(metric, base_median, head_median, ratio, ci_low, ci_high,
+                      p if statistic == "robust" else None, nb, nh, tolerance, verdict, reason, statistic,
+                      base_best, head_best, best_ratio, best_lo, best_hi, confidence, higher_is_better)
 
 
 @dataclass(frozen=True)

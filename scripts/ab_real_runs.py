@@ -1,16 +1,17 @@
 """``perfguard ab`` on this machine, for real: the 20-test suite of ``stored_real_runs.py`` in a
-throw-away git repository, ``--runs`` A/B runs with an unchanged head and ``--runs`` with one test
-doing 10 % more work. Prints how many runs failed anywhere, whether the slowed test was caught with
+throw-away git repository, ``--runs`` A/B runs with an unchanged head (quiet), ``--runs`` with a CPU hog flapping on one core,
+and ``--slowed-runs`` with one test doing 10 % more work (quiet). Prints how many runs failed anywhere, whether the slowed test was caught with
 no other failure, the mean rounds, and the mean wall time in units of one plain ``pytest --perf``
 run of the same suite.
 
-    python scripts/ab_real_runs.py --runs 3
+    python scripts/ab_real_runs.py --runs 10 --slowed-runs 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gate_quality_stored import interval  # the same folder
-from stored_real_runs import SUITE
+from stored_real_runs import SUITE, hog
 
 ARGS = ["--perf-max-time=0.3"]
 
@@ -31,7 +32,8 @@ def git(root: Path, *args: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3, help="unchanged A/B runs, quiet and with a CPU hog each")
+    ap.add_argument("--slowed-runs", type=int, default=3, help="A/B runs with one test 10 %% slower")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -48,12 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one plain `pytest --perf` run of the suite: {plain:.1f} s\n")
         print("| head | A/B runs failed anywhere | slowed test caught alone | mean rounds | mean wall (plain runs) |")
         print("|---|---|---|---|---|")
-        for name, slow in (("unchanged", ""), ("one test +10 %", "loop-2")):
+        conditions = (("unchanged (quiet)", "", a.runs), ("unchanged, CPU hog flapping on one core", "", a.runs),
+                      ("one test +10 % (quiet)", "loop-2", a.slowed_runs))
+        for name, slow, runs in conditions:
             text = SUITE.replace('os.environ.get("SLOW_TEST", "")', repr(slow))
             (root / "test_real.py").write_text(text)
+            stop = multiprocessing.Event()
+            proc = multiprocessing.Process(target=hog, args=(stop,)) if "hog" in name else None
+            if proc:
+                proc.start()
             fails = caught = 0
             rounds, walls = [], []
-            for _ in range(a.runs):
+            for _ in range(runs):
                 start = time.monotonic()
                 subprocess.run([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD", "--json", "ab.json",
                                 "--", *ARGS], cwd=root, capture_output=True, text=True)
@@ -63,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                 fails += bool(failed)
                 caught += failed == {"test_real.py::test_work[loop-2]"}
                 rounds.append(max(r["round"] for r in doc["ab"]["runs"]))
-            shown = interval(caught, a.runs) if slow else "-"
-            print(f"| {name} | {interval(fails, a.runs)} | {shown} | {np.mean(rounds):.1f} | "
+            if proc:
+                stop.set()
+                proc.join()
+            shown = interval(caught, runs) if slow else "-"
+            print(f"| {name} | {interval(fails, runs)} | {shown} | {np.mean(rounds):.1f} | "
                   f"{np.mean(walls) / plain:.1f} |", flush=True)
     return 0
 

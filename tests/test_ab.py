@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_perfguard.ab import ABError, ab_pythonpath, check_args, check_imports
+from pytest_perfguard.ab import ABError, ab_pythonpath, base_name, check_args, check_imports
 
 FAST = ["--perf-max-time=0.05", "--perf-min-rounds=6", "--perf-min-round-time=0.002"]
 
@@ -25,13 +25,14 @@ def work():
 '''
 
 TEST = '''
+import os
 import mylib
 from pytest_perfguard import perf_budget
 
 @perf_budget(latency="{latency}")
 def test_work(perf):
     perf(mylib.work)
-    perf.record(is_head=float(mylib.VERSION == "head"))
+    perf.record(is_head=float(mylib.VERSION == "head"), cwd_length=float(len(os.getcwd())))
 '''
 
 
@@ -112,6 +113,7 @@ def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(r
     assert test["nodeid"] == "tests/test_work.py::test_work"
     assert test["metrics"]["is_head"] == 1.0  # the head imported the head's mylib ...
     assert test["base_metrics"]["is_head"] == 0.0  # ... and the base its own
+    assert test["base_metrics"]["cwd_length"] == test["metrics"]["cwd_length"]  # from equally long paths
     assert test["comparison"]["ratio"] < 0.1  # 1/1000 of the work; 45x above the worst measured: see BASE_N
     assert test["verdict"] == "improved"
     assert sorted((r["round"], r["side"]) for r in doc["ab"]["runs"]) == [(k, s) for k in range(1, 8) for s in ("base", "head")]
@@ -489,3 +491,9 @@ def test_too_few_rounds_for_the_error_budget_are_said_before_measuring_on(repo: 
     result = ab_module.run_ab("HEAD~1", [], rounds=3, cwd=repo, seed=1, say=said.append)
     assert any("20 tests and the runs' speed share a 1.00% error budget, so a slowdown needs 12 rounds" in line for line in said)
     assert {t["verdict"] for t in result.tests} == {"failed"}  # insufficient, never a fallback to pooled rounds
+
+
+def test_the_base_worktree_path_is_as_long_as_the_checkout_where_it_can_be() -> None:
+    tmp, checkout = Path("/tmp/perfguard-ab-x1"), Path("/home/someone/src/project")
+    assert len(str(tmp / base_name(tmp, checkout))) == len(str(checkout))
+    assert base_name(tmp, Path("/src")) == "base"  # a checkout path shorter than the temporary folder

@@ -60,7 +60,9 @@ def test_process_level_shifts_fool_pooled_rounds_but_not_the_runs() -> None:
         if compare_samples(np.concatenate(b), np.concatenate(h)).verdict == "regressed":
             pooled += 1
             by_runs += compare_runs([x.min() for x in b], [x.min() for x in h], interval=False).verdict == "regressed"
-    assert pooled >= 5  # within-run intervals are far too narrow for process-level noise
+    # within-run rules are blind to process-level noise: 3 or more of 100 against a nominal 0.5 %
+    # happens by chance 1.4 % of the time
+    assert pooled >= 3
     assert by_runs <= 1
 
 
