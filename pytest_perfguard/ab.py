@@ -57,6 +57,7 @@ from .decide import geometric_mean, summarize
 from .gate import ABRuns, baseline_rows, entry_from_result, latency_decision
 from .measure import Measurement
 from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, without_run_speeds
+from .sampled import Sampled
 
 __all__ = ["ABError", "ABResult", "Interrupted", "run_ab", "ab_pythonpath", "check_imports", "SIDE_ENV",
            "IMPORTS_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
@@ -376,6 +377,7 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
     pooled: dict[str, dict[str, Any]] = {}
     memory: dict[str, list[float]] = {}
     bests: dict[str, dict[int, float]] = {}
+    items: dict[str, dict[str, list[Sampled]]] = {}
     last = max((run.round for run in runs), default=0)
     for run in runs:
         for nodeid, res in run.results.items():
@@ -384,7 +386,11 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
                 pooled[nodeid] = dict(res, measurement=dict(m, samples=[]) if m else None, broken=False)
             p = pooled[nodeid]
             p["broken"] = p["broken"] or res.get("body_passed") is False
-            p["metrics"] = dict(res.get("metrics") or {})  # functional metrics: the latest run's
+            p["metrics"] = dict(res.get("metrics") or {})  # functional metrics: the latest run's ...
+            for name, spread in (res.get("metric_items") or {}).items():  # ... those from items: every run's
+                got = Sampled.read(p["metrics"].get(name), spread)
+                if got is not None:
+                    items.setdefault(nodeid, {}).setdefault(name, []).append(got)
             if m and p["measurement"] is not None:
                 p["measurement"]["samples"].extend(m.get("samples") or [])
                 if m.get("samples"):
@@ -392,6 +398,9 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
                 if m.get("memory_growth") is not None:
                     memory.setdefault(nodeid, []).append(float(m["memory_growth"]))
     for nodeid, p in pooled.items():
+        whole = {name: Sampled.pooled(parts) for name, parts in items.get(nodeid, {}).items()}
+        p["metrics"].update({name: w.mean for name, w in whole.items()})
+        p["metric_items"] = {name: w.to_dict() for name, w in whole.items()}
         m = p["measurement"]
         if m is not None:
             m["summary"] = summarize(m["samples"])

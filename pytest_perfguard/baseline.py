@@ -9,7 +9,8 @@ File format history (bump FORMAT_VERSION on any incompatible change, and say wha
   ``entry["samples"]`` (metric -> list of floats) is thinned evenly to at most ``max_samples``.
   Added since, readable by older versions (they ignore it): ``entry["runs"]``, one object per saved
   run (``{"latency": p10 level in seconds, "memory_growth": bytes, "process": id}``, the last 10;
-  ``runnoise``); an entry without it counts as one run.
+  ``runnoise``); an entry without it counts as one run. ``entry["metric_items"]``: for a metric
+  recorded from its items, ``{"n": items, "sd": their SD}`` (``sampled``); the mean is in ``metrics``.
 
 Files are written with sorted keys and ``indent=1`` so they diff well when committed. A file
 that cannot be read is reported (:class:`BaselineError`) and never overwritten.
@@ -169,10 +170,28 @@ def entry_problem(entry: dict[str, Any]) -> str | None:
     metrics = entry.get("metrics", {})
     if not isinstance(metrics, dict) or not all(_real(v) for v in metrics.values()):
         return "\"metrics\" must be an object of metric name -> finite number"
+    problem = _metric_items_problem(entry.get("metric_items", {}), metrics)
+    if problem:
+        return problem
     summary = entry.get("summary", {})
     if not isinstance(summary, dict) or not all(v is None or _real(v) for v in summary.values()):
         return "\"summary\" must be an object of statistic -> finite number or null"
     return _runs_problem(entry.get("runs", []))
+
+
+def _metric_items_problem(items: Any, metrics: dict[str, Any]) -> str | None:
+    """Why an entry's ``metric_items`` (``{name: {"n": items, "sd": their SD}}``) cannot be judged by."""
+    if not isinstance(items, dict) or not all(isinstance(v, dict) for v in items.values()):
+        return "\"metric_items\" must be an object of metric name -> {\"n\": ..., \"sd\": ...}"
+    for name, spread in items.items():
+        if name not in metrics:
+            return f"\"metric_items\" has {name!r}, which \"metrics\" does not"
+        n, sd = spread.get("n"), spread.get("sd")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            return f"{name!r}'s \"n\" must be an integer >= 2 (its items), not {n!r}"
+        if not _real(sd) or sd < 0:
+            return f"{name!r}'s \"sd\" must be a finite number >= 0, not {sd!r}"
+    return None
 
 
 def _runs_problem(runs: Any) -> str | None:

@@ -31,6 +31,7 @@ from .measure import Measurement
 from .decide import MIN_SAMPLES, Comparison, compare_quantile, compare_samples
 from .runnoise import ProcessOffset, RunTest, SuiteModel, compare_latency, compare_memory, latency_level, next_runs
 from .runs import RunComparison, compare_runs
+from .sampled import Sampled, compare_sampled
 from .units import format_value
 
 __all__ = ["ABRuns", "baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
@@ -64,6 +65,7 @@ def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str,
         "memory_mechanism": m.get("memory_mechanism"),
         "gpu_memory_growth": m.get("gpu_memory_growth"),
         "metrics": dict(result.get("metrics") or {}),
+        "metric_items": dict(result.get("metric_items") or {}),
         "budget": result.get("budget") or {},
         "commit": commit,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -239,8 +241,38 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
     base, now = (entry.get("metrics") or {}).get(lim.metric), (result.get("metrics") or {}).get(lim.metric)
     if base is None or now is None:
         return None
+    items = _sampled(lim.metric, entry, result)
+    if items is not None:
+        return _sampled_row(lim, *items, alpha)
     return _scalar_row(lim.label, lim.text, float(base), float(now), "", higher_is_better=lim.op == ">=",
                        tolerance=abs(lim.threshold))
+
+
+def _sampled(metric: str, entry: dict[str, Any], result: dict[str, Any]) -> tuple[Sampled, Sampled, str] | None:
+    """Both sides of a metric recorded from its items; a side recorded as a single number borrows the
+    other's spread (a baseline saved before the test recorded items). None when neither has items, or
+    a side has no value."""
+    base_mean, now_mean = (entry.get("metrics") or {}).get(metric), (result.get("metrics") or {}).get(metric)
+    base = Sampled.read(base_mean, (entry.get("metric_items") or {}).get(metric))
+    now = Sampled.read(now_mean, (result.get("metric_items") or {}).get(metric))
+    if base_mean is None or now_mean is None or (base is None and now is None):
+        return None
+    if base is None:
+        assert now is not None
+        return (Sampled(float(base_mean), now.sd, now.n), now,
+                "; the baseline's spread taken as this run's (it holds one number)")
+    if now is None:
+        return base, Sampled(float(now_mean), base.sd, base.n), "; this run's spread taken as the baseline's"
+    return base, now, ""
+
+
+def _sampled_row(lim: Limit, base: Sampled, now: Sampled, note: str, alpha: float | None) -> Row:
+    t = compare_sampled(base, now, tolerance=abs(lim.threshold), higher_is_better=lim.op == ">=",
+                        alpha=alpha if alpha is not None else (1 - _confidence(None)) / 2)
+    word = {"regressed": " regressed:", "improved": " improved:"}.get(t.verdict, "")
+    shown = f"{format_value(t.now, '')} vs baseline {format_value(t.base, '')} ({t.ratio:.3f}x; {t.reason}{note})"
+    return Row(lim.label, lim.text, t.now, "", t.verdict, f"{lim.label}{word} {shown}", baseline=t.base,
+               ratio=t.ratio, p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=t.mde)
 
 
 def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
@@ -257,10 +289,11 @@ def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
     return row
 
 
-def _comparisons(relative: list[Limit], latency: bool, memory: bool, stored: bool) -> int:
-    """How many of a test's rows share its error budget: each latency comparison, and in stored mode
-    (judged across saved runs) each memory one; ``latency``/``memory``: the default checks run."""
-    kinds = ("latency", "throughput") + (("memory", "gpu_memory") if stored else ())
+def _comparisons(relative: list[Limit], latency: bool, memory: bool, stored: bool, sampled: set[str]) -> int:
+    """How many of a test's rows share its error budget: each latency comparison, each metric recorded
+    from its items, and in stored mode (judged across saved runs) each memory one; ``latency``/``memory``:
+    the default checks run."""
+    kinds = {"latency", "throughput", *sampled} | ({"memory", "gpu_memory"} if stored else set())
     return sum(lim.metric in kinds for lim in relative) + latency + (memory and stored)
 
 
@@ -291,7 +324,8 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
     default_latency = bool(head) and not checked & {"latency", "throughput"}
     default_memory = "memory" not in checked and now_mem is not None
     if alpha is not None:
-        alpha /= max(1, _comparisons(relative, default_latency, default_memory, saved is not None))
+        sampled = {lim.metric for lim in relative if _sampled(lim.metric, entry, result) is not None}
+        alpha /= max(1, _comparisons(relative, default_latency, default_memory, saved is not None, sampled))
     for lim in relative:
         row = _relative_row(lim, entry, result, head, unit, runs, alpha, saved)
         rows.append(row or Row(lim.label, lim.text, None, unit, "error",

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .measure import Measurement, Settings, measure_calls
+from .sampled import Sampled
 
 __all__ = ["Perf", "PerfUsageError"]
 
@@ -23,7 +24,8 @@ class Perf:
     ``perf(fn, *args, items=None, **kwargs)`` calls ``fn(*args, **kwargs)``: once when
     measurement is off (``pytest`` without ``--perf``), else warm-up, calibration and
     repeated rounds. It returns ``fn``'s last result. ``perf.record(accuracy=0.98)`` stores
-    quality metrics; ``perf.record_latencies([...])`` stores latencies measured elsewhere
+    quality metrics, ``perf.record(accuracy=per_item_correct)`` one from its items (the mean, judged
+    against the baseline with its sampling error); ``perf.record_latencies([...])`` stores latencies measured elsewhere
     (e.g. per-request times from a load test).
     """
 
@@ -43,6 +45,7 @@ class Perf:
         self.progress = progress
         self.measurement: Measurement | None = None
         self.metrics: dict[str, float] = {}
+        self.sampled: dict[str, Sampled] = {}  # the metrics recorded from their items
         self._call: Callable[[], Any] | None = None
 
     def __call__(self, fn: Callable[..., Any], *args: Any, items: int | None = None, **kwargs: Any) -> Any:
@@ -83,18 +86,28 @@ class Perf:
         m.remeasured += 1
         return True
 
-    def record(self, **metrics: float) -> None:
-        """Record quality metrics (``accuracy=0.98``, ``final_count=100000``, ``size_bytes=...``)."""
+    def record(self, **metrics: Any) -> None:
+        """Record quality metrics: a number (``accuracy=0.98``, ``final_count=100000``), or the
+        per-item values a mean comes from (``accuracy=correct``, a 0/1 array or list; ``loss=losses``)."""
         for name, value in metrics.items():
+            if _is_items(value):
+                try:
+                    items = Sampled.of(value)
+                except (TypeError, ValueError) as exc:
+                    raise PerfUsageError(f"perf.record({name}=[...]): {exc}") from None
+                self.metrics[name], self.sampled[name] = items.mean, items
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 # numpy / torch scalars: accept what converts to a real number
                 try:
-                    value = float(value)  # type: ignore[arg-type]
+                    value = float(value)
                 except (TypeError, ValueError):
-                    raise PerfUsageError(f"perf.record({name}=...) needs a number, got {type(value).__name__}") from None
+                    raise PerfUsageError(f"perf.record({name}=...) needs a number or a sequence of numbers, "
+                                         f"got {type(value).__name__}") from None
             if not math.isfinite(float(value)):
                 raise PerfUsageError(f"perf.record({name}={value!r}): the value is not finite")
             self.metrics[name] = float(value)
+            self.sampled.pop(name, None)
 
     def record_latencies(self, seconds: Iterable[float], *, items: int | None = None) -> None:
         """Use latencies measured elsewhere (one sample per request, in seconds) as this test's samples."""
@@ -112,3 +125,13 @@ class Perf:
             samples=[s / per for s in samples], loops=1, items=items, rounds=len(samples),
             total_time=sum(samples), source="samples", unit="item" if items else "call",
         )
+
+
+def _is_items(value: Any) -> bool:
+    """A sequence or array of per-item values (not a scalar, a string or a 0-d array)."""
+    if isinstance(value, (str, bytes)) or isinstance(value, numbers.Real):
+        return False
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return len(shape) > 0
+    return isinstance(value, Iterable)

@@ -257,5 +257,6 @@ def _result(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
         "rows": [r.to_dict() for r in rows],
         "measurement": m,
         "metrics": dict(metrics),
+        "metric_items": {name: items.to_dict() for name, items in perf.sampled.items()} if perf else {},
         "budget": json_safe(budget.raw) if budget else {},
     }

@@ -222,7 +222,7 @@ class RunTest:
     reason: str
 
 
-def _t(diff: float, var: float, df: int, alpha: float) -> tuple[float, float, float]:
+def one_sided_t(diff: float, var: float, df: int, alpha: float) -> tuple[float, float, float]:
     """(p worse, p better, critical difference) of a one-sided t test of ``diff`` with variance ``var``."""
     from scipy import stats
 
@@ -232,7 +232,7 @@ def _t(diff: float, var: float, df: int, alpha: float) -> tuple[float, float, fl
     return float(stats.t.sf(diff / se, df)), float(stats.t.cdf(diff / se, df)), float(stats.t.isf(alpha, df)) * se
 
 
-def _verdict(p_worse: float, p_better: float, alpha: float, worse: bool, better: bool) -> str:
+def verdict_of(p_worse: float, p_better: float, alpha: float, worse: bool, better: bool) -> str:
     if p_worse < alpha and worse:
         return "regressed"
     if p_better < alpha and better:
@@ -263,10 +263,10 @@ def compare_latency(nodeid: str, head_samples: list[float], model: SuiteModel, p
     else:
         how = f"this process's speed {math.exp(offset[0]):.3f}x, from {len(process.seen) - 1} tests"
     diff = deviation - offset[0]
-    p_worse, p_better, crit = _t(diff, predict + offset[1], df, alpha)
+    p_worse, p_better, crit = one_sided_t(diff, predict + offset[1], df, alpha)
     ratio = math.exp(diff)
     mde = max(tolerance, math.exp(crit) - 1)
-    verdict = _verdict(p_worse, p_better, alpha, ratio > 1 + tolerance, ratio < 1 - tolerance)
+    verdict = verdict_of(p_worse, p_better, alpha, ratio > 1 + tolerance, ratio < 1 - tolerance)
     reason = (f"p10 level {ratio:.3f}x the mean of {len(runs.logs)} saved run(s), {how} (one-sided "
               f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {df} df; could flag changes from +{mde:.0%})")
     base = math.exp(runs.mean + offset[0])
@@ -281,10 +281,10 @@ def compare_speed(deviation: float, var: float, model: SuiteModel, *, alpha: flo
     if model.offsets.df == 0:
         return None
     runs = model.offsets.df + 1
-    p_worse, p_better, crit = _t(deviation, model.offsets.var * (1 + 1 / runs) + var, model.offsets.df, alpha)
+    p_worse, p_better, crit = one_sided_t(deviation, model.offsets.var * (1 + 1 / runs) + var, model.offsets.df, alpha)
     ratio = math.exp(deviation)
     mde = max(tolerance, math.exp(crit) - 1)
-    verdict = _verdict(p_worse, p_better, alpha, ratio > 1 + tolerance, ratio < 1 - tolerance)
+    verdict = verdict_of(p_worse, p_better, alpha, ratio > 1 + tolerance, ratio < 1 - tolerance)
     reason = (f"its tests ran {ratio:.3f}x as long as in the {runs} saved runs, taken together (one-sided "
               f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {model.offsets.df} df; could flag changes "
               f"from +{mde:.0%}): a slower machine, or a change that slows every test alike; stored baselines cannot "
@@ -303,11 +303,11 @@ def compare_memory(nodeid: str, head: float, model: SuiteModel, *, alpha: float,
     var, df = moderated
     base = float(np.mean(runs.memory))
     diff = head - base
-    p_worse, p_better, crit = _t(diff, var * (1 + 1 / len(runs.memory)), df, alpha)
+    p_worse, p_better, crit = one_sided_t(diff, var * (1 + 1 / len(runs.memory)), df, alpha)
     limit = abs(base) * tolerance
     ratio = head / base if base else (1.0 if head == base else math.inf)
     mde = max(limit, crit)
-    verdict = _verdict(p_worse, p_better, alpha, diff > limit, -diff > limit)
+    verdict = verdict_of(p_worse, p_better, alpha, diff > limit, -diff > limit)
     reason = (f"{format_value(diff, 'B')} from the mean of {len(runs.memory)} saved run(s) (one-sided "
               f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {df} df; could flag changes from "
               f"{format_value(mde, 'B')})")
