@@ -15,7 +15,9 @@
   the tests gated); it is split evenly between the test's latency and memory comparisons
   (Bonferroni), and each of those fails only when significant at its share **and** beyond the
   tolerance.
-* Improvements are rows with verdict ``improved``, never failures.
+* Improvements are rows with verdict ``improved``, never failures, and suggest no save: one run's
+  improvement is a winner's curse (re-saving after a noisy "improved" raised later false failures
+  from 14 % to 41 %); a save adds a run to the saved ones instead of replacing them.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ def _latency_row(label: str, budget_text: str, base: list[float], head: list[flo
     if d.verdict == "regressed":
         msg = f"{label} regressed: {shown}"
     elif d.verdict == "improved":
-        msg = f"{label} improved: {shown}; consider --perf-save"
+        msg = f"{label} improved: {shown}"  # no save suggestion: one run's improvement is not confirmed
     else:
         msg = f"{label} {shown}"
     return Row(label, budget_text, d.pooled.head_median, unit, d.verdict, msg, baseline=d.pooled.base_median,
@@ -185,7 +187,7 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
         return Row(label, budget_text, now, unit, "regressed",
                    f"{label} regressed: {shown}, beyond {tolerance:.1%}", baseline=base, ratio=ratio)
     if -change > limit and -change > floor:
-        return Row(label, budget_text, now, unit, "improved", f"{label} improved: {shown}; consider --perf-save",
+        return Row(label, budget_text, now, unit, "improved", f"{label} improved: {shown}",
                    baseline=base, ratio=ratio)
     return Row(label, budget_text, now, unit, "unchanged", f"{label} {shown}", baseline=base, ratio=ratio)
 
