@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,7 +145,8 @@ def ab_context(result: Any, hints: bool = True) -> list[str]:
     """The lines that say what was compared (markdown context and the terminal header)."""
     ran = max((r.round for r in result.runs), default=0)
     lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
-             f"{', with uncommitted changes' if result.dirty else ''}), {ran} of at most {result.rounds} rounds, "
+             f"{', with uncommitted changes' if result.dirty else ''}), {ran} of at most {result.rounds} "
+             f"round{'' if result.rounds == 1 else 's'}, "
              f"the sides in random order (--seed {result.seed})"]
     if result.tests:
         lines.append(f"{len(result.tests)} test(s) shared a {result.alpha:.2%} error budget (--alpha); "
@@ -289,6 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaselineError as exc:
         print(f"perfguard: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `perfguard compare ... | head -1`: the reader left; no traceback
+        # Python's own recipe (docs: signal, "Note on SIGPIPE"): point stdout at devnull so that
+        # the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -283,6 +286,15 @@ def test_cli_compare_reports_ratio_ci_geomean_and_exit_code(tmp_path, capsys):
     assert cli_main(["compare", a, b, "--fail-on-regression"]) == 1
     a, b = _save_pair(tmp_path, 1.0)
     assert cli_main(["compare", a, b, "--fail-on-regression"]) == 0
+
+
+def test_cli_compare_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
+    a, b = _save_pair(tmp_path, 1.25)
+    # `perfguard compare a b | head -1`: the reader closes the pipe after the first line
+    proc = subprocess.run(f"{shlex.quote(sys.executable)} -m pytest_perfguard.cli compare {a} {b} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.count("\n") == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
 
 
 def test_cli_show_and_errors(tmp_path, capsys):
