@@ -7,8 +7,9 @@
   own tolerance; ``throughput="-10%"`` likewise (throughput is the inverse of latency). When both
   sides come from several runs (``perfguard ab``: per-run best rounds, ``run_bests``), the runs
   decide instead (``runs.compare_runs``).
-* Memory: one number per run, against the saved runs' spread (``runnoise.compare_memory``); with
-  one saved run, as a ratio beyond the tolerance and ``MEMORY_FLOOR`` (allocator arenas and
+* Memory: one number per run, against the test's own saved runs' spread and beyond ``MEMORY_FLOOR``
+  (``runnoise.compare_memory``); with one saved run, as a ratio beyond the tolerance and
+  ``MEMORY_FLOOR`` (allocator arenas and
   lazily touched pages move peak RSS by a few MiB between runs whatever the code does).
   Recorded metrics are compared as a ratio.
 * One error budget per run: ``alpha`` is this test's share of it (the run's ``--perf-alpha`` over
@@ -31,7 +32,7 @@ from .budget import Budget, Limit
 from .check import Row, metric_value, required_samples
 from .measure import Measurement
 from .decide import MIN_SAMPLES, Comparison, compare_quantile, compare_samples
-from .runnoise import ProcessOffset, RunTest, SuiteModel, compare_latency, compare_memory, latency_level, next_runs
+from .runnoise import MEMORY_FLOOR, ProcessOffset, RunTest, SuiteModel, compare_latency, compare_memory, latency_level, next_runs
 from .runs import RunComparison, compare_runs
 from .sampled import Sampled, compare_sampled
 from .units import format_value
@@ -39,7 +40,6 @@ from .units import format_value
 __all__ = ["ABRuns", "baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
            "unjudged"]
 
-MEMORY_FLOOR = 8 * 2**20
 
 
 def base_latency(entry: dict[str, Any]) -> list[float]:

@@ -134,6 +134,33 @@ def test_rows_share_the_tests_alpha_and_say_what_they_could_catch() -> None:
     assert [r.verdict for r in bigger if r.metric == "memory vs baseline"] == ["regressed"]
 
 
+def test_memory_is_judged_on_the_tests_own_spread_beyond_peak_rss_resolution() -> None:
+    """Saved on this project's suites: an in-process server's peak RSS growth read 6.0-6.9 MiB in four
+    runs of the same code and 11.0 MiB in the fifth, while its neighbours read the same bytes every run.
+    Pooled with them, its spread shrank and the fifth run failed as a regression."""
+    mib = 2**20
+    entries: dict[str, dict] = {}
+    for r, server in enumerate((6.0, 6.2, 6.4, 6.9)):
+        for t in range(6):
+            memory = server * mib if t == 0 else 512 * 1024
+            res = result(f"t{t}", 0.001 * (t + 1) * JITTER[(r + t) % 8], f"p{r}", memory)
+            entries[res["nodeid"]] = entry_from_result(res, None, entries.get(res["nodeid"]))
+    model = SuiteModel.of(entries)
+
+    def memory_row(nodeid: str, now: float):
+        rows = baseline_rows(result(nodeid, 0.001, "h", now), None, entries[nodeid], 0.05, alpha=0.01,
+                             saved=Saved(nodeid, model, ProcessOffset()))
+        return next(r for r in rows if r.metric == "memory vs baseline")
+
+    same_code = memory_row("t0", 11.0 * mib)
+    assert same_code.verdict == "unchanged" and same_code.mde * 6.4 * mib >= runnoise.MEMORY_FLOOR
+    assert memory_row("t0", 40 * mib).verdict == "regressed"
+    # a test whose saved runs never moved is not failed for a change below the floor either ...
+    assert memory_row("t1", 4 * mib).verdict == "unchanged"
+    # ... but is for one beyond it
+    assert memory_row("t1", 20 * mib).verdict == "regressed"
+
+
 def test_a_one_run_baseline_says_the_noise_is_not_modelled() -> None:
     entry = entry_from_result(result("t0", 0.001, "p"), None)
     model = SuiteModel.of({"t0": entry})
