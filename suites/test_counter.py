@@ -17,11 +17,10 @@ MAXIMUM = 100_000  # as reported; cheap enough that both scales use it
 
 # Measured here (2-core x86_64): optimized 0.25-0.8 us per increment (1.2-4 M/s),
 # naive ~10 us per increment (the yield point) and overshoots by ~15.
-# Tolerance 100 % against the baseline: 16 threads handing one lock around under the GIL follow
-# the scheduler, and the same code's median moved 250-750 ns per increment between runs on one
-# quiet day (2026-11-24, with best rounds 1.56x apart); the absolute throughput budget carries the
-# claim, the baseline check catches a gross (> 2x) slowdown.
-@perf_budget(metrics={"final_count": f"=={MAXIMUM}"}, throughput="500k/s", memory="64MiB", tolerance="100%")
+# Against the baseline at the default 5 % tolerance: 16 threads handing one lock around under the
+# GIL follow the scheduler (best rounds 1.56x apart between quiet runs on 2026-11-24); the gate
+# judges that against this test's own spread between saved runs and prints what it could flag.
+@perf_budget(metrics={"final_count": f"=={MAXIMUM}"}, throughput="500k/s", memory="64MiB")
 def test_counter_counts_exactly_to_maximum_under_16_threads(perf, pick_variant):
     run = pick_variant(counter)
     final = perf(run, threads=THREADS, maximum=MAXIMUM, items=MAXIMUM)

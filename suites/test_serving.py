@@ -194,12 +194,12 @@ def _record_load(perf: Perf, result: LoadResult) -> None:
 # Measured here (busy 2-core machine; docs/serving.md has the runs): ci optimized p50 68-108 ms,
 # p99 128-163 ms; naive p50 1.5-2.7 s, p99 2.1-3.4 s. full optimized p50 2.0-2.4 s, p99 2.6-6.5 s;
 # naive p50 28 s, p99 36 s. Budgets: ~2-3x above optimized, several times below naive.
-# Tolerance 50 %: per-request latencies of 8 clients on 2 cores follow the neighbours (a CI run
-# beside other jobs read 1.44x the stored baseline's p50, best request 1.29x, same code); the
-# absolute p50/p99 budgets carry the claim, the baseline check catches gross regressions.
+# Per-request latencies of 8 clients on 2 cores follow the neighbours (a CI run beside other jobs
+# read 1.44x the stored baseline's p50, same code): the gate judges them against the spread
+# between saved runs, at the default 5 %, and prints what it could flag.
 @per_scale(
-    ci=perf_budget(latency={"p50": "250ms", "p99": "600ms"}, metrics={"errors": "==0"}, tolerance="50%"),
-    full=perf_budget(latency={"p50": "6s", "p99": "15s"}, metrics={"errors": "==0"}, tolerance="50%"),
+    ci=perf_budget(latency={"p50": "250ms", "p99": "600ms"}, metrics={"errors": "==0"}),
+    full=perf_budget(latency={"p50": "6s", "p99": "15s"}, metrics={"errors": "==0"}),
 )
 def test_serves_8_concurrent_clients_within_p50_p99_budget(perf, server_url, scale, uploads, progress):
     plan = LOAD[scale] if perf.enabled else QUICK
