@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .measure import CLOCKS
+
 __all__ = [
+    "parse_clock",
     "BudgetError",
     "Budget",
     "Limit",
@@ -36,6 +39,7 @@ FORMS = {
     "throughput": '"2000/s", "1.5k/s", 2000 (items per second, floor), "-10%" (vs baseline)',
     "metrics": '{"name": ">=0.9" | "<=5" | "==100000" | ">1" | "<1" | 0.9 (floor) | "-1%" | "+1%"}',
     "tolerance": '"5%", 0.05',
+    "clock": '"wall" (default), "cpu" (CPU time: latency budgets and the regression gate)',
 }
 
 _TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
@@ -86,11 +90,12 @@ class Budget:
     limits: tuple[Limit, ...] = ()
     tolerance: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    clock: str | None = None  # "cpu": latency limits and the gate on CPU time; None: the run's clock
 
     def metrics_only(self) -> Budget:
         """The absolute limits on recorded metrics (what one unmeasured run can check)."""
         kept = tuple(lim for lim in self.limits if lim.metric not in _MEASURED and not lim.relative)
-        return Budget(kept, self.tolerance, self.raw)
+        return Budget(kept, self.tolerance, self.raw, self.clock)
 
     def for_metric(self, metric: str) -> list[Limit]:
         return [lim for lim in self.limits if lim.metric == metric]
@@ -323,14 +328,23 @@ _PARSERS = {
 def parse_budget(kwargs: dict[str, Any]) -> Budget:
     """Parse the kwargs of one ``perf_budget`` marker; raises ``BudgetError``."""
     limits: list[Limit] = []
-    tolerance = None
+    tolerance = clock = None
     for key, value in kwargs.items():
         if key == "tolerance":
             tolerance = parse_ratio(value, "tolerance")
+        elif key == "clock":
+            clock = parse_clock(value)
         elif key in _PARSERS:
             if value is None:
                 continue
             limits.extend(_PARSERS[key](value))
         else:
             raise BudgetError(f"unknown keyword {_shown(key)}; perf_budget accepts: {', '.join(FORMS)}")
-    return Budget(tuple(limits), tolerance, dict(kwargs))
+    return Budget(tuple(limits), tolerance, dict(kwargs), clock)
+
+
+def parse_clock(value: Any) -> str:
+    """``"wall"`` or ``"cpu"`` (``measure.CLOCKS``); raises ``BudgetError``."""
+    if isinstance(value, str) and value.strip().lower() in CLOCKS:
+        return value.strip().lower()
+    raise _bad("clock", value)

@@ -37,29 +37,37 @@ from .runs import RunComparison, compare_runs
 from .sampled import Sampled, compare_sampled
 from .units import format_value
 
-__all__ = ["ABRuns", "baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
+__all__ = ["ABRuns", "baseline_rows", "base_latency", "judged_samples", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
            "unjudged"]
 
 
 
-def base_latency(entry: dict[str, Any]) -> list[float]:
-    """The latency samples a baseline entry stores (empty when it has none)."""
-    return list((entry.get("samples") or {}).get("latency") or [])
+def base_latency(entry: dict[str, Any], clock: str = "wall") -> list[float]:
+    """The latency samples a baseline entry stores on ``clock`` (empty when it has none)."""
+    return list((entry.get("samples") or {}).get("cpu" if clock == "cpu" else "latency") or [])
+
+
+def judged_samples(m: dict[str, Any]) -> list[float]:
+    """A measurement's samples on the clock the gate judges (``Measurement.judged_samples``)."""
+    return list(m.get("cpu_samples" if m.get("clock") == "cpu" else "samples") or [])
 
 
 def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``--perf-save`` stores for one test: this run, and the runs of ``old`` (the entry it replaces)
-    unless the gate saw a change in this run or the unit changed (then the run history starts again)."""
+    unless the gate saw a change in this run or the unit or the judged clock changed (then the run history
+    starts again)."""
     m = result.get("measurement") or {}
     # only a change judged across saved runs restarts the history: a one-run baseline cannot tell noise from it
     changed = any(r.get("verdict") in ("regressed", "improved") and r.get("p_value") is not None
                   for r in result.get("rows") or [])
     restart = changed or (old is not None and (old.get("unit") or "call") != (m.get("unit") or "call"))
-    run = {"latency": latency_level(m.get("samples") or []), "memory_growth": m.get("memory_growth"),
+    restart = restart or (old is not None and (old.get("clock") or "wall") != (m.get("clock") or "wall"))
+    run = {"latency": latency_level(judged_samples(m)), "memory_growth": m.get("memory_growth"),
            "process": result.get("process")}
     return {
         "runs": next_runs(old, run, restart=restart),
-        "samples": {"latency": list(m.get("samples") or [])},
+        "samples": {"latency": list(m.get("samples") or []), "cpu": list(m.get("cpu_samples") or [])},
+        "clock": m.get("clock") or "wall",
         "summary": m.get("summary") or {},
         "unit": m.get("unit"),
         "items": m.get("items"),
@@ -192,12 +200,19 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
     return Row(label, budget_text, now, unit, "unchanged", f"{label} {shown}", baseline=base, ratio=ratio)
 
 
+_CLOCK_WORDS = {"wall": "wall time", "cpu": "CPU time"}
+
+
 def _unit_change(entry: dict[str, Any], m: dict[str, Any]) -> str | None:
-    """Why the entry's latencies cannot be compared with this run's, when their units differ."""
+    """Why the entry's latencies cannot be compared with this run's: their units or clocks differ."""
     base, now = entry.get("unit") or "call", m.get("unit") or "call"
-    if base == now:
-        return None
-    return f"the baseline entry holds seconds per {base}, this run per {now} (items= changed)"
+    if base != now:
+        return f"the baseline entry holds seconds per {base}, this run per {now} (items= changed)"
+    base, now = entry.get("clock") or "wall", m.get("clock") or "wall"
+    if base != now:
+        return (f"the baseline entry was judged on {_CLOCK_WORDS[base]}, this run judges {_CLOCK_WORDS[now]} "
+                "(clock= or --perf-clock changed)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -221,7 +236,7 @@ def _memory_row(label: str, budget_text: str, base: float, now: float, tolerance
 
 def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str,
                   runs: ABRuns | None, alpha: float | None, saved: Saved | None) -> Row | None:
-    base_samples = base_latency(entry)
+    base_samples = base_latency(entry, (result.get("measurement") or {}).get("clock") or "wall")
     if lim.metric in ("latency", "throughput"):
         if not base_samples or not head:
             return None
@@ -277,10 +292,10 @@ def _sampled_row(lim: Limit, base: Sampled, now: Sampled, note: str, alpha: floa
                ratio=t.ratio, p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=t.mde)
 
 
-def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
-    """Fill the baseline column of an absolute-budget row from the entry, for the table."""
+def _with_baseline(row: Row, entry: dict[str, Any], clock: str) -> Row:
+    """Fill the baseline column of an absolute-budget row from the entry (latency on ``clock``), for the table."""
     unit = entry.get("unit") or "call"
-    saved = Measurement(samples=base_latency(entry), unit=unit, memory_growth=entry.get("memory_growth"),
+    saved = Measurement(samples=base_latency(entry, clock), unit=unit, memory_growth=entry.get("memory_growth"),
                         gpu_memory_growth=entry.get("gpu_memory_growth"))
     metric, _, stat = row.metric.partition(" ")
     if metric == "latency" and row.unit != f"s/{unit}":
@@ -311,11 +326,14 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
     """
     if entry is None:
         return [Row(**d) for d in result["rows"]]
-    rows = [_with_baseline(r, entry) for r in (Row(**d) for d in result["rows"]) if r.verdict != "no-baseline"]
+    m = result.get("measurement") or {}
+    clock = m.get("clock") or "wall"
+    absolute_clock = "cpu" if budget is not None and budget.clock == "cpu" and clock == "cpu" else "wall"
+    rows = [_with_baseline(r, entry, absolute_clock) for r in (Row(**d) for d in result["rows"])
+            if r.verdict != "no-baseline"]
     if budget is not None and budget.tolerance is not None:
         tolerance = budget.tolerance
-    m = result.get("measurement") or {}
-    head = list(m.get("samples") or [])
+    head = judged_samples(m)
     unit = f"s/{m.get('unit') or 'call'}"
     runs = ABRuns(list(base_runs), list(m["run_bests"]), stopped) if base_runs and m.get("run_bests") else None
     saved = saved if runs is None else None
@@ -332,16 +350,16 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
         row = _relative_row(lim, entry, result, head, unit, runs, alpha, saved)
         rows.append(row or Row(lim.label, lim.text, None, unit, "error",
                                f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
-    base_samples = base_latency(entry)
+    base_samples = base_latency(entry, clock)
     shown_tol = f"±{tolerance:.0%}"
     if default_latency:
+        label = "latency vs baseline" if clock == "wall" else "latency (cpu) vs baseline"
         changed = _unit_change(entry, m)
         if not base_samples or changed:
-            rows.append(unjudged("latency vs baseline", shown_tol, unit,
-                                 changed or "the baseline entry has no latency samples, this run measured latency"))
+            rows.append(unjudged(label, shown_tol, unit, changed or
+                                 f"the baseline entry has no {_CLOCK_WORDS[clock]} samples, this run measured it"))
         else:
-            rows.append(_latency_row("latency vs baseline", shown_tol, base_samples, head, tolerance, unit, runs,
-                                     alpha, saved))
+            rows.append(_latency_row(label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved))
     if default_memory:
         if base_mem is None:
             rows.append(unjudged("memory vs baseline", shown_tol, "B",

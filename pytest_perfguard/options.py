@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .budget import BudgetError, parse_ratio
-from .measure import Settings
+from .measure import CLOCKS, Settings
 
 __all__ = ["Options", "add_options", "BASELINE_ERRORS", "PROFILE_MODES"]
 
@@ -29,6 +29,9 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
     ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
     ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
+    ("--perf-clock", "perfguard_clock", "string", "wall",
+     "the clock the regression gate judges latency on: wall, or cpu (CPU time: what other processes on a shared "
+     "machine add to wall time is left out; absolute latency budgets stay wall time unless a budget says clock=)"),
     ("--perf-alpha", "perfguard_alpha", "string", "1%",
      "the chance that an unchanged run fails the regression gate anywhere: one error budget, shared by every "
      "comparison with the baseline in the run"),
@@ -106,6 +109,7 @@ class Options:
     baseline_errors: str = "fail"  # "fail" or "warn"
     require_baseline: bool = False
     alpha: float = 0.01
+    clock: str = "wall"  # what the regression gate judges latency on (a budget's clock= wins)
 
     @property
     def warn_only(self) -> bool:
@@ -178,4 +182,5 @@ class Options:
                    profile_timeout=_positive_finite("--perf-profile-timeout", timeout, zero=False),
                    threads=threads,
                    baseline_errors=choice("--perf-baseline-errors", "perfguard_baseline_errors", BASELINE_ERRORS),
-                   require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha)
+                   require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha,
+                   clock=choice("--perf-clock", "perfguard_clock", CLOCKS))
