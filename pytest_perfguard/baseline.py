@@ -176,6 +176,8 @@ def entry_problem(entry: dict[str, Any]) -> str | None:
     for key in ("memory_growth", "gpu_memory_growth"):
         if entry.get(key) is not None and not _real(entry[key]):
             return f"\"{key}\" must be a finite number of bytes or null, not {entry[key]!r}"
+    if entry.get("instructions") is not None and not _positive(entry["instructions"]):
+        return f"\"instructions\" must be a positive count or null, not {entry['instructions']!r}"
     metrics = entry.get("metrics", {})
     if not isinstance(metrics, dict) or not all(_real(v) for v in metrics.values()):
         return "\"metrics\" must be an object of metric name -> finite number"

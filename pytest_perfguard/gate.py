@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget, Limit
+from .callgrind import TOLERANCE as INSTRUCTIONS_TOLERANCE
+from .callgrind import disagree
 from .check import Row, metric_value, required_samples
 from .measure import Measurement
 from .decide import MIN_SAMPLES, Comparison, compare_quantile, compare_samples
@@ -72,6 +74,8 @@ def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str,
         "unit": m.get("unit"),
         "items": m.get("items"),
         "memory_growth": m.get("memory_growth"),
+        "instructions": m.get("instructions"),
+        "instruction_counts": list(m.get("instruction_counts") or []),
         "memory_mechanism": m.get("memory_mechanism"),
         "gpu_memory_growth": m.get("gpu_memory_growth"),
         "metrics": dict(result.get("metrics") or {}),
@@ -190,7 +194,8 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
     ratio = now / base if base else (1.0 if now == base else float("inf"))
     change = (base - now) if higher_is_better else (now - base)  # > 0 is worse
     limit = abs(base) * tolerance
-    shown = f"{format_value(now, unit)} vs baseline {format_value(base, unit)} ({ratio:.2f}x)"
+    change_text = f"{ratio - 1:+.2%}" if unit == "instr" else f"{ratio:.2f}x"  # exact counts: small changes matter
+    shown = f"{format_value(now, unit)} vs baseline {format_value(base, unit)} ({change_text})"
     if change > limit and change > floor:
         return Row(label, budget_text, now, unit, "regressed",
                    f"{label} regressed: {shown}, beyond {tolerance:.1%}", baseline=base, ratio=ratio)
@@ -248,6 +253,12 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
         return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved)
+    if lim.metric == "instructions":
+        base, now = entry.get("instructions"), (result.get("measurement") or {}).get("instructions")
+        if base is None or now is None:
+            return None
+        return _scalar_row(lim.label, lim.text, float(base), float(now), "instr", higher_is_better=False,
+                           tolerance=abs(lim.threshold))
     if lim.metric in ("memory", "gpu_memory"):
         key = f"{lim.metric}_growth"
         base, now = entry.get(key), (result.get("measurement") or {}).get(key)
@@ -263,6 +274,19 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
         return _sampled_row(lim, *items, alpha)
     return _scalar_row(lim.label, lim.text, float(base), float(now), "", higher_is_better=lim.op == ">=",
                        tolerance=abs(lim.threshold))
+
+
+def _instructions_row(entry: dict[str, Any], m: dict[str, Any], budget: Budget | None) -> Row:
+    """Exact counts against each other: beyond the tolerance (``callgrind.TOLERANCE`` unless the budget
+    gives one) is a change; no error budget is spent (the same code counts the same, see ``callgrind``)."""
+    tolerance = budget.tolerance if budget is not None and budget.tolerance is not None else INSTRUCTIONS_TOLERANCE
+    label, shown_tol = "instructions vs baseline", f"±{tolerance:.1%}"
+    changed = _unit_change(entry, m)
+    if entry.get("instructions") is None or changed:
+        return unjudged(label, shown_tol, "instr", changed or "the baseline entry has no instruction count, this run "
+                        "counted them (record them with `pytest --perf --perf-instructions --perf-save`)")
+    return _scalar_row(label, shown_tol, float(entry["instructions"]), float(m["instructions"]), "instr",
+                       higher_is_better=False, tolerance=tolerance)
 
 
 def _sampled(metric: str, entry: dict[str, Any], result: dict[str, Any]) -> tuple[Sampled, Sampled, str] | None:
@@ -296,6 +320,7 @@ def _with_baseline(row: Row, entry: dict[str, Any], clock: str) -> Row:
     """Fill the baseline column of an absolute-budget row from the entry (latency on ``clock``), for the table."""
     unit = entry.get("unit") or "call"
     saved = Measurement(samples=base_latency(entry, clock), unit=unit, memory_growth=entry.get("memory_growth"),
+                        instructions=entry.get("instructions"),
                         gpu_memory_growth=entry.get("gpu_memory_growth"))
     metric, _, stat = row.metric.partition(" ")
     if metric == "latency" and row.unit != f"s/{unit}":
@@ -360,6 +385,9 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
                                  f"the baseline entry has no {_CLOCK_WORDS[clock]} samples, this run measured it"))
         else:
             rows.append(_latency_row(label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved))
+    if m.get("instructions") is not None and "instructions" not in checked \
+            and not disagree(m.get("instruction_counts") or []):  # disagreeing counts: not judged (check.py)
+        rows.append(_instructions_row(entry, m, budget))
     if default_memory:
         if base_mem is None:
             rows.append(unjudged("memory vs baseline", shown_tol, "B",

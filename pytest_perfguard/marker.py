@@ -22,6 +22,7 @@ def perf_budget(
     metrics: dict[str, Any] | None = None,
     tolerance: Any = None,
     clock: Any = None,
+    instructions: Any = None,
 ) -> pytest.MarkDecorator:
     """Budget a test: ``@perf_budget(latency="2ms", memory="300MiB", accuracy=0.98)``.
 

@@ -82,6 +82,8 @@ class Measurement:
     cpu_clock: str | None = None  # "thread" or "process" (other threads of the process worked)
     synced: bool = False  # the rounds waited for a CUDA device: only wall time sees its work
     clock: str = "wall"  # the clock the regression gate judges (``judged_samples``), set when judged
+    instructions: float | None = None  # per call (or item), counted under callgrind (``callgrind``)
+    instruction_counts: list[int] = field(default_factory=list)  # each repeat's count of one call
 
     @property
     def judged_samples(self) -> list[float]:

@@ -64,6 +64,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="fail the run when this machine has no baseline file, or a measured test has no entry in "
                          "it (for CI: deleting the file or an entry must not turn the gate off)")
     parser.addini("perfguard_require_baseline", "as --perf-require-baseline", type="bool", default=False)
+    group.addoption("--perf-instructions", action="store_true", default=None,
+                    help="count each measured region's instructions under valgrind's callgrind instead of timing "
+                         "it (implies --perf; needs valgrind; baselines/<machine>-callgrind.json)")
+    parser.addini("perfguard_instructions", "as --perf-instructions", type="bool", default=False)
     group.addoption("--perf-confirm", type=int, default=None, metavar="N",
                     help="re-measure a test whose latency looks regressed up to N times; it fails only when every "
                          "block of rounds, judged alone, regressed (default 2; 0 turns it off)")
@@ -110,6 +114,7 @@ class Options:
     require_baseline: bool = False
     alpha: float = 0.01
     clock: str = "wall"  # what the regression gate judges latency on (a budget's clock= wins)
+    instructions: bool = False  # regions are counted under callgrind, not timed
 
     @property
     def warn_only(self) -> bool:
@@ -171,16 +176,17 @@ class Options:
         if threads is not None and threads < 1:
             raise pytest.UsageError(f"--perf-threads must be >= 1, not {threads}")
         timeout = get("--perf-profile-timeout", "perfguard_profile_timeout", float)
-        return cls(enabled=flag("perf", "perfguard_perf") or save, timing=timing,
+        instructions = flag("perf_instructions", "perfguard_instructions")
+        return cls(enabled=flag("perf", "perfguard_perf") or save or instructions, timing=timing,
                    json_path=Path(config.rootpath, json_path) if json_path else None,
                    markdown_path=Path(config.rootpath, markdown_path) if markdown_path else None, save=save,
                    baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
                    machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
                    confirm=max(0, get("--perf-confirm", "perfguard_confirm", int)),
-                   profile=choice("--perf-profile", "perfguard_profile", PROFILE_MODES),
+                   profile="never" if instructions else choice("--perf-profile", "perfguard_profile", PROFILE_MODES),
                    profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
                    profile_timeout=_positive_finite("--perf-profile-timeout", timeout, zero=False),
                    threads=threads,
                    baseline_errors=choice("--perf-baseline-errors", "perfguard_baseline_errors", BASELINE_ERRORS),
                    require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha,
-                   clock=choice("--perf-clock", "perfguard_clock", CLOCKS))
+                   clock=choice("--perf-clock", "perfguard_clock", CLOCKS), instructions=instructions)

@@ -15,11 +15,13 @@ import pytest
 
 from .baseline import thin_samples
 from .budget import Budget, BudgetError, parse_budget
+from .callgrind import counter
 from .check import Row, evaluate
 from .decide import summarize
 from .marker import MARKER, merged_kwargs
 from .measure import Measurement, MemoryMeter
 from .options import Options
+from .instructions import SUFFIX
 from .perf import Perf
 from .report import MAX_REPORT_SAMPLES, json_safe, summary_table
 from .rerun import default_profile_paths, profile_failure, rerun_args
@@ -49,12 +51,13 @@ class Runner:
         self.baseline: RunBaseline | None = None
         self.gated = 0  # collected perf tests with a baseline entry: they share the run's error budget
         self.process_id = uuid.uuid4().hex[:12]  # saved with each run: the tests of one process share its speed
+        self.counter = counter() if options.instructions else None  # under callgrind: regions are counted
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.options.enabled:
             o = self.options
-            self.baseline = RunBaseline(o.baselines, o.machine, o.threads).load()
+            self.baseline = RunBaseline(o.baselines, o.machine, o.threads, SUFFIX if o.instructions else "").load()
             self.config.stash[baseline_key] = self.baseline
 
     @pytest.hookimpl(wrapper=True)
@@ -123,7 +126,8 @@ class Runner:
 
         The gate judges every sample, as the budget does; they are thinned only afterwards, for the
         report that travels to the controller and into the files."""
-        result = _result(item, measured=self.options.enabled, run_clock=self.options.clock)
+        result = _result(item, measured=self.options.enabled, run_clock=self.options.clock,
+                         instructions=self.options.instructions)
         if result is None:
             return None
         result["process"] = self.process_id
@@ -245,20 +249,23 @@ def _clock(budget: Budget | None, run_clock: str, m: Measurement | None) -> tupl
                        f"latency on CPU time (clock='cpu') not judged: {why}; drop clock='cpu' for this test")
 
 
-def _result(item: pytest.Item, measured: bool, run_clock: str = "wall") -> dict[str, Any] | None:
+def _result(item: pytest.Item, measured: bool, run_clock: str = "wall", instructions: bool = False
+            ) -> dict[str, Any] | None:
     """The JSON-safe result of one test, or None when it is not a perf test.
 
     Unmeasured runs (no ``--perf``) still check absolute budgets on recorded metrics
     (accuracy, counts): those are functional claims that one run can decide.
     """
     budget = item.stash.get(budget_key, None)
+    if budget is not None and measured:
+        budget = budget.for_run(instructions)
     if not measured:
         budget = budget.metrics_only() if budget else None
         if budget is None or not budget.limits:
             return None
     perf = item.stash.get(perf_key, None)
     measurement = perf.measurement if perf else None
-    if measurement is None:
+    if measurement is None and not instructions:  # under callgrind pytest-benchmark's timings mean nothing
         measurement = _benchmark_measurement(item)
     if budget is None and measurement is None:
         return None
