@@ -254,11 +254,10 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
         return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved)
     if lim.metric == "instructions":
-        base, now = entry.get("instructions"), (result.get("measurement") or {}).get("instructions")
-        if base is None or now is None:
+        m = result.get("measurement") or {}
+        if entry.get("instructions") is None or m.get("instructions") is None:
             return None
-        return _scalar_row(lim.label, lim.text, float(base), float(now), "instr", higher_is_better=False,
-                           tolerance=abs(lim.threshold))
+        return _instructions_row(lim.label, lim.text, entry, m, abs(lim.threshold))
     if lim.metric in ("memory", "gpu_memory"):
         key = f"{lim.metric}_growth"
         base, now = entry.get(key), (result.get("measurement") or {}).get(key)
@@ -276,16 +275,15 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
                        tolerance=abs(lim.threshold))
 
 
-def _instructions_row(entry: dict[str, Any], m: dict[str, Any], budget: Budget | None) -> Row:
-    """Exact counts against each other: beyond the tolerance (``callgrind.TOLERANCE`` unless the budget
-    gives one) is a change; no error budget is spent (the same code counts the same, see ``callgrind``)."""
-    tolerance = budget.tolerance if budget is not None and budget.tolerance is not None else INSTRUCTIONS_TOLERANCE
-    label, shown_tol = "instructions vs baseline", f"±{tolerance:.1%}"
+def _instructions_row(label: str, budget_text: str, entry: dict[str, Any], m: dict[str, Any],
+                      tolerance: float) -> Row:
+    """Exact counts against each other: beyond the tolerance is a change. No error budget is spent:
+    the same code counts the same in every process (``callgrind``)."""
     changed = _unit_change(entry, m)
     if entry.get("instructions") is None or changed:
-        return unjudged(label, shown_tol, "instr", changed or "the baseline entry has no instruction count, this run "
-                        "counted them (record them with `pytest --perf --perf-instructions --perf-save`)")
-    return _scalar_row(label, shown_tol, float(entry["instructions"]), float(m["instructions"]), "instr",
+        return unjudged(label, budget_text, "instr", changed or "the baseline entry has no instruction count, this "
+                        "run counted them")
+    return _scalar_row(label, budget_text, float(entry["instructions"]), float(m["instructions"]), "instr",
                        higher_is_better=False, tolerance=tolerance)
 
 
@@ -387,7 +385,8 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
             rows.append(_latency_row(label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved))
     if m.get("instructions") is not None and "instructions" not in checked \
             and not disagree(m.get("instruction_counts") or []):  # disagreeing counts: not judged (check.py)
-        rows.append(_instructions_row(entry, m, budget))
+        tol = budget.tolerance if budget is not None and budget.tolerance is not None else INSTRUCTIONS_TOLERANCE
+        rows.append(_instructions_row("instructions vs baseline", f"±{tol:.1%}", entry, m, tol))
     if default_memory:
         if base_mem is None:
             rows.append(unjudged("memory vs baseline", shown_tol, "B",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from dataclasses import replace
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,10 @@ from .budget import Budget, BudgetError, parse_budget
 from .callgrind import counter
 from .check import Row, evaluate
 from .decide import summarize
+from .instructions import SUFFIX
 from .marker import MARKER, merged_kwargs
 from .measure import Measurement, MemoryMeter
 from .options import Options
-from .instructions import SUFFIX
 from .perf import Perf
 from .report import MAX_REPORT_SAMPLES, json_safe, summary_table
 from .rerun import default_profile_paths, profile_failure, rerun_args
@@ -238,6 +238,8 @@ def _clock(budget: Budget | None, run_clock: str, m: Measurement | None) -> tupl
     CPU time only where the rounds were timed on it (not for CUDA regions, nor latencies measured
     elsewhere); an error row when the budget asked for CPU time that was not measured."""
     wanted = (budget.clock if budget is not None else None) or run_clock
+    if m is not None and m.source == "callgrind":
+        return "wall", None  # counted, not timed: no clock
     if wanted == "wall" or m is None or (m.cpu_samples and not m.synced):
         return wanted, None
     if budget is None or budget.clock != "cpu":
