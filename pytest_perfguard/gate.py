@@ -50,7 +50,7 @@ def base_latency(entry: dict[str, Any], clock: str = "wall") -> list[float]:
 
 
 def judged_samples(m: dict[str, Any]) -> list[float]:
-    """A measurement's samples on the clock the gate judges (``Measurement.judged_samples``)."""
+    """A measurement's samples (a ``Measurement.to_dict()``) on the clock the gate judges (its ``clock``)."""
     return list(m.get("cpu_samples" if m.get("clock") == "cpu" else "samples") or [])
 
 

@@ -81,14 +81,9 @@ class Measurement:
     cpu_samples: list[float] = field(default_factory=list)  # CPU seconds per call (or item), one per round
     cpu_clock: str | None = None  # "thread" or "process" (other threads of the process worked)
     synced: bool = False  # the rounds waited for a CUDA device: only wall time sees its work
-    clock: str = "wall"  # the clock the regression gate judges (``judged_samples``), set when judged
+    clock: str = "wall"  # the clock the regression gate judges (``gate.judged_samples``), set when judged
     instructions: float | None = None  # per call (or item), counted under callgrind (``callgrind``)
     instruction_counts: list[int] = field(default_factory=list)  # each repeat's count of one call
-
-    @property
-    def judged_samples(self) -> list[float]:
-        """The samples of the clock the gate judges."""
-        return self.cpu_samples if self.clock == "cpu" else self.samples
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,7 +198,7 @@ def cpu_times() -> tuple[float, float]:
 
 
 def _round(fn: Callable[[], Any], loops: int, timer: Callable[[], float], sync: bool,
-           cpu: Callable[[], tuple[float, float]] = cpu_times) -> tuple[float, Any, tuple[float, float]]:
+           cpu: Callable[[], tuple[float, float]]) -> tuple[float, Any, tuple[float, float]]:
     """Wall seconds, ``fn``'s last result, and (thread, process) CPU seconds of ``loops`` calls."""
     result = None
     gc_was_enabled = gc.isenabled()
