@@ -132,3 +132,12 @@ def test_instruction_gate_end_to_end(pytester, monkeypatch):
     more = _count(pytester, monkeypatch, "-k", "test_loop", work=1.01)
     more.assert_outcomes(failed=1)
     more.stdout.fnmatch_lines(["*instructions vs baseline regressed: * instr vs baseline * instr (+1.0*%), beyond 0.5%*"])
+
+
+@needs_valgrind
+def test_the_option_refuses_xdist_in_one_line(pytester):
+    pytester.makepyfile(test_x="def test_x(perf):\n    perf(sum, [1, 2])\n")
+    result = pytester.runpytest("--perf-instructions", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-instructions runs the session under callgrind, which runs one thread at a "
+                                 "time: drop -n / --dist (pytest-xdist)*"])
