@@ -54,7 +54,7 @@ import numpy as np
 from .budget import BudgetError, parse_budget
 from .check import Row, evaluate
 from .decide import geometric_mean, summarize
-from .gate import ABRuns, baseline_rows, entry_from_result, latency_decision
+from .gate import ABRuns, base_latency, baseline_rows, entry_from_result, judged_samples, latency_decision
 from .measure import Measurement
 from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, without_run_speeds
 from .sampled import Sampled
@@ -383,7 +383,8 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
         for nodeid, res in run.results.items():
             m = res.get("measurement") or {}
             if nodeid not in pooled:
-                pooled[nodeid] = dict(res, measurement=dict(m, samples=[]) if m else None, broken=False)
+                pooled[nodeid] = dict(res, measurement=dict(m, samples=[], cpu_samples=[]) if m else None,
+                                      broken=False)
             p = pooled[nodeid]
             p["broken"] = p["broken"] or res.get("body_passed") is False
             p["metrics"] = dict(res.get("metrics") or {})  # functional metrics: the latest run's ...
@@ -393,8 +394,9 @@ def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
                     items.setdefault(nodeid, {}).setdefault(name, []).append(got)
             if m and p["measurement"] is not None:
                 p["measurement"]["samples"].extend(m.get("samples") or [])
-                if m.get("samples"):
-                    bests.setdefault(nodeid, {})[run.round] = float(np.min(m["samples"]))
+                p["measurement"]["cpu_samples"].extend(m.get("cpu_samples") or [])
+                if judged_samples(m):
+                    bests.setdefault(nodeid, {})[run.round] = float(np.min(judged_samples(m)))
                 if m.get("memory_growth") is not None:
                     memory.setdefault(nodeid, []).append(float(m["memory_growth"]))
     for nodeid, p in pooled.items():
@@ -420,7 +422,9 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
         return {"nodeid": nodeid, "verdict": "failed", "rows": [], "comparison": None,
                 "messages": [f"budget no longer parses: {exc}"]}
     hm = head.get("measurement") or {}
-    measurement = Measurement(samples=list(hm.get("samples") or []), unit=hm.get("unit") or "call",
+    on_cpu = budget is not None and budget.clock == "cpu" and hm.get("clock") == "cpu"  # as runner._result
+    measurement = Measurement(samples=list(hm.get("cpu_samples" if on_cpu else "samples") or []),
+                              unit=hm.get("unit") or "call",
                               items=hm.get("items"), memory_growth=hm.get("memory_growth"),
                               memory_mechanism=hm.get("memory_mechanism"),
                               gpu_memory_growth=hm.get("gpu_memory_growth")) if hm else None
@@ -429,9 +433,11 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
     base_runs = ((base or {}).get("measurement") or {}).get("run_bests")
     rows = baseline_rows(result, budget, entry, tolerance, base_runs, alpha=alpha, stopped=stopped)
     comparison = None
-    if entry is not None and hm.get("samples") and entry["samples"]["latency"] and entry.get("unit") == hm.get("unit"):
+    head_samples, base_samples = judged_samples(hm), base_latency(entry or {}, hm.get("clock") or "wall")
+    if (entry is not None and head_samples and base_samples and entry.get("unit") == hm.get("unit")
+            and entry.get("clock") == (hm.get("clock") or "wall")):
         shares = [r.alpha for r in rows if r.alpha is not None and r.metric.startswith(("latency", "throughput"))]
-        d = latency_decision(entry["samples"]["latency"], hm["samples"], tolerance,
+        d = latency_decision(base_samples, head_samples, tolerance,
                              ABRuns(base_runs or [], hm.get("run_bests") or [], stopped),
                              1 - 2 * min(shares) if shares else 0.99)
         # base, head, ratio and interval: of whatever decided (``basis``), for the table

@@ -11,6 +11,8 @@ File format history (bump FORMAT_VERSION on any incompatible change, and say wha
   run (``{"latency": p10 level in seconds, "memory_growth": bytes, "process": id}``, the last 10;
   ``runnoise``); an entry without it counts as one run. ``entry["metric_items"]``: for a metric
   recorded from its items, ``{"n": items, "sd": their SD}`` (``sampled``); the mean is in ``metrics``.
+  ``entry["samples"]["cpu"]``: the rounds' CPU time; ``entry["clock"]``: the clock the gate judged
+  (``"wall"`` when absent; the runs' levels are of that clock).
 
 Files are written with sorted keys and ``indent=1`` so they diff well when committed. A file
 that cannot be read is reported (:class:`BaselineError`) and never overwritten.
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_perfguard.atomic import write_text
+from pytest_perfguard.measure import CLOCKS
 from pytest_perfguard.machine import (
     compare_fingerprints,
     machine_fingerprint,
@@ -152,13 +155,19 @@ def entry_problem(entry: dict[str, Any]) -> str | None:
     samples = entry.get("samples")
     if not isinstance(samples, dict) or not isinstance(samples.get("latency"), list):
         return "\"samples\" must be an object holding a \"latency\" list"
+    if entry.get("clock", "wall") not in CLOCKS:
+        return f"\"clock\" must be one of {', '.join(CLOCKS)}, not {entry.get('clock')!r}"
+    if not isinstance(samples.get("cpu", []), list):
+        return "\"samples\" \"cpu\" must be a list of CPU seconds"
+    for key, word in (("latency", "latency"), ("cpu", "CPU time")):
+        values = samples.get(key, [])
+        bad = [x for x in values if not _positive(x)]
+        if bad:
+            return (f"{len(bad)} of its {len(values)} {word} samples are not finite positive seconds "
+                    f"(e.g. {bad[0]!r})")
+        if 0 < len(values) < MIN_SAMPLES:
+            return f"it holds {len(values)} {word} samples; at least {MIN_SAMPLES} are needed to compare"
     latency = samples["latency"]
-    bad = [x for x in latency if not _positive(x)]
-    if bad:
-        return (f"{len(bad)} of its {len(latency)} latency samples are not finite positive seconds "
-                f"(e.g. {bad[0]!r})")
-    if 0 < len(latency) < MIN_SAMPLES:
-        return f"it holds {len(latency)} latency samples; at least {MIN_SAMPLES} are needed to compare"
     if entry.get("unit") not in ("call", "item") and (latency or entry.get("unit") is not None):
         return f"\"unit\" must be \"call\" or \"item\", not {entry.get('unit')!r}"
     items = entry.get("items")
@@ -167,6 +176,8 @@ def entry_problem(entry: dict[str, Any]) -> str | None:
     for key in ("memory_growth", "gpu_memory_growth"):
         if entry.get(key) is not None and not _real(entry[key]):
             return f"\"{key}\" must be a finite number of bytes or null, not {entry[key]!r}"
+    if entry.get("instructions") is not None and not _positive(entry["instructions"]):
+        return f"\"instructions\" must be a positive count or null, not {entry['instructions']!r}"
     metrics = entry.get("metrics", {})
     if not isinstance(metrics, dict) or not all(_real(v) for v in metrics.values()):
         return "\"metrics\" must be an object of metric name -> finite number"

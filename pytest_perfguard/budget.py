@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .measure import CLOCKS
+
 __all__ = [
+    "parse_clock",
     "BudgetError",
     "Budget",
     "Limit",
@@ -36,6 +39,8 @@ FORMS = {
     "throughput": '"2000/s", "1.5k/s", 2000 (items per second, floor), "-10%" (vs baseline)',
     "metrics": '{"name": ">=0.9" | "<=5" | "==100000" | ">1" | "<1" | 0.9 (floor) | "-1%" | "+1%"}',
     "tolerance": '"5%", 0.05',
+    "instructions": '"25M", 2.5e7 (instructions per call or item, under --perf-instructions), "+1%" (vs baseline)',
+    "clock": '"wall" (default), "cpu" (CPU time: latency budgets and the regression gate)',
 }
 
 _TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
@@ -58,7 +63,8 @@ _CMP_RE = re.compile(rf"^\s*(>=|<=|==|>|<)\s*(-?{_NUMBER})\s*$")
 _STAT_RE = re.compile(r"^(?:p(\d{1,2}(?:\.\d+)?)|median|mean|max)$")
 
 
-_MEASURED = ("latency", "throughput", "memory", "gpu_memory")
+_MEASURED = ("latency", "throughput", "memory", "gpu_memory", "instructions")
+_TIMED = ("latency", "throughput", "memory", "gpu_memory")  # what a session under callgrind does not measure
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,18 @@ class Budget:
     limits: tuple[Limit, ...] = ()
     tolerance: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    clock: str | None = None  # "cpu": latency limits and the gate on CPU time; None: the run's clock
 
     def metrics_only(self) -> Budget:
         """The absolute limits on recorded metrics (what one unmeasured run can check)."""
         kept = tuple(lim for lim in self.limits if lim.metric not in _MEASURED and not lim.relative)
-        return Budget(kept, self.tolerance, self.raw)
+        return Budget(kept, self.tolerance, self.raw, self.clock)
+
+    def for_run(self, instructions: bool) -> Budget:
+        """The limits one kind of run checks: a run under callgrind counts instructions and times nothing;
+        a timed run counts no instructions."""
+        drop = _TIMED if instructions else ("instructions",)
+        return Budget(tuple(lim for lim in self.limits if lim.metric not in drop), self.tolerance, self.raw, self.clock)
 
     def for_metric(self, metric: str) -> list[Limit]:
         return [lim for lim in self.limits if lim.metric == metric]
@@ -283,6 +296,22 @@ def _throughput(value: Any) -> list[Limit]:
     return [Limit("throughput", ">=", num, text=str(value))]
 
 
+def _instructions(value: Any) -> list[Limit]:
+    rel = _relative(value, "instructions")
+    if rel:
+        sign, frac = rel
+        return [Limit("instructions", "<=", frac if sign == "+" else -frac, relative=True, text=str(value))]
+    num = _number(value, "instructions")
+    text = _text(value, "instructions")
+    if num is None and text is not None:
+        m = _QUANT_RE.match(text)
+        num = _float(m.group(1), "instructions", value) * _SI_PREFIX[m.group(2)] if m and m.group(2) in _SI_PREFIX \
+            else None
+    if num is None or not math.isfinite(num) or num <= 0:
+        raise _bad("instructions", value, "must be a positive count" if num is not None else "")
+    return [Limit("instructions", "<=", num, text=str(value))]
+
+
 def _metrics(value: Any) -> list[Limit]:
     if not isinstance(value, dict) or not value:
         raise _bad("metrics", value, "a non-empty dict of metric name to condition")
@@ -290,7 +319,7 @@ def _metrics(value: Any) -> list[Limit]:
     for name, cond in value.items():
         if not isinstance(name, str) or not name.isidentifier() or len(name) > MAX_TEXT:
             raise _bad("metrics", value, f"metric name {_shown(name)} must be an identifier")
-        if name in ("latency", "memory", "gpu_memory", "accuracy", "throughput"):
+        if name in ("latency", "memory", "gpu_memory", "accuracy", "throughput", "instructions"):
             raise _bad("metrics", value, f"{name!r} has its own kwarg")
         rel = _relative(cond, "metrics")
         if rel:
@@ -317,20 +346,30 @@ _PARSERS = {
     "accuracy": _accuracy,
     "throughput": _throughput,
     "metrics": _metrics,
+    "instructions": _instructions,
 }
 
 
 def parse_budget(kwargs: dict[str, Any]) -> Budget:
     """Parse the kwargs of one ``perf_budget`` marker; raises ``BudgetError``."""
     limits: list[Limit] = []
-    tolerance = None
+    tolerance = clock = None
     for key, value in kwargs.items():
         if key == "tolerance":
             tolerance = parse_ratio(value, "tolerance")
+        elif key == "clock":
+            clock = parse_clock(value)
         elif key in _PARSERS:
             if value is None:
                 continue
             limits.extend(_PARSERS[key](value))
         else:
             raise BudgetError(f"unknown keyword {_shown(key)}; perf_budget accepts: {', '.join(FORMS)}")
-    return Budget(tuple(limits), tolerance, dict(kwargs))
+    return Budget(tuple(limits), tolerance, dict(kwargs), clock)
+
+
+def parse_clock(value: Any) -> str:
+    """``"wall"`` or ``"cpu"`` (``measure.CLOCKS``); raises ``BudgetError``."""
+    if isinstance(value, str) and value.strip().lower() in CLOCKS:
+        return value.strip().lower()
+    raise _bad("clock", value)

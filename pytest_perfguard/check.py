@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from .budget import Budget, Limit
+from .callgrind import SPREAD, SPREAD_FLOOR, disagree
+from .callgrind import spread as count_spread
 from .measure import Measurement
 from .units import format_value
 
@@ -83,6 +85,8 @@ def _unit(metric: str, m: Measurement | None) -> str:
         return "B"
     if metric == "throughput":
         return "items/s"
+    if metric == "instructions":
+        return "instr"
     return ""
 
 
@@ -101,6 +105,10 @@ def metric_value(metric: str, stat: str, m: Measurement | None, metrics: dict[st
             return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
         med = statistic(m.samples, "p50")
         return (1.0 / med if med > 0 else math.inf), ""
+    if metric == "instructions":
+        if m is None or m.instructions is None:
+            return None, "no instructions were counted: call perf(fn, ...) under --perf-instructions"
+        return m.instructions, ""
     if metric == "memory":
         if m is None or m.memory_growth is None:
             return None, "memory was not measured in this test"
@@ -154,4 +162,24 @@ def evaluate(budget: Budget | None, m: Measurement | None, metrics: dict[str, fl
         now = statistic(m.samples, "p50")
         unit = _unit("latency", m)
         rows.append(Row("latency p50", "", now, unit, "measured", f"latency p50 {format_value(now, unit)}"))
-    return rows
+    if m is not None and m.instruction_counts:
+        rows.append(_instruction_counts(m, counted=any(lim.metric == "instructions" for lim in limits)))
+    return [r for r in rows if r is not None]
+
+
+def _instruction_counts(m: Measurement, counted: bool) -> Row | None:
+    """Repeated counts of one region must agree (callgrind counts exactly): counts further apart than
+    ``callgrind.SPREAD`` say the region is not deterministic (threads, time, randomness) and are not
+    judged, never averaged. Else a 'measured' row when no budget shows the count."""
+    counts = m.instruction_counts
+    spread = count_spread(counts)
+    if disagree(counts):
+        return Row("instructions", "", m.instructions, "instr", "error",
+                   f"instructions not judged: {len(counts)} counts of the same call disagree by {spread:.3%} "
+                   f"({', '.join(str(c) for c in counts)}), beyond the {SPREAD:.1%} (and {SPREAD_FLOOR} instructions) "
+                   "that repeated counts of one call stay within: the region is not deterministic (threads, time "
+                   "or randomness in the measured code)")
+    if counted:
+        return None
+    return Row("instructions", "", m.instructions, "instr", "measured",
+               f"instructions {format_value(m.instructions, 'instr')} (counts spread {spread:.4%})")

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget, Limit
+from .callgrind import TOLERANCE as INSTRUCTIONS_TOLERANCE
+from .callgrind import disagree
 from .check import Row, metric_value, required_samples
 from .measure import Measurement
 from .decide import MIN_SAMPLES, Comparison, compare_quantile, compare_samples
@@ -37,33 +39,43 @@ from .runs import RunComparison, compare_runs
 from .sampled import Sampled, compare_sampled
 from .units import format_value
 
-__all__ = ["ABRuns", "baseline_rows", "base_latency", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
+__all__ = ["ABRuns", "baseline_rows", "base_latency", "judged_samples", "entry_from_result", "latency_decision", "LatencyDecision", "MEMORY_FLOOR",
            "unjudged"]
 
 
 
-def base_latency(entry: dict[str, Any]) -> list[float]:
-    """The latency samples a baseline entry stores (empty when it has none)."""
-    return list((entry.get("samples") or {}).get("latency") or [])
+def base_latency(entry: dict[str, Any], clock: str = "wall") -> list[float]:
+    """The latency samples a baseline entry stores on ``clock`` (empty when it has none)."""
+    return list((entry.get("samples") or {}).get("cpu" if clock == "cpu" else "latency") or [])
+
+
+def judged_samples(m: dict[str, Any]) -> list[float]:
+    """A measurement's samples (a ``Measurement.to_dict()``) on the clock the gate judges (its ``clock``)."""
+    return list(m.get("cpu_samples" if m.get("clock") == "cpu" else "samples") or [])
 
 
 def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``--perf-save`` stores for one test: this run, and the runs of ``old`` (the entry it replaces)
-    unless the gate saw a change in this run or the unit changed (then the run history starts again)."""
+    unless the gate saw a change in this run or the unit or the judged clock changed (then the run history
+    starts again)."""
     m = result.get("measurement") or {}
     # only a change judged across saved runs restarts the history: a one-run baseline cannot tell noise from it
     changed = any(r.get("verdict") in ("regressed", "improved") and r.get("p_value") is not None
                   for r in result.get("rows") or [])
     restart = changed or (old is not None and (old.get("unit") or "call") != (m.get("unit") or "call"))
-    run = {"latency": latency_level(m.get("samples") or []), "memory_growth": m.get("memory_growth"),
+    restart = restart or (old is not None and (old.get("clock") or "wall") != (m.get("clock") or "wall"))
+    run = {"latency": latency_level(judged_samples(m)), "memory_growth": m.get("memory_growth"),
            "process": result.get("process")}
     return {
         "runs": next_runs(old, run, restart=restart),
-        "samples": {"latency": list(m.get("samples") or [])},
+        "samples": {"latency": list(m.get("samples") or []), "cpu": list(m.get("cpu_samples") or [])},
+        "clock": m.get("clock") or "wall",
         "summary": m.get("summary") or {},
         "unit": m.get("unit"),
         "items": m.get("items"),
         "memory_growth": m.get("memory_growth"),
+        "instructions": m.get("instructions"),
+        "instruction_counts": list(m.get("instruction_counts") or []),
         "memory_mechanism": m.get("memory_mechanism"),
         "gpu_memory_growth": m.get("gpu_memory_growth"),
         "metrics": dict(result.get("metrics") or {}),
@@ -182,7 +194,8 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
     ratio = now / base if base else (1.0 if now == base else float("inf"))
     change = (base - now) if higher_is_better else (now - base)  # > 0 is worse
     limit = abs(base) * tolerance
-    shown = f"{format_value(now, unit)} vs baseline {format_value(base, unit)} ({ratio:.2f}x)"
+    change_text = f"{ratio - 1:+.2%}" if unit == "instr" else f"{ratio:.2f}x"  # exact counts: small changes matter
+    shown = f"{format_value(now, unit)} vs baseline {format_value(base, unit)} ({change_text})"
     if change > limit and change > floor:
         return Row(label, budget_text, now, unit, "regressed",
                    f"{label} regressed: {shown}, beyond {tolerance:.1%}", baseline=base, ratio=ratio)
@@ -192,12 +205,19 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
     return Row(label, budget_text, now, unit, "unchanged", f"{label} {shown}", baseline=base, ratio=ratio)
 
 
+_CLOCK_WORDS = {"wall": "wall time", "cpu": "CPU time"}
+
+
 def _unit_change(entry: dict[str, Any], m: dict[str, Any]) -> str | None:
-    """Why the entry's latencies cannot be compared with this run's, when their units differ."""
+    """Why the entry's latencies cannot be compared with this run's: their units or clocks differ."""
     base, now = entry.get("unit") or "call", m.get("unit") or "call"
-    if base == now:
-        return None
-    return f"the baseline entry holds seconds per {base}, this run per {now} (items= changed)"
+    if base != now:
+        return f"the baseline entry holds seconds per {base}, this run per {now} (items= changed)"
+    base, now = entry.get("clock") or "wall", m.get("clock") or "wall"
+    if base != now:
+        return (f"the baseline entry was judged on {_CLOCK_WORDS[base]}, this run judges {_CLOCK_WORDS[now]} "
+                "(clock= or --perf-clock changed)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -221,7 +241,7 @@ def _memory_row(label: str, budget_text: str, base: float, now: float, tolerance
 
 def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], head: list[float], unit: str,
                   runs: ABRuns | None, alpha: float | None, saved: Saved | None) -> Row | None:
-    base_samples = base_latency(entry)
+    base_samples = base_latency(entry, (result.get("measurement") or {}).get("clock") or "wall")
     if lim.metric in ("latency", "throughput"):
         if not base_samples or not head:
             return None
@@ -233,6 +253,11 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
         return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved)
+    if lim.metric == "instructions":
+        m = result.get("measurement") or {}
+        if entry.get("instructions") is None or m.get("instructions") is None:
+            return None
+        return _instructions_row(lim.label, lim.text, entry, m, abs(lim.threshold))
     if lim.metric in ("memory", "gpu_memory"):
         key = f"{lim.metric}_growth"
         base, now = entry.get(key), (result.get("measurement") or {}).get(key)
@@ -248,6 +273,18 @@ def _relative_row(lim: Limit, entry: dict[str, Any], result: dict[str, Any], hea
         return _sampled_row(lim, *items, alpha)
     return _scalar_row(lim.label, lim.text, float(base), float(now), "", higher_is_better=lim.op == ">=",
                        tolerance=abs(lim.threshold))
+
+
+def _instructions_row(label: str, budget_text: str, entry: dict[str, Any], m: dict[str, Any],
+                      tolerance: float) -> Row:
+    """Exact counts against each other: beyond the tolerance is a change. No error budget is spent:
+    the same code counts the same in every process (``callgrind``)."""
+    changed = _unit_change(entry, m)
+    if entry.get("instructions") is None or changed:
+        return unjudged(label, budget_text, "instr", changed or "the baseline entry has no instruction count, this "
+                        "run counted them")
+    return _scalar_row(label, budget_text, float(entry["instructions"]), float(m["instructions"]), "instr",
+                       higher_is_better=False, tolerance=tolerance)
 
 
 def _sampled(metric: str, entry: dict[str, Any], result: dict[str, Any]) -> tuple[Sampled, Sampled, str] | None:
@@ -277,10 +314,11 @@ def _sampled_row(lim: Limit, base: Sampled, now: Sampled, note: str, alpha: floa
                ratio=t.ratio, p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=t.mde)
 
 
-def _with_baseline(row: Row, entry: dict[str, Any]) -> Row:
-    """Fill the baseline column of an absolute-budget row from the entry, for the table."""
+def _with_baseline(row: Row, entry: dict[str, Any], clock: str) -> Row:
+    """Fill the baseline column of an absolute-budget row from the entry (latency on ``clock``), for the table."""
     unit = entry.get("unit") or "call"
-    saved = Measurement(samples=base_latency(entry), unit=unit, memory_growth=entry.get("memory_growth"),
+    saved = Measurement(samples=base_latency(entry, clock), unit=unit, memory_growth=entry.get("memory_growth"),
+                        instructions=entry.get("instructions"),
                         gpu_memory_growth=entry.get("gpu_memory_growth"))
     metric, _, stat = row.metric.partition(" ")
     if metric == "latency" and row.unit != f"s/{unit}":
@@ -311,11 +349,14 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
     """
     if entry is None:
         return [Row(**d) for d in result["rows"]]
-    rows = [_with_baseline(r, entry) for r in (Row(**d) for d in result["rows"]) if r.verdict != "no-baseline"]
+    m = result.get("measurement") or {}
+    clock = m.get("clock") or "wall"
+    absolute_clock = "cpu" if budget is not None and budget.clock == "cpu" and clock == "cpu" else "wall"
+    rows = [_with_baseline(r, entry, absolute_clock) for r in (Row(**d) for d in result["rows"])
+            if r.verdict != "no-baseline"]
     if budget is not None and budget.tolerance is not None:
         tolerance = budget.tolerance
-    m = result.get("measurement") or {}
-    head = list(m.get("samples") or [])
+    head = judged_samples(m)
     unit = f"s/{m.get('unit') or 'call'}"
     runs = ABRuns(list(base_runs), list(m["run_bests"]), stopped) if base_runs and m.get("run_bests") else None
     saved = saved if runs is None else None
@@ -332,16 +373,20 @@ def baseline_rows(result: dict[str, Any], budget: Budget | None, entry: dict[str
         row = _relative_row(lim, entry, result, head, unit, runs, alpha, saved)
         rows.append(row or Row(lim.label, lim.text, None, unit, "error",
                                f"{lim.label} budget {lim.text!r} not checked: the baseline entry has no {lim.metric}"))
-    base_samples = base_latency(entry)
+    base_samples = base_latency(entry, clock)
     shown_tol = f"±{tolerance:.0%}"
     if default_latency:
+        label = "latency vs baseline" if clock == "wall" else "latency (cpu) vs baseline"
         changed = _unit_change(entry, m)
         if not base_samples or changed:
-            rows.append(unjudged("latency vs baseline", shown_tol, unit,
-                                 changed or "the baseline entry has no latency samples, this run measured latency"))
+            rows.append(unjudged(label, shown_tol, unit, changed or
+                                 f"the baseline entry has no {_CLOCK_WORDS[clock]} samples, this run measured it"))
         else:
-            rows.append(_latency_row("latency vs baseline", shown_tol, base_samples, head, tolerance, unit, runs,
-                                     alpha, saved))
+            rows.append(_latency_row(label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved))
+    if m.get("instructions") is not None and "instructions" not in checked \
+            and not disagree(m.get("instruction_counts") or []):  # disagreeing counts: not judged (check.py)
+        tol = budget.tolerance if budget is not None and budget.tolerance is not None else INSTRUCTIONS_TOLERANCE
+        rows.append(_instructions_row("instructions vs baseline", f"±{tol:.1%}", entry, m, tol))
     if default_memory:
         if base_mem is None:
             rows.append(unjudged("memory vs baseline", shown_tol, "B",

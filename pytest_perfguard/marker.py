@@ -21,6 +21,8 @@ def perf_budget(
     throughput: Any = None,
     metrics: dict[str, Any] | None = None,
     tolerance: Any = None,
+    clock: Any = None,
+    instructions: Any = None,
 ) -> pytest.MarkDecorator:
     """Budget a test: ``@perf_budget(latency="2ms", memory="300MiB", accuracy=0.98)``.
 

@@ -6,6 +6,13 @@ one round last at least ``min_round_time``, then run rounds until both ``min_rou
 disabled during each round. Each sample is one round's time divided by its calls (and by
 ``items``), so samples are seconds per call or per item.
 
+Every round is also timed on a CPU clock (``cpu_samples``): the measuring thread's CPU time
+(``time.thread_time``), or the whole process's (``time.process_time``) when other threads of the
+process worked during the rounds (torch's intra-op pool, a server thread): ``cpu_clock`` says
+which. CPU time leaves out what a shared machine adds to wall time (other processes on the same
+core, steal time); it also leaves out sleeps and I/O waits, and on the GPU it sees nothing, so a
+CUDA region is judged on wall time (``synced``).
+
 Memory is the growth of peak resident memory over the whole measured region, which sees
 native allocations (numpy, torch) that ``tracemalloc`` cannot. Mechanisms, best first:
 
@@ -34,7 +41,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Settings", "Measurement", "MemoryMeter", "measure_calls", "cuda_synchronize", "cuda_active"]
+__all__ = ["CLOCKS", "Settings", "Measurement", "MemoryMeter", "cpu_times", "measure_calls", "cuda_synchronize",
+           "cuda_active"]
+
+CLOCKS = ("wall", "cpu")  # what a latency is timed by: perf_counter, or CPU time (see the module docstring)
+OTHER_THREADS = 1.05  # process CPU time beyond this many times the thread's: other threads worked
 
 _STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
@@ -67,6 +78,12 @@ class Measurement:
     source: str = "perf"  # "perf", "benchmark" (pytest-benchmark's samples) or "samples" (recorded)
     unit: str = "call"  # "call" or "item"
     remeasured: int = 0  # extra blocks of rounds taken to confirm a suspected regression
+    cpu_samples: list[float] = field(default_factory=list)  # CPU seconds per call (or item), one per round
+    cpu_clock: str | None = None  # "thread" or "process" (other threads of the process worked)
+    synced: bool = False  # the rounds waited for a CUDA device: only wall time sees its work
+    clock: str = "wall"  # the clock the regression gate judges (``gate.judged_samples``), set when judged
+    instructions: float | None = None  # per call (or item), counted under callgrind (``callgrind``)
+    instruction_counts: list[int] = field(default_factory=list)  # each repeat's count of one call
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,13 +192,21 @@ class _GpuMeter:
             self.growth = float(max(0, cuda.max_memory_allocated() - self._start))
 
 
-def _round(fn: Callable[[], Any], loops: int, timer: Callable[[], float], sync: bool) -> tuple[float, Any]:
+def cpu_times() -> tuple[float, float]:
+    """This thread's and this process's CPU seconds so far."""
+    return time.thread_time(), time.process_time()
+
+
+def _round(fn: Callable[[], Any], loops: int, timer: Callable[[], float], sync: bool,
+           cpu: Callable[[], tuple[float, float]]) -> tuple[float, Any, tuple[float, float]]:
+    """Wall seconds, ``fn``'s last result, and (thread, process) CPU seconds of ``loops`` calls."""
     result = None
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         if sync:
             cuda_synchronize()
+        cpu0 = cpu()
         start = timer()
         for _ in range(loops - 1):
             fn()  # results dropped at once: a kept result would add to the next call's peak memory
@@ -189,10 +214,11 @@ def _round(fn: Callable[[], Any], loops: int, timer: Callable[[], float], sync: 
         if sync:
             cuda_synchronize()
         elapsed = timer() - start
+        cpu1 = cpu()
     finally:
         if gc_was_enabled:
             gc.enable()
-    return elapsed, result
+    return elapsed, result, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
 
 
 def measure_calls(
@@ -204,12 +230,15 @@ def measure_calls(
     timer: Callable[[], float] = time.perf_counter,
     memory: bool = True,
     progress: Callable[[str], None] | None = None,
+    cpu: Callable[[], tuple[float, float]] | None = None,
 ) -> tuple[Measurement, Any]:
     """Warm up, calibrate, run rounds; return the measurement and ``fn``'s last result.
 
     ``min_samples`` raises the round count (e.g. so a p99 budget has the samples to back
-    it), still bounded by ``max_time * hard_cap_factor``.
+    it), still bounded by ``max_time * hard_cap_factor``. ``cpu``: (thread, process) CPU seconds so
+    far, ``cpu_times`` unless given.
     """
+    cpu = cpu or cpu_times
     sync = cuda_active()
     meter = MemoryMeter() if memory else None
     gpu = _GpuMeter()
@@ -224,7 +253,7 @@ def measure_calls(
             warmups = max(1, settings.warmup_calls)
             while warmups > 0:
                 result = None
-                warm, result = _round(fn, 1, timer, sync)
+                warm, result, _ = _round(fn, 1, timer, sync, cpu)
                 warmups -= 1
                 if not sync and cuda_active():
                     # fn initialised CUDA: from now on every round waits for the GPU, and one
@@ -232,17 +261,19 @@ def measure_calls(
                     sync = True
                     warmups = max(warmups, 1)
             result = None
-            loops = _calibrate(fn, warm, settings.min_round_time, timer, sync)
+            loops = _calibrate(fn, warm, settings.min_round_time, timer, sync, cpu)
             rounds_wanted = max(settings.min_rounds, min_samples)
             if progress is not None and warm * loops * rounds_wanted > 2.0:
                 progress(f"{loops} call(s)/round, ~{rounds_wanted} rounds of {_fmt(warm * loops)}")
             samples: list[float] = []
+            cpu_rounds: list[tuple[float, float]] = []
             start = timer()
             cap = max(settings.max_time * settings.hard_cap_factor, settings.min_cap)
             while True:
                 result = None  # not held while the next round runs (peak memory)
-                elapsed, result = _round(fn, loops, timer, sync)
+                elapsed, result, used = _round(fn, loops, timer, sync, cpu)
                 samples.append(elapsed / loops)
+                cpu_rounds.append(used)
                 spent = timer() - start
                 if len(samples) >= rounds_wanted and spent >= settings.max_time:
                     break
@@ -255,6 +286,7 @@ def measure_calls(
             if meter is not None:
                 meter.__exit__(None, None, None)
     per = float(items) if items else 1.0
+    cpu_samples, cpu_clock = _cpu_samples(cpu_rounds, loops * per)
     m = Measurement(
         samples=[s / per for s in samples],
         loops=loops,
@@ -265,11 +297,27 @@ def measure_calls(
         memory_mechanism=meter.mechanism if meter else None,
         gpu_memory_growth=gpu.growth,
         unit="item" if items else "call",
+        cpu_samples=cpu_samples,
+        cpu_clock=cpu_clock,
+        synced=sync,
     )
     return m, result
 
 
-def _calibrate(fn: Callable[[], Any], first: float, min_round_time: float, timer: Callable[[], float], sync: bool) -> int:
+def _cpu_samples(rounds: list[tuple[float, float]], per: float) -> tuple[list[float], str | None]:
+    """CPU seconds per call (or item) of each round: the thread's, or the process's when other threads
+    of the process worked during the rounds. Empty when the clock did not advance (too coarse)."""
+    thread = sum(t for t, _ in rounds)
+    process = sum(p for _, p in rounds)
+    clock = "process" if process > OTHER_THREADS * thread else "thread"
+    samples = [(p if clock == "process" else t) / per for t, p in rounds]
+    if not samples or min(samples) <= 0:
+        return [], None
+    return samples, clock
+
+
+def _calibrate(fn: Callable[[], Any], first: float, min_round_time: float, timer: Callable[[], float], sync: bool,
+               cpu: Callable[[], tuple[float, float]]) -> int:
     """Calls per round so one round lasts at least ``min_round_time``."""
     if first >= min_round_time:
         return 1
@@ -282,7 +330,7 @@ def _calibrate(fn: Callable[[], Any], first: float, min_round_time: float, timer
             loops *= 10
         else:
             loops = max(loops + 1, math.ceil(loops * min_round_time / elapsed * 1.2))
-        elapsed, _ = _round(fn, loops, timer, sync)
+        elapsed, _, _ = _round(fn, loops, timer, sync, cpu)
     return loops
 
 

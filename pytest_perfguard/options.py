@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .budget import BudgetError, parse_ratio
-from .measure import Settings
+from .measure import CLOCKS, Settings
 
 __all__ = ["Options", "add_options", "BASELINE_ERRORS", "PROFILE_MODES"]
 
@@ -29,6 +29,9 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
     ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
     ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
+    ("--perf-clock", "perfguard_clock", "string", "wall",
+     "the clock the regression gate judges latency on: wall, or cpu (CPU time: what other processes on a shared "
+     "machine add to wall time is left out; absolute latency budgets stay wall time unless a budget says clock=)"),
     ("--perf-alpha", "perfguard_alpha", "string", "1%",
      "the chance that an unchanged run fails the regression gate anywhere: one error budget, shared by every "
      "comparison with the baseline in the run"),
@@ -61,6 +64,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="fail the run when this machine has no baseline file, or a measured test has no entry in "
                          "it (for CI: deleting the file or an entry must not turn the gate off)")
     parser.addini("perfguard_require_baseline", "as --perf-require-baseline", type="bool", default=False)
+    group.addoption("--perf-instructions", action="store_true", default=None,
+                    help="count each measured region's instructions under valgrind's callgrind instead of timing "
+                         "it (implies --perf; needs valgrind; baselines/<machine>-callgrind.json)")
+    parser.addini("perfguard_instructions", "as --perf-instructions", type="bool", default=False)
     group.addoption("--perf-confirm", type=int, default=None, metavar="N",
                     help="re-measure a test whose latency looks regressed up to N times; it fails only when every "
                          "block of rounds, judged alone, regressed (default 2; 0 turns it off)")
@@ -106,6 +113,8 @@ class Options:
     baseline_errors: str = "fail"  # "fail" or "warn"
     require_baseline: bool = False
     alpha: float = 0.01
+    clock: str = "wall"  # what the regression gate judges latency on (a budget's clock= wins)
+    instructions: bool = False  # regions are counted under callgrind, not timed
 
     @property
     def warn_only(self) -> bool:
@@ -167,15 +176,17 @@ class Options:
         if threads is not None and threads < 1:
             raise pytest.UsageError(f"--perf-threads must be >= 1, not {threads}")
         timeout = get("--perf-profile-timeout", "perfguard_profile_timeout", float)
-        return cls(enabled=flag("perf", "perfguard_perf") or save, timing=timing,
+        instructions = flag("perf_instructions", "perfguard_instructions")
+        return cls(enabled=flag("perf", "perfguard_perf") or save or instructions, timing=timing,
                    json_path=Path(config.rootpath, json_path) if json_path else None,
                    markdown_path=Path(config.rootpath, markdown_path) if markdown_path else None, save=save,
                    baselines=Path(config.rootpath, get("--perf-baselines", "perfguard_baselines", str)),
                    machine=get("--perf-machine", "perfguard_machine", str) or None, tolerance=tolerance,
                    confirm=max(0, get("--perf-confirm", "perfguard_confirm", int)),
-                   profile=choice("--perf-profile", "perfguard_profile", PROFILE_MODES),
+                   profile="never" if instructions else choice("--perf-profile", "perfguard_profile", PROFILE_MODES),
                    profile_dir=Path(config.rootpath, get("--perf-profile-dir", "perfguard_profile_dir", str)),
                    profile_timeout=_positive_finite("--perf-profile-timeout", timeout, zero=False),
                    threads=threads,
                    baseline_errors=choice("--perf-baseline-errors", "perfguard_baseline_errors", BASELINE_ERRORS),
-                   require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha)
+                   require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha,
+                   clock=choice("--perf-clock", "perfguard_clock", CLOCKS), instructions=instructions)

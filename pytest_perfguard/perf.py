@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .callgrind import Counter
 from .measure import Measurement, Settings, measure_calls
 from .sampled import Sampled
 
@@ -37,6 +38,7 @@ class Perf:
         min_samples: int = 0,
         timer: Callable[[], float] = time.perf_counter,
         progress: Callable[[str], None] | None = None,
+        counter: Counter | None = None,
     ) -> None:
         self.enabled = enabled
         self.settings = settings or Settings()
@@ -47,6 +49,7 @@ class Perf:
         self.metrics: dict[str, float] = {}
         self.sampled: dict[str, Sampled] = {}  # the metrics recorded from their items
         self._call: Callable[[], Any] | None = None
+        self.counter = counter  # under --perf-instructions: regions are counted, not timed
 
     def __call__(self, fn: Callable[..., Any], *args: Any, items: int | None = None, **kwargs: Any) -> Any:
         if not callable(fn):
@@ -63,6 +66,12 @@ class Perf:
             return fn(*args, **kwargs)
 
         self._call = call
+        if self.counter is not None:
+            result = call()  # uninstrumented: imports and caches warm before anything is counted
+            got = self.counter.count(call, items=items)
+            self.measurement = Measurement(instructions=got.per, instruction_counts=list(got.counts), items=items,
+                                           source="callgrind", unit="item" if items else "call")
+            return result
         self.measurement, result = measure_calls(
             call, self.settings, items=items, min_samples=self.min_samples, timer=self.timer, progress=self.progress
         )
@@ -77,12 +86,13 @@ class Perf:
         faster by chance) keeps the comparison fair. Memory growth is kept. False when there is
         nothing to re-run.
         """
-        if self._call is None or self.measurement is None:
+        if self._call is None or self.measurement is None or self.counter is not None:
             return False
         m = self.measurement
         more, _ = measure_calls(self._call, self.settings, items=m.items, min_samples=self.min_samples,
                                 timer=self.timer, memory=False)
         m.samples, m.loops, m.rounds, m.total_time = more.samples, more.loops, more.rounds, more.total_time
+        m.cpu_samples, m.cpu_clock = more.cpu_samples, more.cpu_clock
         m.remeasured += 1
         return True
 
@@ -118,8 +128,8 @@ class Perf:
         if not samples or bad:
             raise PerfUsageError("record_latencies() needs a non-empty list of finite, positive seconds"
                                  + (f"; got {bad[0]!r} among {len(samples)}" if bad else ""))
-        if not self.enabled:
-            return
+        if not self.enabled or self.counter is not None:
+            return  # under callgrind nothing is timed, so latencies measured elsewhere are not used either
         per = float(items) if items else 1.0
         self.measurement = Measurement(
             samples=[s / per for s in samples], loops=1, items=items, rounds=len(samples),

@@ -10,7 +10,9 @@ import sys
 import pytest
 
 from .ab import SIDE_ENV, ab_pythonpath
+from .callgrind import counter
 from .check import required_samples
+from .instructions import run_under_callgrind
 from .marker import marker_line
 from .options import Options, add_options
 from .perf import Perf
@@ -37,6 +39,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker_line())
     options = Options.from_config(config)
+    if options.instructions and counter() is None:  # this process only starts the session under callgrind
+        code = run_under_callgrind(config)
+        pytest.exit(f"perfguard: the session above ran under valgrind's callgrind (exit {code})", returncode=code)
     if options.threads is not None:
         pin_threads(options.threads)
     workerinput = getattr(config, "workerinput", None)
@@ -80,6 +85,6 @@ def perf(request: pytest.FixtureRequest) -> Perf:
     budget = item.stash.get(budget_key, None)
     need = max((required_samples(p) for p in budget.percentiles), default=0) if budget else 0
     obj = Perf(enabled=runner.options.enabled, settings=runner.options.timing, min_samples=need,
-               progress=lambda msg: runner.progress(item.nodeid, msg))
+               progress=lambda msg: runner.progress(item.nodeid, msg), counter=runner.counter)
     item.stash[perf_key] = obj
     return obj

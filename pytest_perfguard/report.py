@@ -41,7 +41,10 @@ def row_cell(row: dict[str, Any], key: str) -> str:
     if key in ("now", "baseline"):
         return format_value(value, row.get("unit", ""))
     if key == "ratio":
-        return f"{value:.2f}x" if isinstance(value, (int, float)) else ""
+        if not isinstance(value, (int, float)):
+            return ""
+        exact = row.get("unit") == "instr" and 0.9 < value < 1.1  # exact counts: a 0.3 % change is one
+        return f"{value:.4f}x" if exact else f"{value:.2f}x"
     if key == "mde":
         return f"±{value:.0%}" if isinstance(value, (int, float)) else ""
     return "" if value is None else str(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 
 from .baseline import thin_samples
 from .budget import Budget, BudgetError, parse_budget
+from .callgrind import counter
 from .check import Row, evaluate
 from .decide import summarize
+from .instructions import SUFFIX
 from .marker import MARKER, merged_kwargs
 from .measure import Measurement, MemoryMeter
 from .options import Options
@@ -48,12 +51,13 @@ class Runner:
         self.baseline: RunBaseline | None = None
         self.gated = 0  # collected perf tests with a baseline entry: they share the run's error budget
         self.process_id = uuid.uuid4().hex[:12]  # saved with each run: the tests of one process share its speed
+        self.counter = counter() if options.instructions else None  # under callgrind: regions are counted
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.options.enabled:
             o = self.options
-            self.baseline = RunBaseline(o.baselines, o.machine, o.threads).load()
+            self.baseline = RunBaseline(o.baselines, o.machine, o.threads, SUFFIX if o.instructions else "").load()
             self.config.stash[baseline_key] = self.baseline
 
     @pytest.hookimpl(wrapper=True)
@@ -122,7 +126,8 @@ class Runner:
 
         The gate judges every sample, as the budget does; they are thinned only afterwards, for the
         report that travels to the controller and into the files."""
-        result = _result(item, measured=self.options.enabled)
+        result = _result(item, measured=self.options.enabled, run_clock=self.options.clock,
+                         instructions=self.options.instructions)
         if result is None:
             return None
         result["process"] = self.process_id
@@ -136,7 +141,8 @@ class Runner:
             if speed is not None:  # judged once per process by the controller (session.speed_checks)
                 result["process_speed"] = {"deviation": speed[0], "var": speed[1], "tests": speed[2], "alpha": share}
         if result["measurement"] is not None:
-            result["measurement"]["samples"] = thin_samples(result["measurement"]["samples"], MAX_REPORT_SAMPLES)
+            for key in ("samples", "cpu_samples"):
+                result["measurement"][key] = thin_samples(result["measurement"][key], MAX_REPORT_SAMPLES)
         return result
 
     @pytest.hookimpl(wrapper=True)
@@ -227,25 +233,52 @@ def _benchmark_measurement(item: pytest.Item) -> Measurement | None:
                        memory_mechanism=meter.mechanism if meter else None, source="benchmark")
 
 
-def _result(item: pytest.Item, measured: bool) -> dict[str, Any] | None:
+def _clock(budget: Budget | None, run_clock: str, m: Measurement | None) -> tuple[str, Row | None]:
+    """The clock this test is judged on: the budget's ``clock=``, else the run's (``--perf-clock``), on
+    CPU time only where the rounds were timed on it (not for CUDA regions, nor latencies measured
+    elsewhere); an error row when the budget asked for CPU time that was not measured."""
+    wanted = (budget.clock if budget is not None else None) or run_clock
+    if m is not None and m.source == "callgrind":
+        return "wall", None  # counted, not timed: no clock
+    if wanted == "wall" or m is None or (m.cpu_samples and not m.synced):
+        return wanted, None
+    if budget is None or budget.clock != "cpu":
+        return "wall", None
+    why = ("the rounds waited for a CUDA device, whose work CPU time does not see" if m.synced else
+           f"this test's latencies were measured by {'pytest-benchmark' if m.source == 'benchmark' else 'the test'}"
+           " in wall time only")
+    return "wall", Row("latency", "clock='cpu'", None, f"s/{m.unit}", "error",
+                       f"latency on CPU time (clock='cpu') not judged: {why}; drop clock='cpu' for this test")
+
+
+def _result(item: pytest.Item, measured: bool, run_clock: str = "wall", instructions: bool = False
+            ) -> dict[str, Any] | None:
     """The JSON-safe result of one test, or None when it is not a perf test.
 
     Unmeasured runs (no ``--perf``) still check absolute budgets on recorded metrics
     (accuracy, counts): those are functional claims that one run can decide.
     """
     budget = item.stash.get(budget_key, None)
+    if budget is not None and measured:
+        budget = budget.for_run(instructions)
     if not measured:
         budget = budget.metrics_only() if budget else None
         if budget is None or not budget.limits:
             return None
     perf = item.stash.get(perf_key, None)
     measurement = perf.measurement if perf else None
-    if measurement is None:
+    if measurement is None and not instructions:  # under callgrind pytest-benchmark's timings mean nothing
         measurement = _benchmark_measurement(item)
     if budget is None and measurement is None:
         return None
     metrics = perf.metrics if perf else {}
-    rows = evaluate(budget, measurement, metrics)
+    clock, clock_error = _clock(budget, run_clock, measurement)
+    if measurement is not None:
+        measurement.clock = clock
+    # absolute latency budgets are wall time unless the budget itself says clock="cpu"
+    on_cpu = budget is not None and budget.clock == "cpu" and clock == "cpu" and measurement is not None
+    rows = evaluate(budget, replace(measurement, samples=measurement.cpu_samples) if on_cpu else measurement,
+                    metrics) + ([clock_error] if clock_error else [])
     if measured and measurement is None and getattr(getattr(item, "funcargs", {}).get("benchmark"), "disabled", False):
         rows.append(Row("latency", "", None, "s/call", "error", "latency not measured: pytest-benchmark is disabled "
                         "(--benchmark-disable), so the benchmark fixture timed nothing; drop that option under --perf"))

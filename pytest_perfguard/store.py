@@ -35,6 +35,7 @@ class RunBaseline:
     directory: Path
     machine_name: str | None = None
     threads: int | None = None
+    suffix: str = ""  # after the slug: "-callgrind" for instruction counts
     fingerprint: dict[str, Any] = field(default_factory=dict)
     slug: str = ""
     path: Path | None = None
@@ -47,7 +48,7 @@ class RunBaseline:
 
     def load(self) -> RunBaseline:
         self.fingerprint = machine_fingerprint(self.threads)
-        self.slug = self.machine_name or machine_slug(self.fingerprint)
+        self.slug = (self.machine_name or machine_slug(self.fingerprint)) + self.suffix
         try:
             self.path = baseline_path(self.directory, self.slug)
             self.baseline = load_baseline(self.path)
@@ -98,7 +99,8 @@ class RunBaseline:
             return rows
         elif problem is not None:
             rows.append(unjudged("baseline entry", "", "", f"its entry in {self.path} is malformed: {problem}"))
-        fix = (f". Fix: re-record it with `pytest '{nodeid}' --perf --perf-save` (or correct {self.path}); "
+        again = "--perf --perf-instructions --perf-save" if self.suffix else "--perf --perf-save"
+        fix = (f". Fix: re-record it with `pytest '{nodeid}' {again}` (or correct {self.path}); "
                "--perf-baseline-errors=warn only warns.")
         for row in rows:
             if row.verdict == "unjudged":

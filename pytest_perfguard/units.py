@@ -26,6 +26,11 @@ def format_value(value: float | None, unit: str) -> str:
             if abs(value) >= scale:
                 return f"{value / scale:.2f}{name}/s"
         return f"{value:.2f}/s"
+    if unit == "instr":
+        for name, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.4g}{name} instr"
+        return f"{value:.0f} instr"
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.4g}"

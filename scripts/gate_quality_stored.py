@@ -68,15 +68,31 @@ def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confir
     for _ in range(runs):
         for res in one_run(rng, costs, jitter, sigma)[0]:
             entries[res["nodeid"]] = entry_from_result(res, None, entries.get(res["nodeid"]))
+    head, used = one_run(rng, costs, jitter, sigma, slow)
+
+    def remeasure(i: int, res: dict) -> None:  # as the runner's confirmation: a new block, judged alone
+        res["measurement"]["samples"] = rounds(rng, used[i])
+
+    failed, mdes = judge_run(entries, [head[i] for i in rng.permutation(n_tests)], alpha, tolerance,
+                             remeasure if confirm else None, confirm)
+    target = f"t{slow[0]}" if slow else None
+    return bool(failed), target in failed, failed == {target}, mdes, "the run's speed" in failed
+
+
+def judge_run(entries: dict[str, dict], results: list[dict], alpha: float, tolerance: float,
+              remeasure=None, confirm: int = 0) -> tuple[set[str], list[float]]:  # noqa: ANN001
+    """One gated ``pytest --perf`` process, as the runner judges it: ``results`` in the order the tests
+    ran, each against its entry (``gate.baseline_rows``, the suite's model, this process's offset, each
+    test's share of ``alpha``), then the process's speed (``runnoise.compare_speed``, as
+    ``session.speed_checks``). ``remeasure(i, result)``: a new block of rounds for a suspected regression.
+    Returns the failed node ids ("the run's speed" for the speed check) and the latency rows' MDEs."""
     model, process = SuiteModel.of(entries), ProcessOffset()
     failed, mdes = set(), []
-    head, used = one_run(rng, costs, jitter, sigma, slow)
-    share = alpha / (n_tests + (model.offsets.df > 0))  # the tests, and this process's speed (as the runner)
-    for i in rng.permutation(n_tests):  # the order the tests run in
-        res = head[i]
-        for block in range(1 + confirm):  # as the runner's confirmation: a new block, judged alone
+    share = alpha / (len(results) + (model.offsets.df > 0))  # the tests, and this process's speed
+    for i, res in enumerate(results):
+        for block in range(1 + (confirm if remeasure else 0)):
             if block:
-                res["measurement"]["samples"] = rounds(rng, used[i])
+                remeasure(i, res)
             rows = baseline_rows(res, None, entries[res["nodeid"]], tolerance, alpha=share,
                                  saved=Saved(res["nodeid"], model, process))
             if not any(r.verdict == "regressed" and r.metric.startswith("latency") for r in rows):
@@ -86,10 +102,9 @@ def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confir
         mdes += [r.mde for r in rows if r.metric.startswith("latency") and r.mde is not None]
     speed = process.speed()
     check = compare_speed(speed[0], speed[1], model, alpha=share, tolerance=tolerance) if speed else None
-    if check is not None and check.verdict == "regressed":  # as session.speed_checks: the run fails
+    if check is not None and check.verdict == "regressed":  # the run fails
         failed.add("the run's speed")
-    target = f"t{slow[0]}" if slow else None
-    return bool(failed), target in failed, failed == {target}, mdes, "the run's speed" in failed
+    return failed, mdes
 
 
 def interval(k: int, n: int) -> str:

@@ -1,0 +1,123 @@
+"""The CPU-time gate beside the wall-clock gate, on the same real runs of a CPU-bound suite.
+
+A suite of 8 pure-Python tests (loops of 4 sizes, sorting at 4 sizes; ~1-10 ms a call) is run
+``--saves`` times to make the baseline, then ``--runs`` times unchanged and ``--runs`` times with one
+test doing 10 % more work. Every process is a real ``pytest --perf --perf-json`` run pinned to core 0
+(``taskset``), and during every second gated run a CPU hog runs on that same core (busy 2 s, idle 2 s),
+as a neighbour on a shared VM does. Each run's JSON holds both clocks' rounds; both gates judge the
+same runs through the real decision functions, as the runner does (``gate_quality_stored.judge_run``:
+``gate.entry_from_result`` builds the baseline with the clock set, ``gate.baseline_rows`` judges),
+without the runner's confirmation (it would re-measure, which a recorded run cannot).
+
+Prints, per clock: unchanged runs failed anywhere, and the slowed test caught with no other failure
+(95 % Clopper-Pearson intervals), quiet and under the hog.
+
+    python scripts/cpu_clock_real_runs.py --saves 5 --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from gate_quality_stored import interval, judge_run  # the same folder
+from pytest_perfguard.gate import entry_from_result
+
+SUITE = '''
+import os, random
+import pytest
+
+SLOW = os.environ.get("SLOW_TEST", "")
+
+def loop(n):
+    s = 0
+    for i in range(n):
+        s += i * i % 7
+    return s
+
+WORK = {
+    "loop": lambda k: loop(int(20_000 * k)),
+    "sort": lambda k: sorted(random.Random(1).random() for _ in range(int(8_000 * k))),
+}
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+@pytest.mark.parametrize("kind", sorted(WORK))
+def test_work(perf, kind, size):
+    k = size * (1.10 if SLOW == f"{kind}-{size}" else 1.0)
+    perf(WORK[kind], k)
+'''
+TARGET = "test_cpu.py::test_work[loop-2]"
+HOG = "import time\nwhile True:\n    end = time.monotonic() + 2\n    while time.monotonic() < end: pass\n    time.sleep(2)\n"
+
+
+def run(project: Path, slow: str = "") -> list[dict]:
+    """One pinned pytest process; its tests' results in the order they ran."""
+    out = project / "out.json"
+    out.unlink(missing_ok=True)
+    subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                    "no:randomly", "--perf", "--perf-baselines=none", "--perf-profile=never", "--perf-max-time=0.3",
+                    f"--perf-json={out}"], cwd=project, capture_output=True, env={**os.environ, "SLOW_TEST": slow})
+    tests = json.loads(out.read_text())["tests"]
+    process = uuid.uuid4().hex[:12]  # one process: its tests share its speed
+    for t in tests:
+        t["process"] = process
+    return tests
+
+
+def on_clock(results: list[dict], clock: str) -> list[dict]:
+    """The results as the runner would have made them under ``--perf-clock=clock``, rows reset."""
+    out = copy.deepcopy(results)
+    for r in out:
+        r["measurement"]["clock"] = clock
+        r["rows"] = []
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--saves", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=20, help="gated runs per head (unchanged, one test +10 %%)")
+    ap.add_argument("--alpha", type=float, default=0.01)
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        (project / "test_cpu.py").write_text(SUITE)
+        (project / "hog.py").write_text(HOG)
+        saves = [run(project) for _ in range(a.saves)]
+        gated: dict[tuple[str, bool], list[list[dict]]] = {}
+        for i in range(2 * a.runs):
+            slow, hog = ("loop-2" if i >= a.runs else ""), i % 2 == 1
+            proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(project / "hog.py")]) if hog else None
+            try:
+                gated.setdefault((slow, hog), []).append(run(project, slow))
+            finally:
+                if proc:
+                    proc.kill()
+                    proc.wait()
+    print(f"{len(saves[0])} tests, {a.saves} saved runs, alpha {a.alpha:g}, tolerance {a.tolerance:g}; "
+          "pytest pinned to core 0, the hog on the same core\n")
+    print("| clock | hog | unchanged: runs failed anywhere | one test +10 %: caught alone |")
+    print("|---|---|---|---|")
+    for clock in ("wall", "cpu"):
+        entries: dict[str, dict] = {}
+        for results in saves:
+            for res in on_clock(results, clock):
+                entries[res["nodeid"]] = entry_from_result(res, None, entries.get(res["nodeid"]))
+        for hog in (False, True):
+            null = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance)[0] for r in gated[("", hog)]]
+            alt = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance)[0] for r in gated[("loop-2", hog)]]
+            print(f"| {clock} | {'on' if hog else 'off'} | {interval(sum(bool(f) for f in null), len(null))} | "
+                  f"{interval(sum(f == {TARGET} for f in alt), len(alt))} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

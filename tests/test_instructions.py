@@ -1,0 +1,143 @@
+"""Exact instruction counts under callgrind: the dump parser and budgets without valgrind, the whole
+path end to end with pytester where valgrind is installed (it is on the CI machine kind; elsewhere
+those tests skip saying so)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+
+import pytest
+
+from pytest_perfguard.budget import BudgetError, parse_budget
+from pytest_perfguard.callgrind import SPREAD_FLOOR, disagree, parse_dump
+from pytest_perfguard.check import evaluate
+from pytest_perfguard.measure import Measurement
+
+needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None or platform.machine() != "x86_64",
+                                    reason="needs valgrind (>= 3.19) on x86_64: apt-get install valgrind")
+
+DUMP = """# callgrind format
+version: 1
+creator: callgrind-3.19.0
+pid: 4242
+cmd:  python -m pytest
+part: 2
+
+desc: I1 cache:
+desc: Trigger: Client Request: perfguard-4242-2
+
+positions: line
+events: Ir
+summary: 0
+totals: 22751085
+"""
+
+
+def test_a_dump_gives_its_label_and_total():
+    assert parse_dump(DUMP) == ("perfguard-4242-2", 22751085)
+    assert parse_dump(DUMP.replace("totals: 22751085\n", "")) is None
+    assert parse_dump("desc: Trigger: Program termination\ntotals: 5\n") is None
+
+
+def test_repeated_counts_disagree_only_beyond_the_relative_spread_and_the_floor():
+    assert not disagree([22_751_085, 22_751_027, 22_751_090])
+    assert not disagree([351_439, 351_802, 351_439 + SPREAD_FLOOR])  # a short call's allocator noise
+    assert disagree([41_133_380, 80_246_625, 69_629_519])
+
+
+def test_instructions_budget_forms():
+    assert parse_budget({"instructions": "25M"}).limits[0].threshold == 25e6
+    assert parse_budget({"instructions": 2.5e7}).limits[0].threshold == 25e6
+    rel = parse_budget({"instructions": "+1%"}).limits[0]
+    assert rel.relative and rel.threshold == pytest.approx(0.01)
+    for bad in ("25MiB", "-3", "lots", 0):
+        with pytest.raises(BudgetError, match="instructions=.* is not a valid budget"):
+            parse_budget({"instructions": bad})
+    with pytest.raises(BudgetError, match="has its own kwarg"):
+        parse_budget({"metrics": {"instructions": "<=5"}})
+
+
+def test_a_timed_run_does_not_judge_instruction_budgets_and_a_counted_run_no_timing_budgets():
+    budget = parse_budget({"latency": "1ms", "memory": "1MiB", "instructions": "25M", "metrics": {"x": 1}})
+    assert [lim.metric for lim in budget.for_run(instructions=False).limits] == ["latency", "memory", "x"]
+    assert [lim.metric for lim in budget.for_run(instructions=True).limits] == ["instructions", "x"]
+
+
+def test_counts_that_disagree_fail_the_test_and_are_never_averaged():
+    m = Measurement(instructions=60e6, instruction_counts=[41_133_380, 80_246_625, 69_629_519], source="callgrind")
+    rows = evaluate(parse_budget({"instructions": "100M"}).for_run(instructions=True), m, {})
+    bad = [r for r in rows if r.failed]
+    assert len(bad) == 1 and "3 counts of the same call disagree by 95.089%" in bad[0].message
+
+
+def test_without_valgrind_the_option_fails_with_one_line_saying_how_to_install_it(pytester, monkeypatch):
+    pytester.makepyfile(test_x="def test_x(perf):\n    perf(sum, [1, 2])\n")
+    monkeypatch.setenv("PATH", str(pytester.path))  # no valgrind here
+    result = pytester.runpytest("--perf-instructions")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-instructions counts instructions under valgrind's callgrind, and "
+                                 "valgrind is not on PATH: install valgrind >= 3.19 (Debian/Ubuntu: apt-get install "
+                                 "valgrind*"])
+
+
+SUITE = """
+import os
+from pytest_perfguard import perf_budget
+
+WORK = float(os.environ.get("PG_WORK", "1"))
+
+def loop(n):
+    s = 0
+    for i in range(n):
+        s += i * i % 7
+    return s
+
+@perf_budget(latency="1ns", memory="1B")  # timing budgets: not judged under callgrind
+def test_loop(perf):
+    perf(loop, int(20_000 * WORK))
+
+@perf_budget(instructions="1k")
+def test_budgeted(perf):
+    perf(loop, 2_000)
+"""
+
+
+def _count(pytester, monkeypatch, *args, work=1.0):
+    monkeypatch.setenv("PG_WORK", str(work))
+    return pytester.runpytest_subprocess("--perf-instructions", "--perf-machine=box", "-p", "no:cacheprovider",
+                                         "--perf-json=out.json", *args)
+
+
+@needs_valgrind
+def test_instruction_gate_end_to_end(pytester, monkeypatch):
+    pytester.makepyfile(test_count=SUITE)
+    saved = _count(pytester, monkeypatch, "--perf-save")
+    saved.assert_outcomes(passed=1, failed=1)  # test_budgeted's 1k budget: a loop of 2,000 costs more
+    saved.stdout.fnmatch_lines(["*instructions 1.* instr > budget 1k instr*"])
+    doc = json.loads((pytester.path / "out.json").read_text())
+    m = {t["nodeid"]: t["measurement"] for t in doc["tests"]}["test_count.py::test_loop"]
+    assert m["source"] == "callgrind" and m["samples"] == [] and len(m["instruction_counts"]) == 3
+    assert 5e6 < m["instructions"] < 100e6  # ~15 M on CPython 3.11 x86_64
+    entry = json.loads((pytester.path / "baselines" / "box-callgrind.json").read_text())["entries"]["test_count.py::test_loop"]
+    assert entry["instructions"] == m["instructions"]
+    # unchanged in a new process: the same count within the default 0.5 % tolerance
+    again = _count(pytester, monkeypatch, "-k", "test_loop")
+    again.assert_outcomes(passed=1)
+    row = next(r for r in json.loads((pytester.path / "out.json").read_text())["tests"][0]["rows"]
+               if r["metric"] == "instructions vs baseline")
+    assert row["verdict"] == "unchanged" and abs(row["ratio"] - 1) < 0.001, row["message"]
+    # 1 % more work is caught
+    more = _count(pytester, monkeypatch, "-k", "test_loop", work=1.01)
+    more.assert_outcomes(failed=1)
+    more.stdout.fnmatch_lines(["*instructions vs baseline regressed: * instr vs baseline * instr (+1.0*%), beyond 0.5%*"])
+
+
+@needs_valgrind
+def test_the_option_refuses_xdist_in_one_line(pytester):
+    pytester.makepyfile(test_x="def test_x(perf):\n    perf(sum, [1, 2])\n")
+    result = pytester.runpytest("--perf-instructions", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-instructions runs the session under callgrind, which runs one thread at a "
+                                 "time: drop -n / --dist (pytest-xdist)*"])
