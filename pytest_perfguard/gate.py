@@ -59,9 +59,10 @@ def entry_from_result(result: dict[str, Any], commit: str | None, old: dict[str,
     unless the gate saw a change in this run or the unit or the judged clock changed (then the run history
     starts again)."""
     m = result.get("measurement") or {}
-    # only a change judged across saved runs restarts the history: a one-run baseline cannot tell noise from it
+    # only a latency change judged across saved runs, and confirmed by re-measuring (runner), restarts the
+    # history: a one-run baseline cannot tell noise from it, and memory is not re-measured
     changed = any(r.get("verdict") in ("regressed", "improved") and r.get("p_value") is not None
-                  for r in result.get("rows") or [])
+                  and str(r.get("metric", "")).startswith(("latency", "throughput")) for r in result.get("rows") or [])
     restart = changed or (old is not None and (old.get("unit") or "call") != (m.get("unit") or "call"))
     restart = restart or (old is not None and (old.get("clock") or "wall") != (m.get("clock") or "wall"))
     run = {"latency": latency_level(judged_samples(m)), "memory_growth": m.get("memory_growth"),

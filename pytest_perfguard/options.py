@@ -29,6 +29,8 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
     ("--perf-baselines", "perfguard_baselines", "string", "baselines", "directory of the per-machine baseline files"),
     ("--perf-machine", "perfguard_machine", "string", "", "baseline file name to use instead of this machine's slug"),
     ("--perf-tolerance", "perfguard_tolerance", "string", "5%", "regression tolerance (a change must be significant and beyond it)"),
+    ("--perf-confirm-pause", "perfguard_confirm_pause", "float", 1.0,
+     "seconds to wait before a suspected latency regression is measured again in a fresh process"),
     ("--perf-clock", "perfguard_clock", "string", "wall",
      "the clock the regression gate judges latency on: wall, or cpu (CPU time: what other processes on a shared "
      "machine add to wall time is left out; absolute latency budgets stay wall time unless a budget says clock=)"),
@@ -114,6 +116,7 @@ class Options:
     require_baseline: bool = False
     alpha: float = 0.01
     clock: str = "wall"  # what the regression gate judges latency on (a budget's clock= wins)
+    confirm_pause: float = 1.0  # seconds before a suspected regression is measured again (in a fresh process)
     instructions: bool = False  # regions are counted under callgrind, not timed
 
     @property
@@ -189,4 +192,6 @@ class Options:
                    threads=threads,
                    baseline_errors=choice("--perf-baseline-errors", "perfguard_baseline_errors", BASELINE_ERRORS),
                    require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha,
-                   clock=choice("--perf-clock", "perfguard_clock", CLOCKS), instructions=instructions)
+                   clock=choice("--perf-clock", "perfguard_clock", CLOCKS), instructions=instructions,
+                   confirm_pause=_positive_finite("--perf-confirm-pause",
+                                                  get("--perf-confirm-pause", "perfguard_confirm_pause", float)))

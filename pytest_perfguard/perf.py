@@ -77,6 +77,15 @@ class Perf:
         )
         return result
 
+    def replace_rounds(self, other: dict[str, Any]) -> None:
+        """A block of rounds measured elsewhere (a fresh process: ``rerun.measure_fresh``) replaces this
+        one, as ``remeasure`` does; memory growth is kept."""
+        m = self.measurement
+        assert m is not None
+        m.samples, m.cpu_samples = list(other["samples"]), list(other.get("cpu_samples") or [])
+        m.loops, m.rounds = int(other.get("loops") or m.loops), int(other.get("rounds") or len(m.samples))
+        m.remeasured += 1
+
     def remeasure(self) -> bool:
         """Measure the same region once more; the new block of rounds replaces the old one.
 

@@ -1,4 +1,5 @@
-"""Profiling a failed perf test: which arguments the re-run gets, and what the report shows.
+"""Re-running one perf test in a fresh process: to profile a failure (which arguments the re-run gets,
+and what the report shows), and to confirm a suspected regression (``measure_fresh``).
 
 The re-run is the same test, alone, with the user's options (``--perfcases-variant=naive``
 and the like) minus what would select other tests, distribute them, write reports or
@@ -7,7 +8,11 @@ baselines, or profile again. Nothing here imports pytest.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +20,7 @@ from typing import Any
 
 from .profile import ProfileError, format_section, profile_test
 
-__all__ = ["rerun_args", "profile_failure", "default_profile_paths"]
+__all__ = ["confirm_args", "rerun_args", "profile_failure", "default_profile_paths", "measure_fresh"]
 
 # Options dropped from the re-run; the value says whether they take a separate value.
 _DROP = {
@@ -46,6 +51,39 @@ def rerun_args(args: Sequence[str], rootdir: Path, *, xdist: bool, targets: Sequ
     that happens to be an existing path (``--perf-baselines baselines``) stays with its option;
     without them, a token that exists on disk is taken for a test path.
     """
+    return [*_kept(args, rootdir, targets, _DROP), "--perf", "--perf-profile=never", *RERUN_TIMING,
+            *(["-p", "no:xdist"] if xdist else [])]
+
+
+# A confirmation measures as the run did (its rounds are judged), and judges nothing itself.
+_DROP_CONFIRM = {k: v for k, v in _DROP.items() if k not in ("--perf-min-rounds", "--perf-max-time")} | {
+    "--perf-baselines": True, "--perf-confirm": True, "--perf-require-baseline": False,
+    "--perf-instructions": False}
+
+
+def confirm_args(args: Sequence[str], rootdir: Path, *, targets: Sequence[str] | None = None) -> list[str]:
+    """The user's invocation args, filtered for measuring one test again in a fresh process."""
+    return [*_kept(args, rootdir, targets, _DROP_CONFIRM), "--perf", "--perf-profile=never", "--perf-confirm=0",
+            "-p", "no:xdist", "-p", "no:cacheprovider"]
+
+
+def measure_fresh(nodeid: str, *, rootdir: Path, args: list[str], timeout: float) -> dict[str, Any] | None:
+    """Measure one test in a fresh pytest process (its own memory layout, hash seed and allocator
+    state), judged by nothing; its ``--perf-json`` measurement, or None when it produced none."""
+    with tempfile.TemporaryDirectory(prefix="perfguard-confirm-") as tmp:
+        out = Path(tmp) / "out.json"
+        command = [sys.executable, "-m", "pytest", nodeid, *args, f"--perf-baselines={tmp}", f"--perf-json={out}"]
+        try:
+            subprocess.run(command, cwd=rootdir, capture_output=True, timeout=timeout)
+            tests = json.loads(out.read_text())["tests"]
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
+            return None
+    found = [t.get("measurement") for t in tests if t.get("nodeid") == nodeid]
+    return found[0] if found and found[0] and found[0].get("samples") else None
+
+
+def _kept(args: Sequence[str], rootdir: Path, targets: Sequence[str] | None, drop: dict[str, bool]) -> list[str]:
+    """``args`` without test paths and without the options in ``drop`` (with their values)."""
     out: list[str] = []
     tokens = list(args)
     i = 0
@@ -58,8 +96,8 @@ def rerun_args(args: Sequence[str], rootdir: Path, *, xdist: bool, targets: Sequ
         if _glued(tok):
             i += 1
             continue
-        if name in _DROP:
-            i += 2 if _DROP[name] and "=" not in tok else 1
+        if name in drop:
+            i += 2 if drop[name] and "=" not in tok else 1
             continue
         out.append(tok)
         # a separate value ("--perfcases-variant naive") belongs to its option
@@ -68,9 +106,6 @@ def rerun_args(args: Sequence[str], rootdir: Path, *, xdist: bool, targets: Sequ
             out.append(tokens[i + 1])
             i += 1
         i += 1
-    out += ["--perf", "--perf-profile=never", *RERUN_TIMING]
-    if xdist:
-        out += ["-p", "no:xdist"]
     return out
 
 
