@@ -2,9 +2,11 @@
 ``--runs`` times quiet, ``--runs`` times with a CPU hog flapping on one core (2 s on, 2 s off), and
 ``--runs`` times with one test made 10 % slower (quiet). Each run is a fresh ``pytest --perf``
 process, as in CI. Prints how many runs failed anywhere (with a 95 % Clopper-Pearson interval),
-whether the slowed test was caught with no other failure, and the median MDE the rows printed.
+whether the slowed test was caught with no other failure, the median MDE the rows printed, and how
+many suspected regressions the confirmation measured again and passed.
 
     python scripts/stored_real_runs.py --saves 5 --runs 15
+    python scripts/stored_real_runs.py --saves 5 --runs 12 --conditions quiet
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def failed_tests(doc: dict) -> set[str]:
     return {t["nodeid"] for t in doc.get("tests", []) if t.get("outcome") == "failed"}
 
 
+def rescued(doc: dict) -> int:
+    """Tests measured again to confirm a suspected regression, and passed."""
+    return sum(t.get("outcome") == "passed" and (t.get("measurement") or {}).get("remeasured", 0) > 0
+               for t in doc.get("tests", []))
+
+
 def mdes(doc: dict) -> list[float]:
     return [r["mde"] for t in doc.get("tests", []) for r in t["rows"]
             if r["metric"] == "latency vs baseline" and r.get("mde") is not None]
@@ -85,21 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--saves", type=int, default=5)
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--conditions", default="quiet,hog,slowed", help="which of quiet, hog, slowed to run")
     a = ap.parse_args(argv)
+    names = {"quiet": "quiet", "hog": "CPU hog flapping on one core", "slowed": "one test +10 % (quiet)"}
+    conditions = [names[c] for c in a.conditions.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         (project / "test_real.py").write_text(SUITE)
         for _ in range(a.saves):
             pytest_run(project, "--perf-save")
         print(f"saved {a.saves} runs; each gated run below is one pytest process\n")
-        print("| condition | runs failed anywhere | slowed test caught alone | median MDE | mean wall s |")
-        print("|---|---|---|---|---|")
-        for name in ("quiet", "CPU hog flapping on one core", "one test +10 % (quiet)"):
+        print("| condition | runs failed anywhere | slowed test caught alone | median MDE | suspected, passed on "
+              "confirmation | mean wall s |")
+        print("|---|---|---|---|---|---|")
+        for name in conditions:
             stop = multiprocessing.Event()
             proc = multiprocessing.Process(target=hog, args=(stop,)) if "hog" in name else None
             if proc:
                 proc.start()
-            fails, caught, m, walls = 0, 0, [], []
+            fails, caught, m, walls, saved = 0, 0, [], [], 0
             target = "test_real.py::test_work[loop-2]"
             for _ in range(a.runs):
                 env = {"SLOW_TEST": "loop-2"} if "+10" in name else None
@@ -108,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                 fails += bool(failed)
                 caught += failed == {target}
                 m += mdes(doc)
+                saved += rescued(doc)
                 walls.append(wall)
             if proc:
                 stop.set()
                 proc.join()
             shown = interval(caught, a.runs) if "+10" in name else "-"
-            print(f"| {name} | {interval(fails, a.runs)} | {shown} | +{100 * float(np.median(m)):.0f} % | "
+            print(f"| {name} | {interval(fails, a.runs)} | {shown} | +{100 * float(np.median(m)):.0f} % | {saved} | "
                   f"{float(np.mean(walls)):.1f} |", flush=True)
     return 0
 
