@@ -10,12 +10,18 @@ failure (95 % Clopper-Pearson intervals), and the seconds per test under callgri
 ``pytest --perf`` run.
 
     python scripts/instructions_real_runs.py --runs 10
+    python scripts/instructions_real_runs.py --runs 4 --jobs 2 -k "not numpy"
+
+``--jobs 2`` runs two counted processes at once (a count does not care; the seconds per test then
+include the contention, and every run has the other process beside it, like a hog).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 import os
 import subprocess
 import sys
@@ -24,44 +30,10 @@ import time
 from pathlib import Path
 
 from gate_quality_stored import interval  # the same folder
-
-SUITE = '''
-import json, os, random
-import numpy as np
-import pytest
-
-SLOW = os.environ.get("SLOW_TEST", "")
-FACTOR = float(os.environ.get("SLOW_FACTOR", "1"))
-ARR = np.random.default_rng(0).random(20_000)
-WORDS = [str(i) * 3 for i in range(2_000)]
-
-def loop(n):
-    s = 0
-    for i in range(n):
-        s += i * i % 7
-    return s
-
-WORK = {
-    "loop": lambda k: loop(int(20_000 * k)),
-    "sort": lambda k: sorted(random.Random(1).random() for _ in range(int(8_000 * k))),
-    "numpy_sum": lambda k: [ARR.sum() for _ in range(int(60 * k))],
-    "numpy_sort": lambda k: [np.sort(ARR) for _ in range(int(3 * k))],
-    "json": lambda k: [json.loads(json.dumps(WORDS)) for _ in range(int(4 * k))],
-}
-
-@pytest.mark.parametrize("size", [1, 2, 3, 4])
-@pytest.mark.parametrize("kind", sorted(WORK))
-def test_work(perf, kind, size):
-    k = size * (FACTOR if SLOW == f"{kind}-{size}" else 1.0)
-    perf(WORK[kind], k)
-'''
-TARGET = "test_ins.py::test_work[loop-2]"
-HOG = "import time\nwhile True:\n    end = time.monotonic() + 2\n    while time.monotonic() < end: pass\n    time.sleep(2)\n"
-
+from stored_real_runs import HOG_SCRIPT, SLOWED, SUITE
 
 def pytest_run(project: Path, *args: str, factor: float = 1.0) -> tuple[dict, float]:
-    out = project / "out.json"
-    out.unlink(missing_ok=True)
+    out = project / f"out-{uuid.uuid4().hex}.json"
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                     "--perf-machine=real", f"--perf-json={out}", *args], cwd=project, capture_output=True,
@@ -76,33 +48,40 @@ def failed(doc: dict) -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=1, help="counted processes at once")
+    ap.add_argument("-k", default="", help="pytest -k expression: which of the 20 tests")
     a = ap.parse_args(argv)
+    select = ["-k", a.k] if a.k else []
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        (project / "test_ins.py").write_text(SUITE)
-        (project / "hog.py").write_text(HOG)
-        _, plain = pytest_run(project, "--perf", "--perf-baselines=none", "--perf-profile=never")
-        saved, first = pytest_run(project, "--perf-instructions", "--perf-save")
+        (project / "test_real.py").write_text(SUITE)
+        (project / "hog.py").write_text(HOG_SCRIPT)
+        _, plain = pytest_run(project, "--perf", "--perf-baselines=none", "--perf-profile=never", *select)
+        saved, first = pytest_run(project, "--perf-instructions", "--perf-save", *select)
         tests = len(saved["tests"])
-        counts: dict[str, list[float]] = {}
-        fails = {False: 0, True: 0}
-        walls = [first]
-        for i in range(a.runs):
+
+        def unchanged(i: int) -> tuple[dict, float, bool]:
             hog = subprocess.Popen([sys.executable, str(project / "hog.py")]) if i % 2 else None
             try:
-                doc, wall = pytest_run(project, "--perf-instructions")
+                return (*pytest_run(project, "--perf-instructions", *select), hog is not None)
             finally:
                 if hog:
                     hog.kill()
                     hog.wait()
+
+        with ThreadPoolExecutor(a.jobs) as pool:
+            null = list(pool.map(unchanged, range(a.runs)))
+            slowed = {f: list(pool.map(lambda _, f=f: pytest_run(project, "--perf-instructions", *select, factor=f)[0],
+                                       range(a.runs))) for f in (1.01, 1.005)}
+        counts: dict[str, list[float]] = {}
+        fails = {False: 0, True: 0}
+        walls = [first]
+        for doc, wall, hogged in null:
             walls.append(wall)
-            fails[hog is not None] += bool(failed(doc))
+            fails[hogged] += bool(failed(doc))
             for t in doc["tests"]:
                 counts.setdefault(t["nodeid"], []).append(t["measurement"]["instructions"])
-        caught = {}
-        for factor in (1.01, 1.005):
-            docs = [pytest_run(project, "--perf-instructions", factor=factor)[0] for _ in range(a.runs)]
-            caught[factor] = sum(failed(d) == {TARGET} for d in docs)
+        caught = {f: sum(failed(d) == {SLOWED} for d in docs) for f, docs in slowed.items()}
     spread = {n: max(c) / min(c) - 1 for n, c in counts.items()}
     worst = max(spread, key=spread.get)
     quiet, hogged = (a.runs + 1) // 2, a.runs // 2

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 SLOW = os.environ.get("SLOW_TEST", "")
+FACTOR = float(os.environ.get("SLOW_FACTOR", "1.10"))
 ARR = np.random.default_rng(0).random(20_000)
 WORDS = [str(i) * 3 for i in range(2_000)]
 
@@ -51,9 +52,12 @@ WORK = {
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
 @pytest.mark.parametrize("kind", sorted(WORK))
 def test_work(perf, kind, size):
-    k = size * (1.10 if SLOW == f"{kind}-{size}" else 1.0)
+    k = size * (FACTOR if SLOW == f"{kind}-{size}" else 1.0)
     perf(WORK[kind], k)
 '''
+SLOWED = "test_real.py::test_work[loop-2]"  # the test SLOW_TEST=loop-2 makes do SLOW_FACTOR times the work
+# a CPU hog as a script, for processes pinned with taskset: busy 2 s, idle 2 s
+HOG_SCRIPT = "import time\nwhile True:\n    end = time.monotonic() + 2\n    while time.monotonic() < end: pass\n    time.sleep(2)\n"
 
 
 def hog(stop) -> None:  # noqa: ANN001
