@@ -286,14 +286,19 @@ def _throughput(value: Any) -> list[Limit]:
         if sign == "+":
             raise _bad("throughput", value, "a relative throughput budget is the largest drop: use '-N%'")
         return [Limit("throughput", ">=", -frac, relative=True, text=str(value))]
-    num = _number(value, "throughput")
-    text = _text(value, "throughput")
+    return [Limit("throughput", ">=", _si_number(value, "throughput", _RATE_RE, "rate"), text=str(value))]
+
+
+def _si_number(value: Any, kwarg: str, pattern: re.Pattern[str], what: str) -> float:
+    """A positive number, or text ``pattern`` matches as a number and an SI prefix (``"1.5k/s"``, ``"25M"``)."""
+    num = _number(value, kwarg)
+    text = _text(value, kwarg)
     if num is None and text is not None:
-        m = _RATE_RE.match(text)
-        num = _float(m.group(1), "throughput", value) * _SI_PREFIX[m.group(2)] if m else None
+        m = pattern.match(text)
+        num = _float(m.group(1), kwarg, value) * _SI_PREFIX[m.group(2)] if m and m.group(2) in _SI_PREFIX else None
     if num is None or not math.isfinite(num) or num <= 0:
-        raise _bad("throughput", value, "must be a positive rate" if num is not None else "")
-    return [Limit("throughput", ">=", num, text=str(value))]
+        raise _bad(kwarg, value, f"must be a positive {what}" if num is not None else "")
+    return num
 
 
 def _instructions(value: Any) -> list[Limit]:
@@ -301,15 +306,7 @@ def _instructions(value: Any) -> list[Limit]:
     if rel:
         sign, frac = rel
         return [Limit("instructions", "<=", frac if sign == "+" else -frac, relative=True, text=str(value))]
-    num = _number(value, "instructions")
-    text = _text(value, "instructions")
-    if num is None and text is not None:
-        m = _QUANT_RE.match(text)
-        num = _float(m.group(1), "instructions", value) * _SI_PREFIX[m.group(2)] if m and m.group(2) in _SI_PREFIX \
-            else None
-    if num is None or not math.isfinite(num) or num <= 0:
-        raise _bad("instructions", value, "must be a positive count" if num is not None else "")
-    return [Limit("instructions", "<=", num, text=str(value))]
+    return [Limit("instructions", "<=", _si_number(value, "instructions", _QUANT_RE, "count"), text=str(value))]
 
 
 def _metrics(value: Any) -> list[Limit]:
