@@ -60,7 +60,7 @@ from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, wit
 from .sampled import Sampled
 
 __all__ = ["ABError", "ABResult", "Interrupted", "run_ab", "ab_pythonpath", "check_imports", "SIDE_ENV",
-           "IMPORTS_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS"]
+           "IMPORTS_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS", "pool_runs"]
 
 SIDE_ENV = "PERFGUARD_AB_SIDE"
 IMPORTS_ENV = "PERFGUARD_AB_IMPORTS"  # where a side writes which files its modules came from (ab_side)
@@ -372,7 +372,7 @@ def import_failure(log: Path) -> str | None:
     return None
 
 
-def _pool(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
+def pool_runs(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
     """Per test: one result whose samples are all rounds' samples, in time order."""
     pooled: dict[str, dict[str, Any]] = {}
     memory: dict[str, list[float]] = {}
@@ -576,8 +576,8 @@ def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:
 def _pools(result: ABResult) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], tuple[list, list]]:
     """Both sides' pooled results, each test's per-run best rounds with the runs' own speeds taken out
     (``runs.without_run_speeds``), and those speeds (base, head)."""
-    base = _pool([r for r in result.runs if r.side == "base"])
-    head = _pool([r for r in result.runs if r.side == "head" and r.returncode in (0, 1)])
+    base = pool_runs([r for r in result.runs if r.side == "base"])
+    head = pool_runs([r for r in result.runs if r.side == "head" and r.returncode in (0, 1)])
     paired = {n: (base[n]["measurement"]["run_bests"], head[n]["measurement"]["run_bests"]) for n in head
               if n in base and not base[n].get("broken") and (base[n].get("measurement") or {}).get("run_bests")
               and (head[n].get("measurement") or {}).get("run_bests")}

@@ -178,7 +178,7 @@ def _results(rec: dict[str, Any], side: str, upto: int) -> list[ab.SideRun]:
 def ab_verdicts(rec: dict[str, Any], k: int, tolerance: float, across_runs: bool = True) -> dict[str, bool]:
     """case -> the A/B gate failed the head, judging the first ``k`` rounds of one run
     (``across_runs=False``: on the pooled samples alone, without the per-run check)."""
-    base, head = ab._pool(_results(rec, "base", k)), ab._pool(_results(rec, "head", k))
+    base, head = ab.pool_runs(_results(rec, "base", k)), ab.pool_runs(_results(rec, "head", k))
     if not across_runs:
         for pooled in (*base.values(), *head.values()):
             (pooled.get("measurement") or {}).pop("run_bests", None)

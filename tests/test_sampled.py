@@ -119,13 +119,13 @@ def test_end_to_end_a_fresh_draw_passes_where_single_numbers_failed_and_a_drop_f
 def test_ab_pools_every_run_s_items_not_the_last_run_s() -> None:
     from pathlib import Path
 
-    from pytest_perfguard.ab import SideRun, _pool
+    from pytest_perfguard.ab import SideRun, pool_runs
 
     def side_run(k: int, mean: float) -> SideRun:
         res = {"nodeid": "t", "measurement": None, "metrics": {"accuracy": mean, "count": float(k)},
                "metric_items": {"accuracy": {"n": 1000, "sd": 0.3}}}
         return SideRun("head", k, 0, 1.0, Path("log"), {"t": res})
 
-    pooled = _pool([side_run(1, 0.90), side_run(2, 0.88)])["t"]
+    pooled = pool_runs([side_run(1, 0.90), side_run(2, 0.88)])["t"]
     assert pooled["metrics"] == {"accuracy": pytest.approx(0.89), "count": 2.0}  # a plain metric: the latest run's
     assert pooled["metric_items"]["accuracy"]["n"] == 2000
