@@ -45,17 +45,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .budget import BudgetError, parse_budget
-from .check import Row, evaluate
-from .decide import geometric_mean, summarize
-from .gate import ABRuns, base_latency, baseline_rows, entry_from_result, judged_samples, latency_decision
-from .measure import Measurement
+from .decide import geometric_mean
+from .gate import ABRuns, baseline_rows, latency_decision
+from .judge import JudgeSettings, judge as judge_budget
+from .model import LATENCY_KINDS, BaselineEntry, Check, TestResult, Verdict
 from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, without_run_speeds
 from .sampled import Sampled
 
@@ -108,9 +108,30 @@ class SideRun:
     returncode: int
     seconds: float
     log: Path
-    results: dict[str, dict[str, Any]]  # nodeid -> the --perf-json test entry
+    results: dict[str, TestResult]  # nodeid -> the test in its --perf-json report
     reported: bool = True  # False: pytest died before writing its --perf-json report
     imports: dict[str, Any] | None = None  # what ab_side recorded: {"modules": {name: file}, ...}
+
+
+@dataclass(frozen=True)
+class ABTest:
+    """One test's A/B verdict: the head's pooled result with its checks against the base's pool.
+    ``verdict``: regressed | failed | improved | unchanged | head only; ``comparison``: the latency
+    decision as shown (base, head, ratio, interval, basis) and written to ``--json``."""
+
+    result: TestResult
+    verdict: str
+    comparison: dict[str, Any] | None = None
+    messages: tuple[str, ...] = ()  # why it failed, a check's message or one that has no check
+    base_metrics: dict[str, float] | None = None
+
+    @property
+    def nodeid(self) -> str:
+        return self.result.nodeid
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.result.to_json(), "verdict": self.verdict, "comparison": self.comparison,
+                "messages": list(self.messages), "base_metrics": self.base_metrics}
 
 
 @dataclass
@@ -123,7 +144,7 @@ class ABResult:
     alpha: float = 0.01  # the chance that an unchanged head fails anywhere: shared by every test
     runs: list[SideRun] = field(default_factory=list)
     stopped: dict[str, RunComparison] = field(default_factory=dict)  # tests stopped early (futility)
-    tests: list[dict[str, Any]] = field(default_factory=list)  # one per test: see ``judge``
+    tests: list[ABTest] = field(default_factory=list)  # one per test: see ``judge``
     base_broken: list[str] = field(default_factory=list)  # why the base cannot be gated on
     only_base: list[str] = field(default_factory=list)
     only_head: list[str] = field(default_factory=list)
@@ -131,8 +152,8 @@ class ABResult:
     geomean: float | None = None
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [t for t in self.tests if t["verdict"] in ("regressed", "failed")]
+    def failed(self) -> list[ABTest]:
+        return [t for t in self.tests if t.verdict in ("regressed", "failed")]
 
 
 def ab_pythonpath(rootdir: Path, configured: Sequence[str]) -> list[Path]:
@@ -256,13 +277,13 @@ def _stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
     proc.wait()
 
 
-def _read_results(path: Path) -> dict[str, dict[str, Any]] | None:
+def _read_results(path: Path) -> dict[str, TestResult] | None:
     """The tests of a --perf-json report; None when there is no readable report."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return {t["nodeid"]: TestResult.from_json(t) for t in doc.get("tests", []) if isinstance(t, dict) and "nodeid" in t}
+    except (OSError, ValueError, TypeError, KeyError):
         return None
-    return {t["nodeid"]: t for t in doc.get("tests", []) if isinstance(t, dict) and "nodeid" in t}
 
 
 def _read_imports(path: Path) -> dict[str, Any] | None:
@@ -372,73 +393,64 @@ def import_failure(log: Path) -> str | None:
     return None
 
 
-def pool_runs(runs: list[SideRun]) -> dict[str, dict[str, Any]]:
-    """Per test: one result whose samples are all rounds' samples, in time order."""
-    pooled: dict[str, dict[str, Any]] = {}
-    memory: dict[str, list[float]] = {}
-    bests: dict[str, dict[int, float]] = {}
-    items: dict[str, dict[str, list[Sampled]]] = {}
+def pool_runs(runs: list[SideRun]) -> dict[str, TestResult]:
+    """Per test: one result whose samples are all rounds' samples, in time order, with each run's best
+    round (``run_bests``, by round, None where a run has none) and the median memory growth; metrics
+    recorded from items pool every run's items, the others are the latest run's; ``body_passed`` is
+    False when the test failed in any run."""
     last = max((run.round for run in runs), default=0)
+    by_test: dict[str, list[tuple[int, TestResult]]] = {}
     for run in runs:
         for nodeid, res in run.results.items():
-            m = res.get("measurement") or {}
-            if nodeid not in pooled:
-                pooled[nodeid] = dict(res, measurement=dict(m, samples=[], cpu_samples=[]) if m else None,
-                                      broken=False)
-            p = pooled[nodeid]
-            p["broken"] = p["broken"] or res.get("body_passed") is False
-            p["metrics"] = dict(res.get("metrics") or {})  # functional metrics: the latest run's ...
-            for name, spread in (res.get("metric_items") or {}).items():  # ... those from items: every run's
-                got = Sampled.read(p["metrics"].get(name), spread)
-                if got is not None:
-                    items.setdefault(nodeid, {}).setdefault(name, []).append(got)
-            if m and p["measurement"] is not None:
-                p["measurement"]["samples"].extend(m.get("samples") or [])
-                p["measurement"]["cpu_samples"].extend(m.get("cpu_samples") or [])
-                if judged_samples(m):
-                    bests.setdefault(nodeid, {})[run.round] = float(np.min(judged_samples(m)))
-                if m.get("memory_growth") is not None:
-                    memory.setdefault(nodeid, []).append(float(m["memory_growth"]))
-    for nodeid, p in pooled.items():
-        whole = {name: Sampled.pooled(parts) for name, parts in items.get(nodeid, {}).items()}
-        p["metrics"].update({name: w.mean for name, w in whole.items()})
-        p["metric_items"] = {name: w.to_dict() for name, w in whole.items()}
-        m = p["measurement"]
-        if m is not None:
-            m["summary"] = summarize(m["samples"])
-            if nodeid in bests:  # by round, None where a run has no samples: rounds pair the sides
-                m["run_bests"] = [bests[nodeid].get(r) for r in range(1, last + 1)]
-            m["memory_growth"] = float(np.median(memory[nodeid])) if memory.get(nodeid) else None
-    return pooled
+            by_test.setdefault(nodeid, []).append((run.round, res))
+    return {nodeid: _pooled(results, last) for nodeid, results in by_test.items()}
 
 
-def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolerance: float,
-          sha: str, alpha: float | None = None, stopped: RunComparison | None = None) -> dict[str, Any]:
+def _pooled(results: list[tuple[int, TestResult]], last: int) -> TestResult:
+    first = results[0][1]
+    metrics = dict(results[-1][1].metrics)
+    items: dict[str, list[Sampled]] = {}
+    for _, res in results:
+        for name, got in res.metric_items.items():
+            items.setdefault(name, []).append(Sampled(res.metrics.get(name, got.mean), got.sd, got.n))
+    whole = {name: Sampled.pooled(parts) for name, parts in items.items()}
+    metrics.update({name: w.mean for name, w in whole.items()})
+    measurement = None
+    measured = [(rnd, r.measurement) for rnd, r in results if r.measurement is not None]
+    if first.measurement is not None:
+        bests = {rnd: float(np.min(m.samples_on(m.clock))) for rnd, m in measured if m.samples_on(m.clock)}
+        memory = [m.memory_growth for _, m in measured if m.memory_growth is not None]
+        measurement = replace(first.measurement, samples=[x for _, m in measured for x in m.samples],
+                              cpu_samples=[x for _, m in measured for x in m.cpu_samples],
+                              run_bests=[bests.get(r) for r in range(1, last + 1)] if bests else [],
+                              memory_growth=float(np.median(memory)) if memory else None)
+    broken = any(r.body_passed is False for _, r in results)
+    return replace(first, measurement=measurement, metrics=metrics, metric_items=whole,
+                   body_passed=False if broken else first.body_passed)
+
+
+def judge(nodeid: str, base: TestResult | None, head: TestResult, tolerance: float,
+          sha: str, alpha: float | None = None, stopped: RunComparison | None = None) -> ABTest:
     """One test's A/B verdict: head budgets on the pooled head, plus the gate against the base pool.
     ``alpha``: the test's share of the run's error budget; ``stopped``: its futility stop, if any."""
     try:
-        budget = parse_budget(head.get("budget") or {}) if head.get("budget") else None
+        budget = parse_budget(dict(head.budget)) if head.budget else None
     except BudgetError as exc:
-        return {"nodeid": nodeid, "verdict": "failed", "rows": [], "comparison": None,
-                "messages": [f"budget no longer parses: {exc}"]}
-    hm = head.get("measurement") or {}
-    on_cpu = budget is not None and budget.clock == "cpu" and hm.get("clock") == "cpu"  # as runner._result
-    measurement = Measurement(samples=list(hm.get("cpu_samples" if on_cpu else "samples") or []),
-                              unit=hm.get("unit") or "call",
-                              items=hm.get("items"), memory_growth=hm.get("memory_growth"),
-                              memory_mechanism=hm.get("memory_mechanism"),
-                              gpu_memory_growth=hm.get("gpu_memory_growth")) if hm else None
-    result = dict(head, rows=[r.to_dict() for r in evaluate(budget, measurement, head.get("metrics") or {})])
-    entry = entry_from_result(base, sha) if base is not None and not base.get("broken") else None
-    base_runs = ((base or {}).get("measurement") or {}).get("run_bests")
+        return ABTest(TestResult(nodeid), "failed", messages=(f"budget no longer parses: {exc}",))
+    hm = head.measurement
+    judged = judge_budget(nodeid, budget, hm, head.metrics, head.metric_items,
+                          JudgeSettings(measured=True, clock=hm.clock if hm is not None else "wall"))
+    result = replace(head, checks=judged.checks if judged is not None else ())
+    entry = BaselineEntry.from_result(base, sha) if base is not None and base.body_passed is not False else None
+    base_runs = base.measurement.run_bests if base is not None and base.measurement is not None else None
     rows = baseline_rows(result, budget, entry, tolerance, base_runs, alpha=alpha, stopped=stopped)
     comparison = None
-    head_samples, base_samples = judged_samples(hm), base_latency(entry or {}, hm.get("clock") or "wall")
-    if (entry is not None and head_samples and base_samples and entry.get("unit") == hm.get("unit")
-            and entry.get("clock") == (hm.get("clock") or "wall")):
-        shares = [r.alpha for r in rows if r.alpha is not None and r.metric.startswith(("latency", "throughput"))]
-        d = latency_decision(base_samples, head_samples, tolerance,
-                             ABRuns(base_runs or [], hm.get("run_bests") or [], stopped),
+    head_samples = hm.samples_on(hm.clock) if hm is not None else []
+    base_samples = entry.samples_on(hm.clock) if entry is not None and hm is not None else []
+    if entry is not None and hm is not None and head_samples and base_samples and entry.unit == hm.unit \
+            and entry.clock == hm.clock:
+        shares = [r.alpha for r in rows if r.alpha is not None and r.kind in LATENCY_KINDS]
+        d = latency_decision(base_samples, head_samples, tolerance, ABRuns(base_runs or [], hm.run_bests, stopped),
                              1 - 2 * min(shares) if shares else 0.99)
         # base, head, ratio and interval: of whatever decided (``basis``), for the table
         comparison = dict(d.pooled.to_dict(), basis=d.basis, base=d.base, head=d.head, ratio=d.ratio,
@@ -447,21 +459,20 @@ def judge(nodeid: str, base: dict[str, Any] | None, head: dict[str, Any], tolera
         if d.runs is not None:
             comparison["runs"] = d.runs.to_dict()
     failing = [r for r in rows if r.failed]
-    if head.get("broken"):
+    broken = head.body_passed is False
+    if broken:
         verdict = "failed"
-    elif any(r.verdict == "regressed" for r in failing):
+    elif any(r.verdict == Verdict.REGRESSED for r in failing):
         verdict = "regressed"
     elif failing:
         verdict = "failed"
-    elif any(r.verdict == "improved" for r in rows):
+    elif any(r.verdict == Verdict.IMPROVED for r in rows):
         verdict = "improved"
     else:
         verdict = "unchanged" if entry is not None else "head only"
-    messages = [r.message for r in failing] + (["the test itself failed on the head"] if head.get("broken") else [])
-    return {"nodeid": nodeid, "verdict": verdict, "rows": [r.to_dict() for r in rows],
-            "comparison": comparison, "messages": messages, "measurement": hm or None,
-            "metrics": dict(head.get("metrics") or {}), "budget": head.get("budget") or {},
-            "base_metrics": dict(base.get("metrics") or {}) if base is not None else None}
+    messages = [r.message for r in failing] + (["the test itself failed on the head"] if broken else [])
+    return ABTest(replace(result, checks=tuple(rows)), verdict, comparison, tuple(messages),
+                  dict(base.metrics) if base is not None else None)
 
 
 def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,
@@ -573,18 +584,26 @@ def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:
             "'insufficient' (a failure)")
 
 
-def _pools(result: ABResult) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], tuple[list, list]]:
+def _pools(result: ABResult) -> tuple[dict[str, TestResult], dict[str, TestResult], tuple[list, list]]:
     """Both sides' pooled results, each test's per-run best rounds with the runs' own speeds taken out
     (``runs.without_run_speeds``), and those speeds (base, head)."""
     base = pool_runs([r for r in result.runs if r.side == "base"])
     head = pool_runs([r for r in result.runs if r.side == "head" and r.returncode in (0, 1)])
-    paired = {n: (base[n]["measurement"]["run_bests"], head[n]["measurement"]["run_bests"]) for n in head
-              if n in base and not base[n].get("broken") and (base[n].get("measurement") or {}).get("run_bests")
-              and (head[n].get("measurement") or {}).get("run_bests")}
+    paired = {n: (_bests(base[n]), _bests(head[n])) for n in head
+              if n in base and base[n].body_passed is not False and _bests(base[n]) and _bests(head[n])}
     corrected, speeds = without_run_speeds(paired)
     for n, (b, h) in corrected.items():
-        base[n]["measurement"]["run_bests"], head[n]["measurement"]["run_bests"] = b, h
+        base[n], head[n] = _with_bests(base[n], b), _with_bests(head[n], h)
     return base, head, speeds
+
+
+def _bests(result: TestResult | None) -> list[float | None]:
+    return result.measurement.run_bests if result is not None and result.measurement is not None else []
+
+
+def _with_bests(result: TestResult, bests: list[float | None]) -> TestResult:
+    assert result.measurement is not None
+    return replace(result, measurement=replace(result.measurement, run_bests=list(bests)))
 
 
 def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None]) -> bool:
@@ -595,9 +614,9 @@ def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None])
     every run still has the tests its speed is estimated from (``ab._deselected``)."""
     base, head, speeds = _pools(result)
     for nodeid in [n for n in head if n not in result.stopped]:
-        b, h = (base.get(nodeid) or {}).get("measurement") or {}, head[nodeid].get("measurement") or {}
-        if b.get("run_bests") and h.get("run_bests") and not base[nodeid].get("broken"):
-            stop = futile(b["run_bests"], h["run_bests"], tolerance=tolerance)
+        b, h = _bests(base.get(nodeid)), _bests(head[nodeid])
+        if b and h and base[nodeid].body_passed is not False:
+            stop = futile(b, h, tolerance=tolerance)
             if stop is not None:
                 result.stopped[nodeid] = stop
     if SPEED not in result.stopped and _speed_row(speeds, tolerance) is not None:
@@ -622,22 +641,21 @@ SPEED = "(every test: the speed of the runs)"
 
 
 def _speed_row(speeds: tuple[list, list], tolerance: float,
-               stopped: RunComparison | None = None) -> Callable[[float], dict[str, Any]] | None:
+               stopped: RunComparison | None = None) -> Callable[[float], ABTest] | None:
     """The judgement of the runs' speeds themselves (None when they are not known): a change that
     slows every test alike shows only there, the tests being judged with each run's speed taken out."""
     if not any(s is not None for s in speeds[0]) or not any(s is not None for s in speeds[1]):
         return None
 
-    def judged(share: float) -> dict[str, Any]:
+    def judged(share: float) -> ABTest:
         c = stopped or compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * share)
         verdict = "failed" if c.verdict == "insufficient" else c.verdict
-        row = Row("speed of every test", f"±{tolerance:.0%}", c.head_value, "", verdict if verdict != "failed"
-                  else "unjudged", f"speed of every test {c.verdict}: {c.reason}", baseline=c.base_value,
-                  ratio=c.ratio, p_value=c.p_slower, alpha=share)
-        messages = [row.message] if row.failed else []
-        return {"nodeid": SPEED, "verdict": verdict, "rows": [row.to_dict()], "messages": messages,
-                "comparison": {k: None if isinstance(v, float) and not math.isfinite(v) else v
-                               for k, v in dict(c.to_dict(), basis="runs", base=c.base_value, head=c.head_value).items()}}
+        row = Check("speed of every test", f"±{tolerance:.0%}", c.head_value, "", verdict if verdict != "failed"
+                    else Verdict.UNJUDGED, f"speed of every test {c.verdict}: {c.reason}", kind="speed",
+                    against="baseline", baseline=c.base_value, ratio=c.ratio, p_value=c.p_slower, alpha=share)
+        comparison = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                      for k, v in dict(c.to_dict(), basis="runs", base=c.base_value, head=c.head_value).items()}
+        return ABTest(TestResult(SPEED, (row,)), verdict, comparison, (row.message,) if row.failed else ())
 
     return judged
 
@@ -654,15 +672,14 @@ def _decide(result: ABResult, tolerance: float) -> None:
     base, head, speeds = _pools(result)
     errors = [r for r in result.runs if r.side == "head" and r.returncode not in (0, 1)]
     for run in errors:
-        result.tests.append({"nodeid": f"(head run, round {run.round})", "verdict": "failed", "rows": [],
-                             "comparison": None, "messages": [
-                                 f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')}):\n{_tail(run.log)}"]})
+        result.tests.append(ABTest(TestResult(f"(head run, round {run.round})"), "failed", messages=(
+            f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')}):\n{_tail(run.log)}",)))
     base_ok = not result.base_broken
     suite = _speed_row(speeds, tolerance, result.stopped.get(SPEED)) if base_ok else None
     share = result.alpha / max(1, len(head) + (suite is not None))
     for nodeid in sorted(head):
         b = base.get(nodeid) if base_ok else None
-        if b is not None and b.get("broken"):
+        if b is not None and b.body_passed is False:
             result.base_broken.append(f"{nodeid}: the test failed on the base")
             b = None
         t = judge(nodeid, b, head[nodeid], tolerance, result.sha, share, result.stopped.get(nodeid))
@@ -672,6 +689,6 @@ def _decide(result: ABResult, tolerance: float) -> None:
     if suite is not None:
         result.tests.append(suite(share))
     result.only_base = sorted(set(base) - set(head))
-    ratios = [t["comparison"]["ratio"] for t in result.tests
-              if t["comparison"] and t["comparison"].get("ratio") and t["nodeid"] != SPEED]
+    ratios = [t.comparison["ratio"] for t in result.tests
+              if t.comparison and t.comparison.get("ratio") and t.nodeid != SPEED]
     result.geomean = geometric_mean(ratios) if ratios else None

@@ -35,12 +35,7 @@ from typing import Any
 
 from pytest_perfguard.atomic import write_text
 from pytest_perfguard.measure import CLOCKS
-from pytest_perfguard.machine import (
-    compare_fingerprints,
-    machine_fingerprint,
-    machine_slug,
-    speed_score,
-)
+from pytest_perfguard.model import BaselineEntry, thin
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,14 +44,9 @@ __all__ = [
     "entry_problem",
     "BaselineError",
     "baseline_path",
-    "compare_fingerprints",
     "git_commit",
     "load_baseline",
-    "machine_fingerprint",
-    "machine_slug",
     "save_entries",
-    "speed_score",
-    "thin_samples",
 ]
 
 FORMAT_VERSION = 1
@@ -79,9 +69,13 @@ class Baseline:
     updated: str | None
     problems: dict[str, str] = field(default_factory=dict)  # node id -> why its entry cannot be judged by
 
-    def valid_entry(self, nodeid: str) -> dict[str, Any] | None:
+    def entry(self, nodeid: str) -> BaselineEntry | None:
         """The entry a gate may judge by: None when missing or malformed (see ``problems``)."""
-        return None if nodeid in self.problems else self.entries.get(nodeid)
+        raw = None if nodeid in self.problems else self.entries.get(nodeid)
+        return BaselineEntry.from_json(raw) if raw is not None else None
+
+    def valid_entries(self) -> dict[str, BaselineEntry]:
+        return {nodeid: BaselineEntry.from_json(e) for nodeid, e in self.entries.items() if nodeid not in self.problems}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -253,23 +247,12 @@ def load_baseline(path: Path) -> Baseline | None:
     return _validate(path, data)
 
 
-def thin_samples(values: list[Any], max_samples: int) -> list[Any]:
-    """Keep at most ``max_samples`` values, evenly spaced, in order, first and last included."""
-    n = len(values)
-    if n <= max_samples:
-        return list(values)
-    if max_samples == 1:
-        return [values[(n - 1) // 2]]
-    # (n - 1) / (max_samples - 1) > 1, so the floored indices are strictly increasing.
-    return [values[i * (n - 1) // (max_samples - 1)] for i in range(max_samples)]
-
-
 def _bound_entry(entry: dict[str, Any], max_samples: int) -> dict[str, Any]:
     samples = entry.get("samples")
     if not isinstance(samples, dict):
         return entry
     bounded = {
-        metric: thin_samples(values, max_samples) if isinstance(values, list) else values
+        metric: thin(values, max_samples) if isinstance(values, list) else values
         for metric, values in samples.items()
     }
     return {**entry, "samples": bounded}

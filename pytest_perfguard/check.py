@@ -1,6 +1,6 @@
 """Judging one test's measurement and metrics against its budget (absolute limits).
 
-Each limit gives one ``Row``: metric, budget, now, ratio, verdict and a one-line message
+Each limit gives one ``model.Check``: metric, budget, now, ratio, verdict and a one-line message
 whose shape is ``latency p50 3.41 ms/item > budget 2.00 ms/item (1.71x)``. Relative limits
 (``"+10%"``) need a baseline; without one they give a ``no-baseline`` row, never a pass.
 """
@@ -8,8 +8,7 @@ whose shape is ``latency p50 3.41 ms/item > budget 2.00 ms/item (1.71x)``. Relat
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -17,11 +16,11 @@ from .budget import Budget, Limit
 from .callgrind import SPREAD, SPREAD_FLOOR, disagree
 from .callgrind import spread as count_spread
 from .measure import Measurement
+from .model import BaselineEntry, Check, Verdict
 from .units import format_value
 
-__all__ = ["Row", "evaluate", "metric_value", "required_samples", "statistic"]
+__all__ = ["evaluate", "metric_value", "required_samples", "statistic"]
 
-FAILING = ("fail", "regressed", "insufficient", "error", "unjudged")  # "warned": unjudged, downgraded by the user
 _OPS = {
     "<=": lambda a, b: a <= b,
     ">=": lambda a, b: a >= b,
@@ -30,29 +29,6 @@ _OPS = {
     ">": lambda a, b: a > b,
 }
 _NEGATION = {"<=": ">", ">=": "<", "==": "!=", "<": ">=", ">": "<="}
-
-
-@dataclass
-class Row:
-    metric: str  # label, e.g. "latency p99"
-    budget: str  # as written
-    now: float | None
-    unit: str  # "s/item", "s/call", "B", "items/s", ""
-    verdict: str  # pass | fail | insufficient | no-baseline | measured | regressed | improved | unchanged |
-    # unjudged (the gate could not compare: fails) | warned (unjudged, under --perf-baseline-errors=warn)
-    message: str
-    baseline: float | None = None
-    ratio: float | None = None
-    p_value: float | None = None  # one-sided, of a comparison with the baseline that shares the run's error budget
-    alpha: float | None = None  # that comparison's share of the budget (None: not such a comparison)
-    mde: float | None = None  # the smallest change it could flag, relative to the baseline (0.25: 25 %)
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict in FAILING
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def required_samples(percentile: float, confidence: float = 0.95) -> int:
@@ -90,20 +66,17 @@ def _unit(metric: str, m: Measurement | None) -> str:
     return ""
 
 
-def _now(lim: Limit, m: Measurement | None, metrics: dict[str, float]) -> tuple[float | None, str]:
-    return metric_value(lim.metric, lim.stat, m, metrics)
-
-
-def metric_value(metric: str, stat: str, m: Measurement | None, metrics: dict[str, float]) -> tuple[float | None, str]:
-    """The value of one budgeted metric (``stat`` for latency), or None and why it is missing."""
+def metric_value(metric: str, stat: str, m: Measurement | BaselineEntry | None, metrics: Mapping[str, float],
+                 clock: str = "wall") -> tuple[float | None, str]:
+    """The value of one budgeted metric in this run's measurement or a saved entry (``stat`` of the
+    latencies on ``clock``), or None and why it is missing."""
+    samples = m.samples_on(clock) if m is not None else []
+    if metric in ("latency", "throughput") and not samples:
+        return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
     if metric == "latency":
-        if m is None or not m.samples:
-            return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
-        return statistic(m.samples, stat or "p50"), ""
+        return statistic(samples, stat or "p50"), ""
     if metric == "throughput":
-        if m is None or not m.samples:
-            return None, "nothing was timed: call perf(fn, ...) or use the benchmark fixture"
-        med = statistic(m.samples, "p50")
+        med = statistic(samples, "p50")
         return (1.0 / med if med > 0 else math.inf), ""
     if metric == "instructions":
         if m is None or m.instructions is None:
@@ -122,64 +95,72 @@ def metric_value(metric: str, stat: str, m: Measurement | None, metrics: dict[st
     return float(metrics[metric]), ""
 
 
-def _check_absolute(lim: Limit, now: float, m: Measurement | None, unit: str) -> Row:
+def _check_absolute(lim: Limit, now: float, n_samples: int, unit: str) -> Check:
     label = lim.label
     ok = _OPS[lim.op](now, lim.threshold)
     ratio = now / lim.threshold if lim.threshold else None
-    if lim.metric == "latency" and lim.stat.startswith("p") and m is not None:
+    if lim.metric == "latency" and lim.stat.startswith("p"):
         need = required_samples(float(lim.stat[1:]))
-        if len(m.samples) < need and ok:
-            return Row(label, lim.text, now, unit, "insufficient",
-                       f"{label}: {len(m.samples)} samples cannot back a {lim.stat} claim (need >= {need}); "
-                       "raise --perf-max-time or budget a lower percentile", ratio=ratio)
+        if n_samples < need and ok:
+            return Check(label, lim.text, now, unit, Verdict.INSUFFICIENT,
+                         f"{label}: {n_samples} samples cannot back a {lim.stat} claim (need >= {need}); "
+                         "raise --perf-max-time or budget a lower percentile", kind=lim.metric, stat=lim.stat,
+                         ratio=ratio)
     shown_now, shown_lim = format_value(now, unit), format_value(lim.threshold, unit)
     if ok:
-        return Row(label, lim.text, now, unit, "pass", f"{label} {shown_now} {lim.op} budget {shown_lim}", ratio=ratio)
+        return Check(label, lim.text, now, unit, Verdict.PASS, f"{label} {shown_now} {lim.op} budget {shown_lim}",
+                     kind=lim.metric, stat=lim.stat, ratio=ratio)
     detail = f" ({ratio:.2f}x)" if ratio is not None and lim.op in ("<=", "<", ">=", ">") else ""
     if lim.op == "==":
         diff = now - lim.threshold
         word = "overshot" if diff > 0 else "fell short"
         detail = f" ({word} by {format_value(abs(diff), unit)})"
-    return Row(label, lim.text, now, unit, "fail",
-               f"{label} {shown_now} {_NEGATION[lim.op]} budget {shown_lim}{detail}", ratio=ratio)
+    return Check(label, lim.text, now, unit, Verdict.FAIL,
+                 f"{label} {shown_now} {_NEGATION[lim.op]} budget {shown_lim}{detail}", kind=lim.metric, stat=lim.stat,
+                 ratio=ratio)
 
 
-def evaluate(budget: Budget | None, m: Measurement | None, metrics: dict[str, float]) -> list[Row]:
-    """One row per limit (plus a 'measured' row for unbudgeted timing), absolute checks only."""
-    rows: list[Row] = []
+def evaluate(budget: Budget | None, m: Measurement | None, metrics: Mapping[str, float], clock: str = "wall"
+             ) -> list[Check]:
+    """One check per limit (plus a 'measured' one for unbudgeted timing), absolute checks only; latency
+    budgets on ``clock`` (wall time unless the budget says ``clock="cpu"``)."""
+    rows: list[Check] = []
     limits = budget.limits if budget else ()
     for lim in limits:
         unit = _unit(lim.metric, m)
-        now, missing = _now(lim, m, metrics)
+        now, missing = metric_value(lim.metric, lim.stat, m, metrics, clock)
         if now is None:
-            rows.append(Row(lim.label, lim.text, None, unit, "error", f"{lim.label} budget {lim.text!r} not checked: {missing}"))
+            rows.append(Check(lim.label, lim.text, None, unit, Verdict.ERROR,
+                              f"{lim.label} budget {lim.text!r} not checked: {missing}", kind=lim.metric, stat=lim.stat))
         elif lim.relative:
-            rows.append(Row(lim.label, lim.text, now, unit, "no-baseline",
-                            f"{lim.label} {format_value(now, unit)}: relative budget {lim.text!r} needs a baseline"))
+            rows.append(Check(lim.label, lim.text, now, unit, Verdict.NO_BASELINE,
+                              f"{lim.label} {format_value(now, unit)}: relative budget {lim.text!r} needs a baseline",
+                              kind=lim.metric, stat=lim.stat))
         else:
-            rows.append(_check_absolute(lim, now, m, unit))
+            rows.append(_check_absolute(lim, now, len(m.samples) if m is not None else 0, unit))
     if m is not None and m.samples and not any(lim.metric == "latency" for lim in limits):
-        now = statistic(m.samples, "p50")
+        now = statistic(m.samples_on(clock) or m.samples, "p50")
         unit = _unit("latency", m)
-        rows.append(Row("latency p50", "", now, unit, "measured", f"latency p50 {format_value(now, unit)}"))
+        rows.append(Check("latency p50", "", now, unit, Verdict.MEASURED, f"latency p50 {format_value(now, unit)}",
+                          kind="latency", stat="p50"))
     if m is not None and m.instruction_counts:
         rows.append(_instruction_counts(m, counted=any(lim.metric == "instructions" for lim in limits)))
     return [r for r in rows if r is not None]
 
 
-def _instruction_counts(m: Measurement, counted: bool) -> Row | None:
+def _instruction_counts(m: Measurement, counted: bool) -> Check | None:
     """Repeated counts of one region must agree (callgrind counts exactly): counts further apart than
     ``callgrind.SPREAD`` say the region is not deterministic (threads, time, randomness) and are not
     judged, never averaged. Else a 'measured' row when no budget shows the count."""
     counts = m.instruction_counts
     spread = count_spread(counts)
     if disagree(counts):
-        return Row("instructions", "", m.instructions, "instr", "error",
+        return Check("instructions", "", m.instructions, "instr", Verdict.ERROR,
                    f"instructions not judged: {len(counts)} counts of the same call disagree by {spread:.3%} "
                    f"({', '.join(str(c) for c in counts)}), beyond the {SPREAD:.1%} (and {SPREAD_FLOOR} instructions) "
                    "that repeated counts of one call stay within: the region is not deterministic (threads, time "
                    "or randomness in the measured code)")
     if counted:
         return None
-    return Row("instructions", "", m.instructions, "instr", "measured",
+    return Check("instructions", "", m.instructions, "instr", Verdict.MEASURED,
                f"instructions {format_value(m.instructions, 'instr')} (counts spread {spread:.4%})")

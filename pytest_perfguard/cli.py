@@ -7,14 +7,15 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .baseline import Baseline, BaselineError, compare_fingerprints, load_baseline, machine_slug
-from .units import format_value
+from .baseline import Baseline, BaselineError, load_baseline
 from .decide import compare_samples, geometric_mean
-from .gate import base_latency
-from .report import align
+from .machine import compare_fingerprints, machine_slug
+from .table import Table
+from .units import format_value
 
 __all__ = ["main"]
 
@@ -43,17 +44,17 @@ def show(args: argparse.Namespace) -> int:
     print(_machine_line("machine", b))
     print(f"updated {b.updated}, {len(b.entries)} tests")
     rows = []
-    for nodeid, e in sorted(b.entries.items()):
+    for nodeid in sorted(b.entries):
         if nodeid in b.problems:
             rows.append([nodeid, "malformed", "", "", b.problems[nodeid], ""])
             continue
-        s = e.get("summary") or {}
-        unit = f"s/{e.get('unit') or 'call'}"
-        mem = e.get("memory_growth")
-        metrics = ", ".join(f"{k}={format_value(v, '')}" for k, v in sorted((e.get("metrics") or {}).items()))
-        rows.append([nodeid, format_value(s.get("median"), unit), str(s.get("n", 0)),
-                     format_value(mem, "B") if mem is not None else "", metrics, str(e.get("commit") or "")[:12]])
-    for line in align(["test", "median", "n", "memory", "metrics", "commit"], rows):
+        e = b.entry(nodeid)
+        assert e is not None
+        mem = e.memory_growth
+        metrics = ", ".join(f"{k}={format_value(v, '')}" for k, v in sorted(e.metrics.items()))
+        rows.append([nodeid, format_value(e.summary.get("median"), f"s/{e.unit}"), str(e.summary.get("n", 0)),
+                     format_value(mem, "B") if mem is not None else "", metrics, str(e.commit or "")[:12]])
+    for line in Table(["test", "median", "n", "memory", "metrics", "commit"], rows).text():
         print(line)
     return 0
 
@@ -73,23 +74,24 @@ def compare(args: argparse.Namespace) -> int:
     unjudged: list[str] = []
     for nodeid in sorted(set(a.entries) & set(b.entries)):
         problem = next((f"{f.path}: {f.problems[nodeid]}" for f in (a, b) if nodeid in f.problems), None)
-        ea, eb = a.entries[nodeid], b.entries[nodeid]
-        if problem is None and (ea.get("unit") or "call") != (eb.get("unit") or "call"):
-            problem = f"seconds per {ea.get('unit') or 'call'} in A, per {eb.get('unit') or 'call'} in B"
-        if problem is None and not base_latency(ea) and not base_latency(eb):
+        ea, eb = a.entry(nodeid), b.entry(nodeid)
+        if problem is None and ea is not None and eb is not None and ea.unit != eb.unit:
+            problem = f"seconds per {ea.unit} in A, per {eb.unit} in B"
+        if problem is None and ea is not None and eb is not None and not ea.samples and not eb.samples:
             continue  # a metrics-only test: nothing to compare
-        c = None if problem else compare_samples(base_latency(ea), base_latency(eb), tolerance=args.tolerance)
+        c = None if problem or ea is None or eb is None else compare_samples(list(ea.samples), list(eb.samples),
+                                                                              tolerance=args.tolerance)
         if c is None or c.verdict == "insufficient":
             unjudged.append(f"{nodeid}: {problem if c is None else c.reason}")
             rows.append([nodeid, "", "", "", "", "unjudged"])
             continue
-        unit = f"s/{eb.get('unit') or 'call'}"
+        unit = f"s/{eb.unit}"
         ratios.append(c.ratio)
         regressed += c.verdict == "regressed"
         rows.append([nodeid, format_value(c.base_median, unit), format_value(c.head_median, unit),
                      f"{c.ratio:.2f}x", f"[{c.ci_low:.2f}, {c.ci_high:.2f}]", c.verdict])
     if rows:
-        for line in align(["test", "A median", "B median", "B/A", "99% CI", "verdict"], rows):
+        for line in Table(["test", "A median", "B median", "B/A", "99% CI", "verdict"], rows).text():
             print(line)
         if ratios:
             print(f"geometric mean B/A over {len(ratios)} tests: {geometric_mean(ratios):.3f}x "
@@ -130,8 +132,9 @@ def ab(args: argparse.Namespace) -> int:
     if args.markdown:
         from .markdown import markdown_summary, write_markdown
 
-        write_markdown(Path(args.markdown), markdown_summary(result.tests, title="perfguard ab",
-                                                             context=ab_context(result)))
+        write_markdown(Path(args.markdown), markdown_summary(
+            [replace(t.result, outcome=None) for t in result.tests],  # the verdicts are the checks and messages
+            title="perfguard ab", context=ab_context(result), messages={t.nodeid: t.messages for t in result.tests}))
         print(f"perfguard ab: wrote {args.markdown}")
     if args.json:
         from .report import write_json
@@ -165,23 +168,23 @@ def ab_context(result: Any, hints: bool = True) -> list[str]:
 def ab_lines(result: Any) -> list[str]:
     rows = []
     for t in result.tests:
-        c = t.get("comparison")
-        unit = f"s/{t['measurement'].get('unit') or 'call'}" if t.get("measurement") else ""
+        c = t.comparison
+        unit = f"s/{t.result.measurement.unit}" if t.result.measurement is not None else ""
         if c:
-            rows.append([t["nodeid"], format_value(c["base"], unit), format_value(c["head"], unit),
-                         f"{c['ratio']:.2f}x", _interval(c.get("ci_low"), c.get("ci_high")), t["verdict"]])
+            rows.append([t.nodeid, format_value(c["base"], unit), format_value(c["head"], unit),
+                         f"{c['ratio']:.2f}x", _interval(c.get("ci_low"), c.get("ci_high")), t.verdict])
         else:
-            rows.append([t["nodeid"], "", "", "", "", t["verdict"]])
+            rows.append([t.nodeid, "", "", "", "", t.verdict])
     lines = [f"perfguard ab: {line}" for line in ab_context(result, hints=False)]
     if rows:
-        lines += align(["test", "base", "head", "head/base", "CI", "verdict"], rows)
+        lines += Table(["test", "base", "head", "head/base", "CI", "verdict"], rows).text()
         lines.append("base, head: the fastest third of the per-run best rounds (geometric mean); CI: at the test's "
                      "share of the error budget (none for a test stopped early)")
     for why in result.base_broken:
         lines.append(f"base broken: {why}")
     for t in result.failed:
-        for message in t["messages"]:
-            lines.append(f"FAILED {t['nodeid']}: {message}")
+        for message in t.messages:
+            lines.append(f"FAILED {t.nodeid}: {message}")
     lines += [f"perfguard ab: hint: {hint}" for hint in result.hints]  # next to the verdict it explains
     n = len(result.failed)
     lines.append(f"perfguard ab: {n} test(s) regressed or over budget on the head" if n

@@ -20,8 +20,10 @@ from typing import Any
 from . import plots
 from .atomic import write_text
 from .baseline import Baseline
-from .check import FAILING
+from .model import BaselineEntry, Verdict
 from .plots import Bar, Panel
+from .report import checks_table
+from .table import Table
 from .units import format_duration, format_value
 from .report_data import (
     INSTALL_HINT,
@@ -34,7 +36,6 @@ from .report_data import (
     baseline_for,
     budget_ranges,
     cross_machine,
-    entry_samples,
     load_baselines,
     load_runs,
     machine_labels,
@@ -55,18 +56,6 @@ __all__ = ["render_report", "write_report"]
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]], classes: Sequence[str] = ()) -> str:
-    """An HTML table, every cell escaped; ``classes`` gives each row a class. Only the "test"
-    column wraps (node ids are long), so numbers and verdicts stay on one line."""
-    td = ["<td class=\"wrap\">" if h == "test" else "<td>" for h in header]
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join(
-        f"<tr class=\"{esc(classes[i]) if i < len(classes) else ''}\">"
-        + "".join(f"{td[j]}{esc(c)}</td>" for j, c in enumerate(row)) + "</tr>"
-        for i, row in enumerate(rows))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def image(uri: str, alt: str) -> str:
@@ -96,17 +85,17 @@ def distributions_section(runs: Sequence[Run], extra: Sequence[Baseline]) -> str
     return section("latency", "Latency: baseline vs now", intro, body)
 
 
-def distribution_panel(name: str, t: dict[str, Any], found: tuple[Baseline, dict[str, Any]] | None) -> Panel:
+def distribution_panel(name: str, t: dict[str, Any], found: tuple[Baseline, BaselineEntry] | None) -> Panel:
     """Boxes and a two-line title: the ratio of medians when the baseline measured the same unit."""
     unit, now = unit_of(t), samples_of(t)
-    if found is None or not entry_samples(found[1]):
+    if found is None or not found[1].samples:
         return Panel(f"{name}\nno baseline", [("now", now)], unit)
     b, entry = found
-    if (entry.get("unit") or "call") != unit:
-        return Panel(f"{name}\nbaseline measured per {entry.get('unit')}: not compared", [("now", now)], unit)
-    ratio = (median(now) or math.nan) / (median(entry_samples(entry)) or math.nan)
+    if entry.unit != unit:
+        return Panel(f"{name}\nbaseline measured per {entry.unit}: not compared", [("now", now)], unit)
+    ratio = (median(now) or math.nan) / (median(entry.samples) or math.nan)
     return Panel(f"{name}\nmedians now/baseline {ratio:.2f}x  (baseline: {slug_of(b)})",
-                 [("baseline", entry_samples(entry)), ("now", now)], unit)
+                 [("baseline", list(entry.samples)), ("now", now)], unit)
 
 
 def pareto_section(runs: Sequence[Run]) -> str:
@@ -125,8 +114,8 @@ def pareto_section(runs: Sequence[Run]) -> str:
         rows += [[p.label, p.run, p.nodeid, f"{format_duration(p.latency)}/{p.unit}", f"{p.accuracy:.4g}",
                   f"{format_duration(lo)} to {format_duration(hi)}" if hi else f"{format_duration(lo)} or more"]
                  for p, lo, hi in budget_ranges(front)]
-    body = image(plots.pareto_png(scatters), "accuracy vs latency") + "<h3>The Pareto front</h3>" + table(
-        ["variant", "run", "test", "median latency", "accuracy", "best choice for latency budgets"], rows)
+    body = image(plots.pareto_png(scatters), "accuracy vs latency") + "<h3>The Pareto front</h3>" + Table(
+        ["variant", "run", "test", "median latency", "accuracy", "best choice for latency budgets"], rows).html()
     return section("pareto", "Accuracy vs latency", intro, body)
 
 
@@ -141,7 +130,7 @@ def projection_section(runs: Sequence[Run]) -> str:
     header = (["run"] if len(runs) > 1 else []) + ["test", "median"] + [f"{n:,} users" for n in USERS]
     rows = [([p.run] if len(runs) > 1 else []) + [p.nodeid, f"{format_duration(p.median)}/{p.unit}"]
             + [format_duration(p.totals[n]) for n in USERS] for p in found]
-    return section("users", "Latency at scale", intro, image(png, "latency at scale") + table(header, rows))
+    return section("users", "Latency at scale", intro, image(png, "latency at scale") + Table(header, rows).html())
 
 
 def memory_section(runs: Sequence[Run], extra: Sequence[Baseline]) -> str:
@@ -154,16 +143,16 @@ def memory_section(runs: Sequence[Run], extra: Sequence[Baseline]) -> str:
     return section("memory", "Memory", intro, image(plots.memory_png(bars), "memory per test"))
 
 
-def memory_bars(name: str, t: dict[str, Any], found: tuple[Baseline, dict[str, Any]] | None) -> list[Bar]:
+def memory_bars(name: str, t: dict[str, Any], found: tuple[Baseline, BaselineEntry] | None) -> list[Bar]:
     """The baseline's bar (if it measured memory) and this run's, each noting its mechanism."""
     m = as_dict(t.get("measurement"))
     now, gpu = as_number(m.get("memory_growth")), as_number(m.get("gpu_memory_growth"))
     if now is None:
         return []
     bars = []
-    base = as_number(found[1].get("memory_growth")) if found else None
+    base = found[1].memory_growth if found else None
     if found is not None and base is not None:
-        bars.append(Bar(name, base, f"{format_value(base, 'B')} ({found[1].get('memory_mechanism') or '?'})", "baseline"))
+        bars.append(Bar(name, base, f"{format_value(base, 'B')} ({found[1].memory_mechanism or '?'})", "baseline"))
     note = f"{format_value(now, 'B')} ({m.get('memory_mechanism') or 'mechanism not recorded'})"
     return bars + [Bar(name, now, note + (f", GPU {format_value(gpu, 'B')}" if gpu is not None else ""), "now")]
 
@@ -177,35 +166,32 @@ def cross_machine_section(baselines: Sequence[Baseline]) -> str:
     means = result.geomeans()
     bars = [Bar(plot_label(n), r, f"{r:.2f}x", m) for m, ratios in result.ratios.items() for n, r in ratios.items()]
     rows = [[m, len(result.ratios[m]), f"{g:.3f}x"] for m, g in means.items()]
-    body = image(plots.cross_machine_png(bars, means, result.reference), "cross-machine ratios") + table(
-        ["machine", f"tests in common with {result.reference}", "geometric mean of the ratios"], rows)
+    body = image(plots.cross_machine_png(bars, means, result.reference), "cross-machine ratios") + Table(
+        ["machine", f"tests in common with {result.reference}", "geometric mean of the ratios"], rows).html()
     return section("machines", "Across machines", intro, body)
 
 
 def rows_section(runs: Sequence[Run]) -> str:
-    header = (["run"] if len(runs) > 1 else []) + ["test", "metric", "budget", "baseline", "now", "ratio", "verdict"]
-    rows, classes = [], []
-    for run in runs:
-        for t in run.tests:
-            for i, r in enumerate(rows_of(t)):
-                unit, ratio, base = str(r.get("unit") or ""), as_number(r.get("ratio")), as_number(r.get("baseline"))
-                cells = [t["nodeid"] if i == 0 else "", r.get("metric", ""), r.get("budget", ""),
-                         format_value(base, unit) if base is not None else "", format_value(as_number(r.get("now")), unit),
-                         f"{ratio:.2f}x" if ratio is not None else "", r.get("verdict", "")]
-                rows.append(([run.label if i == 0 else ""] if len(runs) > 1 else []) + cells)
-                classes.append("fail" if r.get("verdict") in FAILING else "")
-    body = table(header, rows, classes) if rows else empty("These runs have no rows (no test had a budget).")
-    failures = [f"{t['nodeid']}: {r.get('message', '')}" for run in runs for t in run.tests
-                for r in rows_of(t) if r.get("verdict") in FAILING]
+    tests = [(run, t["nodeid"], rows_of(t)) for run in runs for t in run.tests]
+    rows = checks_table(((nodeid, checks) for _, nodeid, checks in tests), _ROW_KEYS)
+    if len(runs) > 1:  # the run's name beside each test's first row
+        labels = [run.label if i == 0 else "" for run, _, checks in tests for i in range(len(checks))]
+        rows = Table(["run", *rows.header], [[label, *row] for label, row in zip(labels, rows.rows)], rows.marks)
+    body = rows.html() if rows else empty("These runs have no rows (no test had a budget).")
+    failures = [f"{nodeid}: {c.message}" for _, nodeid, checks in tests for c in checks if c.failed]
     if failures:
         body = "<ul class=\"failures\">" + "".join(f"<li>{esc(f)}</li>" for f in failures) + "</ul>" + body
     return section("rows", "All rows", "Every budget and baseline check of every test; failures in red.", body)
 
 
+_ROW_KEYS = ["metric", "budget", "baseline", "now", "ratio", "verdict"]
+_FAILING = {str(v) for v in Verdict if v.failed}
+
+
 def header(runs: Sequence[Run], baselines: Sequence[Baseline], generated: str) -> str:
     counts = verdict_counts(runs)
-    chips = " ".join(f"<span class=\"chip{' fail' if v in FAILING else ''}\">{esc(v)}: {n}</span>"
-                     for v, n in sorted(counts.items(), key=lambda kv: (kv[0] not in FAILING, kv[0])))
+    chips = " ".join(f"<span class=\"chip{' fail' if v in _FAILING else ''}\">{esc(v)}: {n}</span>"
+                     for v, n in sorted(counts.items(), key=lambda kv: (kv[0] not in _FAILING, kv[0])))
     outcomes = Counter(str(t.get("outcome", "?")) for run in runs for t in run.tests)
     lines = [f"{len([t for run in runs for t in run.tests])} tests: "
              + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))]

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["CLOCKS", "Settings", "Measurement", "MemoryMeter", "cpu_times", "measure_calls", "cuda_synchronize",
@@ -84,9 +84,11 @@ class Measurement:
     clock: str = "wall"  # the clock the regression gate judges (``gate.judged_samples``), set when judged
     instructions: float | None = None  # per call (or item), counted under callgrind (``callgrind``)
     instruction_counts: list[int] = field(default_factory=list)  # each repeat's count of one call
+    run_bests: list[float | None] = field(default_factory=list)  # ``perfguard ab``: each run's best round
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def samples_on(self, clock: str) -> list[float]:
+        """The rounds on ``clock`` ("wall" or "cpu")."""
+        return list(self.cpu_samples if clock == "cpu" else self.samples)
 
 
 def cuda_active() -> bool:

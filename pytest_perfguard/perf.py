@@ -77,13 +77,13 @@ class Perf:
         )
         return result
 
-    def replace_rounds(self, other: dict[str, Any]) -> None:
+    def replace_rounds(self, other: Measurement) -> None:
         """A block of rounds measured elsewhere (a fresh process: ``rerun.measure_fresh``) replaces this
         one, as ``remeasure`` does; memory growth is kept."""
         m = self.measurement
         assert m is not None
-        m.samples, m.cpu_samples = list(other["samples"]), list(other.get("cpu_samples") or [])
-        m.loops, m.rounds = int(other.get("loops") or m.loops), int(other.get("rounds") or len(m.samples))
+        m.samples, m.cpu_samples = list(other.samples), list(other.cpu_samples)
+        m.loops, m.rounds = other.loops or m.loops, other.rounds or len(m.samples)
         m.remeasured += 1
 
     def remeasure(self) -> bool:

@@ -1,7 +1,7 @@
-"""Reports: the terminal summary table and the ``--perf-json`` document.
+"""Reports: the table of checks (terminal, markdown, HTML) and the ``--perf-json`` document.
 
-A test's result is a JSON-safe dict (it travels on the pytest report, also through xdist):
-``{"nodeid", "failed", "rows": [Row.to_dict()], "measurement": {...}, "metrics": {...}, "budget": {...}}``.
+A test's result is a ``model.TestResult``; it meets JSON only in ``TestResult.to_json`` (on the
+pytest report, through xdist, and in this document).
 """
 
 from __future__ import annotations
@@ -9,86 +9,80 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
+from .model import Check, TestResult, Verdict
+from .table import Table
 from .units import format_value
 
-__all__ = ["JSON_FORMAT", "MAX_REPORT_SAMPLES", "align", "row_cell", "summary_table", "json_document", "write_json", "json_safe"]
+__all__ = ["JSON_FORMAT", "cell", "check_mark", "checks_table", "summary_table", "json_document", "write_json"]
 
 # History of the --perf-json format:
 # 1: first version (tests with rows, measurement summary + bounded samples, metrics, budgets).
+#    Added since, readable by older versions: each row's "kind", "stat", "against" and "interval".
 JSON_FORMAT = 1
-MAX_REPORT_SAMPLES = 1000
+
+_NOTABLE = (Verdict.UNJUDGED, Verdict.REGRESSED, Verdict.IMPROVED)
 
 
-def json_safe(value: Any) -> Any:
-    """Budgets as written may hold anything; keep what JSON can say, repr the rest."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
-def row_cell(row: dict[str, Any], key: str) -> str:
-    """One cell of a result row as shown in every table: values in the row's unit, ratio as ``1.23x``."""
-    value = row.get(key)
+def cell(check: Check, key: str) -> str:
+    """One cell of a check as shown in every table: values in the check's unit, ratio as ``1.23x``."""
+    if key == "metric":
+        return check.label
+    if key == "verdict":
+        return str(check.verdict)
+    value = getattr(check, key)
     if key in ("now", "baseline"):
-        return format_value(value, row.get("unit", ""))
+        return format_value(value, check.unit)
     if key == "ratio":
-        if not isinstance(value, (int, float)):
+        if value is None:
             return ""
-        exact = row.get("unit") == "instr" and 0.9 < value < 1.1  # exact counts: a 0.3 % change is one
+        exact = check.unit == "instr" and 0.9 < value < 1.1  # exact counts: a 0.3 % change is one
         return f"{value:.4f}x" if exact else f"{value:.2f}x"
     if key == "mde":
-        return f"±{value:.0%}" if isinstance(value, (int, float)) else ""
+        return f"±{value:.0%}" if value is not None else ""
     return "" if value is None else str(value)
 
 
-def summary_table(results: Iterable[dict[str, Any]], with_baseline: bool = False) -> list[str]:
+def check_mark(check: Check) -> str:
+    """How a table marks the check's row (``table.Table.marks``)."""
+    return "fail" if check.failed else "notable" if check.verdict in _NOTABLE else ""
+
+
+_HEADINGS = {"mde": "could flag"}
+
+
+def checks_table(tests: Iterable[tuple[str, Sequence[Check]]], keys: list[str]) -> Table:
+    """One row per check of each (test name, its checks); the name on the test's first row only."""
+    rows, marks = [], []
+    for name, checks in tests:
+        for i, check in enumerate(checks):
+            rows.append([name if i == 0 else ""] + [cell(check, k) for k in keys])
+            marks.append(check_mark(check))
+    return Table(["test", *(_HEADINGS.get(k, k) for k in keys)], rows, marks)
+
+
+def summary_table(results: Iterable[TestResult], with_baseline: bool = False) -> list[str]:
     """Aligned text lines: test, metric, budget, [baseline], now, ratio, verdict, [could flag: the
     smallest change a comparison across saved runs could have caught]."""
     results = list(results)
-    mde = any(row.get("mde") is not None for res in results for row in res.get("rows", []))
+    mde = any(c.mde is not None for r in results for c in r.checks)
     keys = ["metric", "budget"] + (["baseline"] if with_baseline else []) + ["now", "ratio", "verdict"] + (
         ["mde"] if mde else [])
-    header = ["test", *keys[:-1], "could flag"] if mde else ["test", *keys]
-    table = [header]
-    for res in results:
-        name = res["nodeid"]
-        for i, row in enumerate(res.get("rows", [])):
-            table.append([name if i == 0 else ""] + [row_cell(row, k) for k in keys])
-    if len(table) == 1:
-        return []
-    return align(table[0], table[1:], first_width=60)
+    table = checks_table(((r.nodeid, r.checks) for r in results), keys)
+    return table.text(first_width=60) if table else []
 
 
-def align(header: list[str], rows: list[list[str]], first_width: int | None = None) -> list[str]:
-    """Header, a rule, then the rows, in columns; a first column over ``first_width`` keeps its end."""
-    table = [header, *rows]
-    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
-    if first_width is not None:
-        widths[0] = min(widths[0], first_width)
-    lines = []
-    for r in table:
-        first = r[0] if len(r[0]) <= widths[0] else "..." + r[0][-(widths[0] - 3):]
-        cells = [first.ljust(widths[0])] + [c.ljust(w) for c, w in zip(r[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "-" * len(lines[0]))
-    return lines
-
-
-def json_document(results: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def json_document(results: Iterable[TestResult | Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``results``: anything with ``nodeid`` and ``to_json()`` (``perfguard ab`` writes its own tests)."""
     doc: dict[str, Any] = {
         "format": JSON_FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
-        "tests": sorted(results, key=lambda r: r["nodeid"]),
+        "tests": [r.to_json() for r in sorted(results, key=lambda r: r.nodeid)],
     }
     doc.update(extra or {})
     return doc

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baseline import Baseline, BaselineError, load_baseline, machine_slug
+from .baseline import Baseline, BaselineError, load_baseline
+from .machine import machine_slug
 from .decide import geometric_mean
+from .model import BaselineEntry, Check
 
 USERS = (100, 10_000, 100_000)
 INSTALL_HINT = "pip install 'pytest-perfguard[report]'"
@@ -136,18 +138,21 @@ def median_of(test: dict[str, Any]) -> float | None:
     return m if m is not None else as_number(as_dict(as_dict(test.get("measurement")).get("summary")).get("median"))
 
 
-def rows_of(test: dict[str, Any]) -> list[dict[str, Any]]:
+def rows_of(test: dict[str, Any]) -> list[Check]:
+    """A test's checks; a row this version cannot read (a hand-edited verdict) is left out."""
     rows = test.get("rows")
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    checks = []
+    for r in rows if isinstance(rows, list) else []:
+        try:
+            checks.append(Check.from_json(r))
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return checks
 
 
-def entry_samples(entry: dict[str, Any]) -> list[float]:
-    return numbers(as_dict(entry.get("samples")).get("latency"))
-
-
-def entry_median(entry: dict[str, Any]) -> float | None:
-    m = median(entry_samples(entry))
-    return m if m is not None else as_number(as_dict(entry.get("summary")).get("median"))
+def entry_median(entry: BaselineEntry) -> float | None:
+    m = median(entry.samples)
+    return m if m is not None else as_number(entry.summary.get("median"))
 
 
 def plot_label(nodeid: str, run: str = "", width: int = 56) -> str:
@@ -176,10 +181,10 @@ def variant_name(nodeid: str, run: str = "") -> str:
     return " · ".join(part for part in (params, Path(run).stem if run else "") if part) or name
 
 
-def baseline_for(run: Run, nodeid: str, extra: Sequence[Baseline]) -> tuple[Baseline, dict[str, Any]] | None:
+def baseline_for(run: Run, nodeid: str, extra: Sequence[Baseline]) -> tuple[Baseline, BaselineEntry] | None:
     """The run's own baseline entry for a test, else the first ``--baseline`` file that has it."""
     for b in ([run.baseline] if run.baseline else []) + list(extra):
-        entry = b.valid_entry(nodeid)
+        entry = b.entry(nodeid)
         if entry is not None:
             return b, entry
     return None
@@ -295,9 +300,11 @@ def cross_machine(baselines: Sequence[Baseline]) -> CrossMachine | str:
     result = CrossMachine(labels[0])
     for label, b in zip(labels[1:], baselines[1:]):
         for nodeid in sorted(set(ref.entries) & set(b.entries)):
-            e0, e1 = ref.entries[nodeid], b.entries[nodeid]
+            e0, e1 = ref.entry(nodeid), b.entry(nodeid)
+            if e0 is None or e1 is None:
+                continue  # a malformed entry is not compared
             m0, m1 = entry_median(e0), entry_median(e1)
-            if m0 and m1 and m0 > 0 and m1 > 0 and (e0.get("unit") or "call") == (e1.get("unit") or "call"):
+            if m0 and m1 and m0 > 0 and m1 > 0 and e0.unit == e1.unit:
                 result.ratios.setdefault(label, {})[nodeid] = m1 / m0
     if not result.ratios:
         return f"No test has a latency median in {labels[0]} and in another of the given baselines."
@@ -305,7 +312,7 @@ def cross_machine(baselines: Sequence[Baseline]) -> CrossMachine | str:
 
 
 def verdict_counts(runs: Sequence[Run]) -> Counter[str]:
-    return Counter(str(r.get("verdict")) for run in runs for t in run.tests for r in rows_of(t))
+    return Counter(str(c.verdict) for run in runs for t in run.tests for c in rows_of(t))
 
 
 # ---------------------------------------------------------------- HTML

@@ -18,6 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .measure import Measurement
+from .model import measurement_from_json
 from .profile import ProfileError, format_section, profile_test
 
 __all__ = ["confirm_args", "rerun_args", "profile_failure", "default_profile_paths", "measure_fresh"]
@@ -67,7 +69,7 @@ def confirm_args(args: Sequence[str], rootdir: Path, *, targets: Sequence[str] |
             "-p", "no:xdist", "-p", "no:cacheprovider"]
 
 
-def measure_fresh(nodeid: str, *, rootdir: Path, args: list[str], timeout: float) -> dict[str, Any] | None:
+def measure_fresh(nodeid: str, *, rootdir: Path, args: list[str], timeout: float) -> Measurement | None:
     """Measure one test in a fresh pytest process (its own memory layout, hash seed and allocator
     state), judged by nothing; its ``--perf-json`` measurement, or None when it produced none."""
     with tempfile.TemporaryDirectory(prefix="perfguard-confirm-") as tmp:
@@ -79,7 +81,7 @@ def measure_fresh(nodeid: str, *, rootdir: Path, args: list[str], timeout: float
         except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
             return None
     found = [t.get("measurement") for t in tests if t.get("nodeid") == nodeid]
-    return found[0] if found and found[0] and found[0].get("samples") else None
+    return measurement_from_json(found[0]) if found and found[0] and found[0].get("samples") else None
 
 
 def _kept(args: Sequence[str], rootdir: Path, targets: Sequence[str] | None, drop: dict[str, bool]) -> list[str]:

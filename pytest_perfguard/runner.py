@@ -10,21 +10,19 @@ import uuid
 from collections.abc import Callable, Generator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .baseline import thin_samples
 from .budget import Budget, BudgetError, parse_budget
 from .callgrind import counter
-from .check import Row, evaluate
-from .decide import summarize
 from .instructions import SUFFIX
+from .judge import JudgeSettings, judge
 from .marker import MARKER, merged_kwargs
 from .measure import Measurement, MemoryMeter
+from .model import LATENCY_KINDS, ProcessSpeed, TestResult, Verdict
 from .options import Options
 from .perf import Perf
-from .report import MAX_REPORT_SAMPLES, json_safe, summary_table
+from .report import summary_table
 from .rerun import confirm_args, default_profile_paths, measure_fresh, profile_failure, rerun_args
 from .serial import held
 from .store import RunBaseline
@@ -34,7 +32,7 @@ __all__ = ["Runner", "budget_key", "perf_key", "baseline_key"]
 budget_key = pytest.StashKey[Budget]()
 perf_key = pytest.StashKey[Perf]()
 memory_key = pytest.StashKey[MemoryMeter]()
-result_key = pytest.StashKey[dict[str, Any]]()  # the verdict the confirmation loop last computed
+result_key = pytest.StashKey[TestResult]()  # the verdict the confirmation loop last computed
 baseline_key = pytest.StashKey[RunBaseline]()  # config.stash: this process's baseline, loaded once
 
 Progress = Callable[..., None]  # (nodeid, message, prefix=...) -> None
@@ -107,21 +105,20 @@ class Runner:
         re-measurement in that process (its memory layout), and a busy neighbour slows the tests of a few
         seconds alike. A fresh process after ``--perf-confirm-pause`` draws both anew; a real regression
         is in every process. A save confirms an improvement the same way, since a change seen in a save
-        starts the test's run history again (``gate.entry_from_result``)."""
+        starts the test's run history again (``model.BaselineEntry.from_result``)."""
         perf = item.stash.get(perf_key, None)
         if perf is None or perf.measurement is None or self.baseline is None or self.baseline.entry(item.nodeid) is None:
             return
-        suspect = ("regressed", "improved") if self.options.save else ("regressed",)
+        suspect = (Verdict.REGRESSED, Verdict.IMPROVED) if self.options.save else (Verdict.REGRESSED,)
         for attempt in range(1, self.options.confirm + 1):
             result = self._judge(item)
             if result is None:
                 return
             item.stash[result_key] = result
-            rows = [Row(**d) for d in result["rows"]]
-            seen = [r.verdict for r in rows if r.verdict in suspect and r.metric.startswith(("latency", "throughput"))]
+            seen = [c.verdict for c in result.checks if c.verdict in suspect and c.kind in LATENCY_KINDS]
             if not seen:
                 return
-            if any(r.failed and r.verdict != "regressed" for r in rows):
+            if any(c.failed and c.verdict != Verdict.REGRESSED for c in result.checks):
                 return  # it fails a budget anyway: re-measuring cannot change the outcome
             self.progress(item.nodeid, f"latency looks {seen[0]}: measuring again in {self.options.confirm_pause:g} s "
                                        f"in a fresh process to confirm ({attempt}/{self.options.confirm})", prefix="")
@@ -135,28 +132,29 @@ class Runner:
                 return
             del item.stash[result_key]  # new rounds: judge again
 
-    def _judge(self, item: pytest.Item) -> dict[str, Any] | None:
-        """This test's result: its budget rows, plus the baseline rows when a baseline is loaded.
-
-        The gate judges every sample, as the budget does; they are thinned only afterwards, for the
-        report that travels to the controller and into the files."""
-        result = _result(item, measured=self.options.enabled, run_clock=self.options.clock,
-                         instructions=self.options.instructions)
+    def _judge(self, item: pytest.Item) -> TestResult | None:
+        """This test's result: its budget checks (``judge.judge``), plus the baseline's when one is loaded.
+        Every sample is judged; they are thinned only when the result is written (``TestResult.to_json``)."""
+        o = self.options
+        budget = item.stash.get(budget_key, None)
+        perf = item.stash.get(perf_key, None)
+        measurement = perf.measurement if perf else None
+        if measurement is None and not o.instructions:  # under callgrind pytest-benchmark's timings mean nothing
+            measurement = _benchmark_measurement(item)
+        bench = getattr(item, "funcargs", {}).get("benchmark")
+        settings = JudgeSettings(o.enabled, o.clock, o.instructions, bool(getattr(bench, "disabled", False)))
+        result = judge(item.nodeid, budget, measurement, perf.metrics if perf else {}, perf.sampled if perf else {},
+                       settings)
         if result is None:
             return None
-        result["process"] = self.process_id
+        result = replace(result, process=self.process_id)
         if self.baseline is not None:
-            o = self.options
             share = o.alpha / max(1, self.gated)
-            rows = self.baseline.rows(item.nodeid, result, item.stash.get(budget_key, None), o.tolerance,
-                                      alpha=share, require=o.require_baseline, saving=o.save, warn=o.warn_only)
-            result["rows"] = [r.to_dict() for r in rows]
-            speed = self.baseline.process.speed()
-            if speed is not None:  # judged once per process by the controller (session.speed_checks)
-                result["process_speed"] = {"deviation": speed[0], "var": speed[1], "tests": speed[2], "alpha": share}
-        if result["measurement"] is not None:
-            for key in ("samples", "cpu_samples"):
-                result["measurement"][key] = thin_samples(result["measurement"][key], MAX_REPORT_SAMPLES)
+            checks = self.baseline.rows(result, budget, o.tolerance, alpha=share, require=o.require_baseline,
+                                        saving=o.save, warn=o.warn_only)
+            speed = self.baseline.process.speed()  # judged once per process by the controller (session.speed_checks)
+            result = replace(result, checks=tuple(checks),
+                             process_speed=ProcessSpeed(*speed, alpha=share) if speed is not None else None)
         return result
 
     @pytest.hookimpl(wrapper=True)
@@ -167,24 +165,23 @@ class Runner:
         result = item.stash.get(result_key, None) or self._judge(item)
         if result is None:
             return rep
-        result["body_passed"] = rep.passed
-        rep.perfguard = result  # type: ignore[attr-defined]  # JSON-safe: survives xdist
-        for row in result["rows"]:
-            if row["now"] is not None:
-                _add_property(item, rep, f"perf {row['metric']}", row["now"])
-        failing = [row["message"] for row in result["rows"] if Row(**row).failed]
-        if rep.passed and failing:
+        result = replace(result, body_passed=rep.passed)
+        for check in result.checks:
+            if check.now is not None:
+                _add_property(item, rep, f"perf {check.label}", check.now)
+        if rep.passed and result.failed:
             rep.outcome = "failed"
-            rep.longrepr = "\n".join(failing)
-        if result["rows"]:
-            has_base = any(row.get("baseline") is not None for row in result["rows"])
+            rep.longrepr = "\n".join(result.failures)
+        if result.checks:
+            has_base = any(c.baseline is not None for c in result.checks)
             rep.sections.append(("perfguard", "\n".join(summary_table([result], with_baseline=has_base))))
         mode = self.options.profile if self.options.enabled else "never"
-        if mode == "always" or (mode == "on-failure" and rep.failed and failing):
-            self._attach_profile(item, rep, result)
+        if mode == "always" or (mode == "on-failure" and rep.failed and result.failed):
+            result = replace(result, profile=self._attach_profile(item, rep))
+        rep.perfguard = result.to_json()  # type: ignore[attr-defined]  # JSON-safe: survives xdist
         return rep
 
-    def _attach_profile(self, item: pytest.Item, rep: pytest.TestReport, result: dict[str, Any]) -> None:
+    def _attach_profile(self, item: pytest.Item, rep: pytest.TestReport) -> dict[str, str]:
         args = rerun_args(self.config.invocation_params.args, self.config.rootpath, targets=self.config.args,
                           xdist=self.config.pluginmanager.has_plugin("xdist"))
         paths = default_profile_paths(self.config.rootpath, Path(str(item.path)),
@@ -192,13 +189,13 @@ class Runner:
         self.progress(item.nodeid, "profiling the failure under Scalene", prefix="")
         prof = profile_failure(item.nodeid, rootdir=self.config.rootpath, outdir=self.options.profile_dir,
                                args=args, paths=paths, timeout=self.options.profile_timeout)
-        result["profile"] = {k: v for k, v in prof.items() if k != "section"}
         if "error" in prof:
             rep.sections.append(("perfguard profile", f"WARNING: {prof['error']}"))
-            return
-        rep.sections.append(("perfguard profile", prof["section"]))
-        _add_property(item, rep, "perfguard_profile_json", prof["json"])
-        _add_property(item, rep, "perfguard_profile_html", prof["html"])
+        else:
+            rep.sections.append(("perfguard profile", prof["section"]))
+            _add_property(item, rep, "perfguard_profile_json", prof["json"])
+            _add_property(item, rep, "perfguard_profile_html", prof["html"])
+        return {k: v for k, v in prof.items() if k != "section"}
 
 
 def _add_property(item: pytest.Item, rep: pytest.TestReport, name: str, value: object) -> None:
@@ -245,65 +242,3 @@ def _benchmark_measurement(item: pytest.Item) -> Measurement | None:
     return Measurement(samples=[float(x) for x in data], loops=1, rounds=len(data), total_time=sum(data),
                        memory_growth=meter.growth if meter else None,
                        memory_mechanism=meter.mechanism if meter else None, source="benchmark")
-
-
-def _clock(budget: Budget | None, run_clock: str, m: Measurement | None) -> tuple[str, Row | None]:
-    """The clock this test is judged on: the budget's ``clock=``, else the run's (``--perf-clock``), on
-    CPU time only where the rounds were timed on it (not for CUDA regions, nor latencies measured
-    elsewhere); an error row when the budget asked for CPU time that was not measured."""
-    wanted = (budget.clock if budget is not None else None) or run_clock
-    if m is not None and m.source == "callgrind":
-        return "wall", None  # counted, not timed: no clock
-    if wanted == "wall" or m is None or (m.cpu_samples and not m.synced):
-        return wanted, None
-    if budget is None or budget.clock != "cpu":
-        return "wall", None
-    why = ("the rounds waited for a CUDA device, whose work CPU time does not see" if m.synced else
-           f"this test's latencies were measured by {'pytest-benchmark' if m.source == 'benchmark' else 'the test'}"
-           " in wall time only")
-    return "wall", Row("latency", "clock='cpu'", None, f"s/{m.unit}", "error",
-                       f"latency on CPU time (clock='cpu') not judged: {why}; drop clock='cpu' for this test")
-
-
-def _result(item: pytest.Item, measured: bool, run_clock: str = "wall", instructions: bool = False
-            ) -> dict[str, Any] | None:
-    """The JSON-safe result of one test, or None when it is not a perf test.
-
-    Unmeasured runs (no ``--perf``) still check absolute budgets on recorded metrics
-    (accuracy, counts): those are functional claims that one run can decide.
-    """
-    budget = item.stash.get(budget_key, None)
-    if budget is not None and measured:
-        budget = budget.for_run(instructions)
-    if not measured:
-        budget = budget.metrics_only() if budget else None
-        if budget is None or not budget.limits:
-            return None
-    perf = item.stash.get(perf_key, None)
-    measurement = perf.measurement if perf else None
-    if measurement is None and not instructions:  # under callgrind pytest-benchmark's timings mean nothing
-        measurement = _benchmark_measurement(item)
-    if budget is None and measurement is None:
-        return None
-    metrics = perf.metrics if perf else {}
-    clock, clock_error = _clock(budget, run_clock, measurement)
-    if measurement is not None:
-        measurement.clock = clock
-    # absolute latency budgets are wall time unless the budget itself says clock="cpu"
-    on_cpu = budget is not None and budget.clock == "cpu" and clock == "cpu" and measurement is not None
-    rows = evaluate(budget, replace(measurement, samples=measurement.cpu_samples) if on_cpu else measurement,
-                    metrics) + ([clock_error] if clock_error else [])
-    if measured and measurement is None and getattr(getattr(item, "funcargs", {}).get("benchmark"), "disabled", False):
-        rows.append(Row("latency", "", None, "s/call", "error", "latency not measured: pytest-benchmark is disabled "
-                        "(--benchmark-disable), so the benchmark fixture timed nothing; drop that option under --perf"))
-    m = measurement.to_dict() if measurement else None
-    if m is not None:
-        m["summary"] = summarize(m["samples"])
-    return {
-        "nodeid": item.nodeid,
-        "rows": [r.to_dict() for r in rows],
-        "measurement": m,
-        "metrics": dict(metrics),
-        "metric_items": {name: items.to_dict() for name, items in perf.sampled.items()} if perf else {},
-        "budget": json_safe(budget.raw) if budget else {},
-    }

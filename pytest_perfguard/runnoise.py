@@ -38,16 +38,19 @@ suite) there is nothing to model: ``compare_*`` return None and the gate says so
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .units import format_value
 
+if TYPE_CHECKING:
+    from .model import BaselineEntry
+
 __all__ = ["LEVEL_QUANTILE", "MAX_RUNS", "MEMORY_FLOOR", "MIN_TESTS", "PRIOR_DF", "ProcessOffset", "RunTest", "Spread", "SuiteModel",
-           "compare_latency", "compare_memory", "compare_speed", "entry_runs", "latency_level", "next_runs"]
+           "compare_latency", "compare_memory", "compare_speed", "latency_level"]
 
 LEVEL_QUANTILE = 0.1
 MAX_RUNS = 10
@@ -60,37 +63,11 @@ PRIOR_DF = 8  # at most this many degrees of freedom are borrowed from the rest 
 MEMORY_FLOOR = 8 * 2**20
 _MEDIAN_VAR = math.pi / 2  # the variance of a median of n normal values is about pi/2 sigma^2 / n
 
-Run = dict[str, Any]  # {"latency": seconds | None, "memory_growth": bytes | None, "process": id | None}
-
-
 def latency_level(samples: Iterable[float]) -> float | None:
     """One run's latency level: the 10th percentile of its rounds (None without finite positive rounds)."""
     x = np.asarray(list(samples), dtype=float)
     x = x[np.isfinite(x) & (x > 0)]
     return float(np.quantile(x, LEVEL_QUANTILE)) if len(x) else None
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
-def entry_runs(entry: dict[str, Any]) -> list[Run]:
-    """The runs an entry holds: ``entry["runs"]``, or for an entry saved before runs were kept the one
-    run its samples and memory growth describe."""
-    runs = entry.get("runs")
-    if isinstance(runs, list):
-        return [{"latency": _finite(r.get("latency")), "memory_growth": _finite(r.get("memory_growth")),
-                 "process": r.get("process") if isinstance(r.get("process"), str) else None}
-                for r in runs if isinstance(r, dict)]
-    return [{"latency": latency_level((entry.get("samples") or {}).get("latency") or []),
-             "memory_growth": _finite(entry.get("memory_growth")), "process": None}]
-
-
-def next_runs(old: dict[str, Any] | None, run: Run, *, restart: bool) -> list[Run]:
-    """The runs a saved entry keeps: the old entry's plus this one, the last ``MAX_RUNS``; only this
-    one when ``restart`` (the code changed, or the unit did) or there is no old entry."""
-    kept = [] if old is None or restart else entry_runs(old)
-    return [*kept, run][-MAX_RUNS:]
 
 
 @dataclass(frozen=True)
@@ -148,9 +125,9 @@ class SuiteModel:
     offsets: Spread = Spread()
 
     @classmethod
-    def of(cls, entries: dict[str, dict[str, Any]]) -> SuiteModel:
-        runs = {n: entry_runs(e) for n, e in entries.items()}
-        logs = {n: [(r["process"], math.log(r["latency"])) for r in rs if r["latency"] is not None and r["latency"] > 0]
+    def of(cls, entries: Mapping[str, BaselineEntry]) -> SuiteModel:
+        runs = {n: e.runs for n, e in entries.items()}
+        logs = {n: [(r.process, math.log(r.latency)) for r in rs if r.latency is not None and r.latency > 0]
                 for n, rs in runs.items()}
         means = {n: float(np.mean([v for _, v in xs])) for n, xs in logs.items() if xs}
         by_process: dict[str, list[float]] = {}
@@ -160,7 +137,7 @@ class SuiteModel:
                     by_process.setdefault(process, []).append(v - means[n])
         offset = {p: float(np.median(d)) for p, d in by_process.items() if len(d) >= MIN_TESTS}
         corrected = _clipped({n: [v - offset.get(p or "", 0.0) for p, v in xs] for n, xs in logs.items()})
-        tests = {n: TestRuns(corrected[n], [r["memory_growth"] for r in runs[n] if r["memory_growth"] is not None])
+        tests = {n: TestRuns(corrected[n], [r.memory_growth for r in runs[n] if r.memory_growth is not None])
                  for n in runs}
         latency = sum((Spread.of(t.logs) for t in tests.values()), Spread())
         return cls(tests, latency, Spread.of(list(offset.values())))

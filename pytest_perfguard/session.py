@@ -5,18 +5,19 @@ there is no ``workerinput``, as pytest's junitxml is."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .baseline import BaselineError
-from .check import Row
 from .gate import ONE_RUN
-from .runnoise import RunTest, SuiteModel, compare_speed
 from .markdown import markdown_summary, write_markdown
+from .model import Check, ProcessSpeed, TestResult, Verdict, json_safe
 from .options import Options
-from .report import json_document, json_safe, summary_table, write_json
+from .report import json_document, summary_table, write_json
+from .runnoise import RunTest, SuiteModel, compare_speed
 from .runner import baseline_key
 from .serial import lock_path, remove_lock
 from .store import RunBaseline
@@ -28,7 +29,7 @@ class Session:
     def __init__(self, config: pytest.Config, options: Options) -> None:
         self.config = config
         self.options = options
-        self.results: list[dict[str, Any]] = []
+        self.results: list[TestResult] = []
         self.notes: list[str] = []  # lines for the summary
         self.gate_errors: list[str] = []  # why the gate could not judge this run at all: fails the run
         self.gate_warnings: list[str] = []  # the same, downgraded by --perf-baseline-errors=warn
@@ -57,7 +58,7 @@ class Session:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "perfguard", None)
         if result is not None:
-            self.results.append(dict(result, outcome=report.outcome))
+            self.results.append(replace(TestResult.from_json(result), outcome=report.outcome))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -82,7 +83,7 @@ class Session:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.options.json_path is not None:
             extra = {"settings": json_safe(vars(self.options.timing)), "gate_errors": self.gate_errors,
-                     "gate_warnings": self._session_warnings(), "speed": speed_results}
+                     "gate_warnings": self._session_warnings(), "speed": [r.to_json() for r in speed_results]}
             if self.baseline is not None:
                 extra.update(machine=self.baseline.fingerprint, machine_slug=self.baseline.slug,
                              baseline=_relative(self.baseline.path, self.config.rootpath) if self.baseline.path else None)
@@ -106,7 +107,7 @@ class Session:
 
     def _session_warnings(self) -> list[str]:
         """The downgraded gate errors, and the measured tests an existing baseline has no entry for."""
-        missing = self.baseline.missing([r["nodeid"] for r in self.results if r.get("measurement")]) \
+        missing = self.baseline.missing([r.nodeid for r in self.results if r.measurement is not None]) \
             if self.baseline is not None and not (self.options.save or self.options.require_baseline) else []
         if not missing:
             return self.gate_warnings
@@ -122,12 +123,12 @@ class Session:
         lines = summary_table(self.results, with_baseline=self.baseline is not None and self.baseline.baseline is not None)
         for line in lines:
             terminalreporter.write_line(line)
-        if any(row["verdict"] == "no-baseline" for r in self.results for row in r["rows"]):
+        if any(c.verdict == Verdict.NO_BASELINE for r in self.results for c in r.checks):
             self.notes.append("relative budgets were not checked: they need a baseline for this machine")
         for r in self.results:
-            error = (r.get("profile") or {}).get("error")
+            error = (r.profile or {}).get("error")
             if error:
-                self.notes.append(f"WARNING: {r['nodeid']}: {error}")
+                self.notes.append(f"WARNING: {r.nodeid}: {error}")
         for note in self.notes:
             terminalreporter.write_line(f"perfguard: {note}", red=note.startswith("ERROR"))
         for warning in self._session_warnings():
@@ -136,38 +137,37 @@ class Session:
             terminalreporter.write_line(f"perfguard: ERROR: {error}", red=True, bold=True)
 
 
-def speed_checks(results: list[dict[str, Any]], model: SuiteModel, tolerance: float) -> list[RunTest]:
+def speed_checks(results: list[TestResult], model: SuiteModel, tolerance: float) -> list[RunTest]:
     """Each process's speed against the saved processes' (``runnoise.compare_speed``), from its last
     estimate (the most tests); the processes share one comparison's part of the error budget."""
-    last: dict[str, dict[str, Any]] = {}
+    last: dict[str, ProcessSpeed] = {}
     for r in results:
-        speed, process = r.get("process_speed"), r.get("process")
-        if speed and process and speed["tests"] >= last.get(process, {}).get("tests", 0):
+        speed, process = r.process_speed, r.process
+        if speed and process and (process not in last or speed.tests >= last[process].tests):
             last[process] = speed
-    checks = [compare_speed(s["deviation"], s["var"], model, alpha=s["alpha"] / len(last), tolerance=tolerance)
+    checks = [compare_speed(s.deviation, s.var, model, alpha=s.alpha / len(last), tolerance=tolerance)
               for s in last.values()]
     return [c for c in checks if c is not None]
 
 
-def _speed_result(check: RunTest, tolerance: float) -> dict[str, Any]:
-    """A process's speed check as a result-like entry, so that the reports count its regression."""
-    row = Row("the run's speed", f"±{tolerance:.0%}", check.head, "", check.verdict,
-              f"the run's speed {check.verdict}: {check.reason}", baseline=1.0, ratio=check.ratio,
-              p_value=check.p_worse, alpha=check.alpha, mde=check.mde)
-    return {"nodeid": "(every test: the speed of this process)", "rows": [row.to_dict()],
-            "outcome": "failed" if row.failed else "passed"}
+def _speed_result(check: RunTest, tolerance: float) -> TestResult:
+    """A process's speed check as a result of its own, so that the reports count its regression."""
+    row = Check("the run's speed", f"±{tolerance:.0%}", check.head, "", Verdict(check.verdict),
+                f"the run's speed {check.verdict}: {check.reason}", kind="speed", against="baseline", baseline=1.0,
+                ratio=check.ratio, p_value=check.p_worse, alpha=check.alpha, mde=check.mde)
+    return TestResult("(every test: the speed of this process)", (row,), outcome="failed" if row.failed else "passed")
 
 
-def error_budget_notes(results: list[dict[str, Any]], alpha: float, processes: int = 0) -> list[str]:
+def error_budget_notes(results: list[TestResult], alpha: float, processes: int = 0) -> list[str]:
     """How many comparisons shared the run's error budget, and how many could not model run-to-run noise."""
-    shared = [(r["nodeid"], row) for r in results for row in r["rows"] if row.get("alpha") is not None]
+    shared = [(r.nodeid, c) for r in results for c in r.checks if c.alpha is not None]
     if not shared:
         return []
     tests = len({nodeid for nodeid, _ in shared})
     speed = f" and the speed of {processes} process(es)" if processes else ""
     notes = [f"{len(shared)} comparison(s) with the baseline in {tests} test(s){speed} shared a {alpha:.2%} error "
              "budget (--perf-alpha): each fails only when significant at its share and beyond its tolerance"]
-    one_run = len({nodeid for nodeid, row in shared if ONE_RUN in row["message"]})
+    one_run = len({nodeid for nodeid, c in shared if ONE_RUN in c.message})
     if one_run:
         notes.append(f"{one_run} test(s) were compared with a baseline of one run per test: run-to-run noise is not "
                      "modelled, so they can false-fail; record 5 or more runs (`pytest --perf --perf-save`, once per run)")

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .baseline import (
-    Baseline,
-    BaselineError,
-    baseline_path,
-    compare_fingerprints,
-    git_commit,
-    load_baseline,
-    machine_fingerprint,
-    machine_slug,
-    save_entries,
-    speed_score,
-)
+from .baseline import Baseline, BaselineError, baseline_path, git_commit, load_baseline, save_entries
 from .budget import Budget
-from .check import Row
-from .gate import baseline_rows, entry_from_result, unjudged
-from .gate import Saved
+from .gate import Saved, baseline_rows, unjudged
+from .machine import compare_fingerprints, machine_fingerprint, machine_slug, speed_score
+from .model import BaselineEntry, Check, TestResult, Verdict
 from .runnoise import ProcessOffset, SuiteModel
 
 __all__ = ["RunBaseline"]
@@ -57,12 +46,12 @@ class RunBaseline:
             self.baseline = None
         if self.baseline is not None:
             self.hardware_diff, self.software_diff = compare_fingerprints(self.baseline.machine, self.fingerprint)
-            self.model = SuiteModel.of({n: e for n, e in self.baseline.entries.items() if n not in self.baseline.problems})
+            self.model = SuiteModel.of(self.baseline.valid_entries())
         return self
 
-    def entry(self, nodeid: str) -> dict[str, Any] | None:
+    def entry(self, nodeid: str) -> BaselineEntry | None:
         """The entry the gate may judge this test by (None when missing or malformed)."""
-        return self.baseline.valid_entry(nodeid) if self.baseline else None
+        return self.baseline.entry(nodeid) if self.baseline else None
 
     def session_errors(self, *, require: bool, saving: bool) -> list[str]:
         """What keeps the gate from judging this run at all: an unusable file, or a required one missing."""
@@ -80,20 +69,21 @@ class RunBaseline:
             return []
         return [n for n in nodeids if n not in self.baseline.entries]
 
-    def rows(self, nodeid: str, result: dict[str, Any], budget: Budget | None, tolerance: float, *,
-             alpha: float, require: bool, saving: bool, warn: bool) -> list[Row]:
-        """One test's rows against its entry, ``alpha`` its share of the run's error budget. What the
+    def rows(self, result: TestResult, budget: Budget | None, tolerance: float, *,
+             alpha: float, require: bool, saving: bool, warn: bool) -> list[Check]:
+        """One test's checks against its entry, ``alpha`` its share of the run's error budget. What the
         gate cannot judge (a malformed entry, samples that cannot be compared) is an ``unjudged`` row
         that fails the test, or a ``warned`` row when
         ``warn`` (the user's opt-out); a missing entry is one only under ``require``, which ``warn``
         does not weaken. A run that saves records the entries instead of judging by bad ones."""
-        rows = [Row(**d) for d in result["rows"]]
+        nodeid = result.nodeid
+        rows = list(result.checks)
         if self.baseline is None:
             return rows
         problem = self.baseline.problems.get(nodeid)
         missing = nodeid not in self.baseline.entries
         if problem is None and not missing:
-            rows = baseline_rows(result, budget, self.baseline.entries[nodeid], tolerance, alpha=alpha,
+            rows = baseline_rows(result, budget, self.baseline.entry(nodeid), tolerance, alpha=alpha,
                                  saved=Saved(nodeid, self.model, self.process))
         elif saving:
             return rows
@@ -102,11 +92,7 @@ class RunBaseline:
         again = "--perf --perf-instructions --perf-save" if self.suffix else "--perf --perf-save"
         fix = (f". Fix: re-record it with `pytest '{nodeid}' {again}` (or correct {self.path}); "
                "--perf-baseline-errors=warn only warns.")
-        for row in rows:
-            if row.verdict == "unjudged":
-                row.message += fix
-                if warn or saving:  # a saving run replaces the entry it could not judge by
-                    row.verdict, row.message = "warned", "WARNING: " + row.message
+        rows = [_with_fix(row, fix, warn=warn or saving) if row.verdict == Verdict.UNJUDGED else row for row in rows]
         if missing and require and not saving:
             rows.append(unjudged("baseline entry", "", "", f"{self.path} has no entry for this test, and a baseline "
                                  f"is required (--perf-require-baseline). Fix: record it with `pytest '{nodeid}' "
@@ -129,13 +115,13 @@ class RunBaseline:
             return f"this machine runs the reference workload {ratio:.2f}x faster than when the baseline was saved"
         return f"reference workload speed {ratio:.2f}x of the baseline's: the machine looks as it was"
 
-    def save(self, results: list[dict[str, Any]], rootdir: Path) -> str:
+    def save(self, results: list[TestResult], rootdir: Path) -> str:
         """Merge measured tests into the file; returns a summary line. Raises BaselineError."""
         if self.path is None:
             raise BaselineError(self.error or "no baseline path could be resolved")
         commit = git_commit(rootdir)
-        entries = {r["nodeid"]: entry_from_result(r, commit, self.entry(r["nodeid"])) for r in results
-                   if r.get("body_passed", True) and (r.get("measurement") or r.get("metrics"))}
+        entries = {r.nodeid: BaselineEntry.from_result(r, commit, self.entry(r.nodeid)).to_json() for r in results
+                   if r.body_passed is not False and (r.measurement is not None or r.metrics)}
         if not entries:
             return "nothing measured, baseline not written"
         # Fingerprint again: by now the tests have imported torch, so its thread count is known.
@@ -146,3 +132,11 @@ class RunBaseline:
         if unusable:
             line += f"; WARNING: the gate cannot judge by {len(unusable)} of them: {'; '.join(unusable)}"
         return line
+
+
+def _with_fix(row: Check, fix: str, *, warn: bool) -> Check:
+    """An unjudged check with the way to fix its entry; a warning only when ``warn`` (the user's opt-out, or
+    a saving run, which replaces the entry it could not judge by)."""
+    if warn:
+        return replace(row, verdict=Verdict.WARNED, message=f"WARNING: {row.message}{fix}")
+    return replace(row, message=row.message + fix)

@@ -6,7 +6,7 @@ test doing 10 % more work. Every process is a real ``pytest --perf --perf-json``
 (``taskset``), and during every second gated run a CPU hog runs on that same core (busy 2 s, idle 2 s),
 as a neighbour on a shared VM does. Each run's JSON holds both clocks' rounds; both gates judge the
 same runs through the real decision functions, as the runner does (``gate_quality_stored.judge_run``:
-``gate.entry_from_result`` builds the baseline with the clock set, ``gate.baseline_rows`` judges),
+``model.BaselineEntry.from_result`` builds the baseline with the clock set, ``gate.baseline_rows`` judges),
 without the runner's confirmation (it would re-measure, which a recorded run cannot).
 
 Prints, per clock: unchanged runs failed anywhere, and the slowed test caught with no other failure
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from gate_quality_stored import interval, judge_run  # the same folder
 from stored_real_runs import HOG_SCRIPT, SLOWED, SUITE
-from pytest_perfguard.gate import entry_from_result
+from pytest_perfguard.model import BaselineEntry, TestResult
 
 def run(project: Path, slow: str = "") -> list[dict]:
     """One pinned pytest process; its tests' results in the order they ran."""
@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| clock | hog | unchanged: runs failed anywhere | one test +10 %: caught alone |")
     print("|---|---|---|---|")
     for clock in ("wall", "cpu"):
-        entries: dict[str, dict] = {}
+        entries: dict[str, BaselineEntry] = {}
         for results in saves:
             for res in on_clock(results, clock):
-                entries[res["nodeid"]] = entry_from_result(res, None, entries.get(res["nodeid"]))
+                entries[res["nodeid"]] = BaselineEntry.from_result(TestResult.from_json(res), None,
+                                                                   entries.get(res["nodeid"]))
         for hog in (False, True):
             null = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance)[0] for r in gated[("", hog)]]
             alt = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance)[0] for r in gated[("loop-2", hog)]]

@@ -1,6 +1,6 @@
 """Stored mode's gate at suite scale, by simulation through the real decision functions.
 
-A suite of ``--tests`` tests is saved ``--runs`` times (``gate.entry_from_result``, as
+A suite of ``--tests`` tests is saved ``--runs`` times (``model.BaselineEntry.from_result``, as
 ``--perf-save`` does) and then judged once more (``gate.baseline_rows`` with the suite's spread and
 each test's share of ``--alpha``, then ``runnoise.compare_speed`` on the process's speed, as a gated
 ``pytest --perf`` run does). The synthetic rounds carry
@@ -31,7 +31,8 @@ import numpy as np
 from scipy import stats
 
 from pytest_perfguard import runnoise
-from pytest_perfguard.gate import Saved, baseline_rows, entry_from_result
+from pytest_perfguard.gate import Saved, baseline_rows
+from pytest_perfguard.model import BaselineEntry, TestResult
 from pytest_perfguard.runnoise import ProcessOffset, SuiteModel, compare_speed
 
 
@@ -64,10 +65,10 @@ def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confir
     """(any test failed, the slowed test failed, only the slowed test failed, MDEs of the latency rows)."""
     costs = np.exp(rng.uniform(math.log(1e-4), math.log(1e-2), n_tests))
     jitter = rng.uniform(0.005, 0.05, n_tests)
-    entries: dict[str, dict] = {}
+    entries: dict[str, BaselineEntry] = {}
     for _ in range(runs):
         for res in one_run(rng, costs, jitter, sigma)[0]:
-            entries[res["nodeid"]] = entry_from_result(res, None, entries.get(res["nodeid"]))
+            entries[res["nodeid"]] = BaselineEntry.from_result(TestResult.from_json(res), None, entries.get(res["nodeid"]))
     head, used = one_run(rng, costs, jitter, sigma, slow)
 
     def remeasure(i: int, res: dict) -> None:  # as the runner's confirmation: a new block, judged alone
@@ -79,7 +80,7 @@ def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confir
     return bool(failed), target in failed, failed == {target}, mdes, "the run's speed" in failed
 
 
-def judge_run(entries: dict[str, dict], results: list[dict], alpha: float, tolerance: float,
+def judge_run(entries: dict[str, BaselineEntry], results: list[dict], alpha: float, tolerance: float,
               remeasure=None, confirm: int = 0) -> tuple[set[str], list[float]]:  # noqa: ANN001
     """One gated ``pytest --perf`` process, as the runner judges it: ``results`` in the order the tests
     ran, each against its entry (``gate.baseline_rows``, the suite's model, this process's offset, each
@@ -93,13 +94,13 @@ def judge_run(entries: dict[str, dict], results: list[dict], alpha: float, toler
         for block in range(1 + (confirm if remeasure else 0)):
             if block:
                 remeasure(i, res)
-            rows = baseline_rows(res, None, entries[res["nodeid"]], tolerance, alpha=share,
+            rows = baseline_rows(TestResult.from_json(res), None, entries[res["nodeid"]], tolerance, alpha=share,
                                  saved=Saved(res["nodeid"], model, process))
-            if not any(r.verdict == "regressed" and r.metric.startswith("latency") for r in rows):
+            if not any(r.verdict == "regressed" and r.kind == "latency" for r in rows):
                 break
         if any(r.failed for r in rows):
             failed.add(res["nodeid"])
-        mdes += [r.mde for r in rows if r.metric.startswith("latency") and r.mde is not None]
+        mdes += [r.mde for r in rows if r.kind == "latency" and r.mde is not None]
     speed = process.speed()
     check = compare_speed(speed[0], speed[1], model, alpha=share, tolerance=tolerance) if speed else None
     if check is not None and check.verdict == "regressed":  # the run fails

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pytest_perfguard.model import TestResult
 from pytest_perfguard.ab import ABError, ab_pythonpath, base_name, check_args, check_imports
 
 FAST = ["--perf-max-time=0.05", "--perf-min-rounds=6", "--perf-min-round-time=0.002"]
@@ -381,7 +382,7 @@ def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeyp
         level = 1e-3 if side == "base" else 5e-4  # a clear improvement: never stopped early
         results = {"t::x": {"nodeid": "t::x", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                             "measurement": {"samples": [level * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}}
-        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
 
@@ -400,18 +401,20 @@ def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeyp
 
 def test_from_eight_rounds_on_the_runs_decide_the_latency_rows() -> None:
     from pytest_perfguard.gate import baseline_rows
+    from pytest_perfguard.model import BaselineEntry, TestResult
 
     def rounds(level: float) -> list[float]:  # 20 rounds with a sharp floor at ``level``
         return [level * (1 + 0.001 * i) for i in range(20)]
 
     base_bests = [1.00e-3, 1.12e-3, 1.00e-3, 1.08e-3, 1.02e-3, 1.01e-3, 1.15e-3, 1.03e-3]
-    entry = {"samples": {"latency": [x for b in base_bests for x in rounds(b)]}, "unit": "call",
-             "memory_growth": 1e8}
+    entry = BaselineEntry.from_json({"samples": {"latency": [x for b in base_bests for x in rounds(b)]},
+                                     "unit": "call", "memory_growth": 1e8})
 
     def latency(head_bests: list[float], base_runs: list[float] | None) -> dict:
-        result = {"rows": [], "measurement": {"samples": [x for h in head_bests for x in rounds(h)], "unit": "call",
-                                              "run_bests": head_bests, "memory_growth": 2e8}}
-        return {r.metric: r for r in baseline_rows(result, None, entry, 0.05, base_runs)}
+        result = TestResult.from_json({"nodeid": "t", "rows": [], "measurement": {
+            "samples": [x for h in head_bests for x in rounds(h)], "unit": "call", "run_bests": head_bests,
+            "memory_growth": 2e8}})
+        return {r.label: r for r in baseline_rows(result, None, entry, 0.05, base_runs)}
 
     noisy = [1.06e-3, 1.10e-3, 1.09e-3, 1.07e-3, 1.12e-3, 1.08e-3, 1.06e-3, 1.09e-3]  # the base has the fastest runs
     assert latency(noisy, None)["latency vs baseline"].verdict == "regressed"  # pooled rounds alone
@@ -443,7 +446,7 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
         results = {n: {"nodeid": n, "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                        "measurement": {"samples": [v * speed * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}
                    for n, v in level.items() if n not in deselect}
-        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
@@ -452,11 +455,11 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
     assert all("stopped after 4 rounds" in result.stopped[n].reason for n in same)
     assert {d for _, rnd, d in calls if rnd > 4} == {("t::same2", "t::same3")}  # two go on: 3 tests a run
     assert {d for _, rnd, d in calls if rnd <= 4} == {()}
-    verdicts = {t["nodeid"]: t["verdict"] for t in result.tests}
+    verdicts = {t.nodeid: t.verdict for t in result.tests}
     assert verdicts == {**{n: "unchanged" for n in same}, "t::slow": "regressed", ab_module.SPEED: "unchanged"}
-    slow = next(t for t in result.tests if t["nodeid"] == "t::slow")
-    assert next(r for r in slow["rows"] if r["metric"] == "latency vs baseline")["alpha"] == pytest.approx(0.01 / 6)
-    assert slow["comparison"]["ratio"] == pytest.approx(1.3, rel=0.02)  # the runs' speeds taken out
+    slow = next(t for t in result.tests if t.nodeid == "t::slow")
+    assert next(r for r in slow.result.checks if r.label == "latency vs baseline").alpha == pytest.approx(0.01 / 6)
+    assert slow.comparison["ratio"] == pytest.approx(1.3, rel=0.02)  # the runs' speeds taken out
     assert any(line.endswith("4 test(s) stopped unchanged, 1 still measured") for line in said)
 
 
@@ -469,12 +472,12 @@ def test_a_change_that_slows_every_test_alike_is_caught_by_the_runs_speed(repo: 
         results = {f"t::{i}": {"nodeid": f"t::{i}", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                                "measurement": {"samples": [1e-3 * (i + 1) * speed] * 10, "unit": "call"}}
                    for i in range(4)}
-        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     result = ab_module.run_ab("HEAD~1", [], rounds=10, cwd=repo, seed=1, say=lambda _: None)
-    verdicts = {t["nodeid"]: t["verdict"] for t in result.tests}
-    assert verdicts[ab_module.SPEED] == "regressed" and [t["nodeid"] for t in result.failed] == [ab_module.SPEED]
+    verdicts = {t.nodeid: t.verdict for t in result.tests}
+    assert verdicts[ab_module.SPEED] == "regressed" and [t.nodeid for t in result.failed] == [ab_module.SPEED]
 
 
 def test_too_few_rounds_for_the_error_budget_are_said_before_measuring_on(repo: Path,
@@ -484,13 +487,13 @@ def test_too_few_rounds_for_the_error_budget_are_said_before_measuring_on(repo: 
     def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
         results = {f"t::{i}": {"nodeid": f"t::{i}", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                                "measurement": {"samples": [1e-3] * 10, "unit": "call"}} for i in range(20)}
-        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), results, imports={"modules": {}})
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
     result = ab_module.run_ab("HEAD~1", [], rounds=3, cwd=repo, seed=1, say=said.append)
     assert any("20 tests and the runs' speed share a 1.00% error budget, so a slowdown needs 12 rounds" in line for line in said)
-    assert {t["verdict"] for t in result.tests} == {"failed"}  # insufficient, never a fallback to pooled rounds
+    assert {t.verdict for t in result.tests} == {"failed"}  # insufficient, never a fallback to pooled rounds
 
 
 def test_the_base_worktree_path_is_as_long_as_the_checkout_where_it_can_be() -> None:

@@ -27,15 +27,12 @@ from pytest_perfguard.baseline import (
     Baseline,
     BaselineError,
     baseline_path,
-    compare_fingerprints,
     git_commit,
     load_baseline,
-    machine_fingerprint,
-    machine_slug,
     save_entries,
-    speed_score,
-    thin_samples,
 )
+from pytest_perfguard.machine import compare_fingerprints, machine_fingerprint, machine_slug, speed_score
+from pytest_perfguard.model import thin as thin_samples
 
 MACHINE: dict[str, Any] = {
     "hardware": {

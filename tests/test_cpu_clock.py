@@ -10,7 +10,7 @@ import pytest
 
 from pytest_perfguard.budget import BudgetError, parse_budget
 from pytest_perfguard.measure import Measurement, Settings, measure_calls
-from pytest_perfguard.runner import _clock
+from pytest_perfguard.judge import judged_clock as _clock
 
 SETTINGS = Settings(min_rounds=5, max_time=0.05, min_round_time=0.01)
 

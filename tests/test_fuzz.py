@@ -19,7 +19,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from pytest_perfguard.baseline import BaselineError, load_baseline  # noqa: E402
 from pytest_perfguard.budget import FORMS, BudgetError, parse_budget  # noqa: E402
-from pytest_perfguard.check import Row  # noqa: E402
+from pytest_perfguard.model import Check, TestResult  # noqa: E402
 from pytest_perfguard.gate import baseline_rows  # noqa: E402
 
 EXAMPLES = int(os.environ.get("PERFGUARD_FUZZ_EXAMPLES", "300"))
@@ -92,12 +92,13 @@ def test_the_baseline_loader_raises_only_baseline_errors_and_the_gate_judges_wha
         assert str(path) in str(exc)
         return
     assert baseline is not None
-    result = {"rows": [], "measurement": {"samples": HEAD, "unit": "call", "memory_growth": 1e6}, "metrics": {}}
+    result = TestResult.from_json({"nodeid": "t", "rows": [], "metrics": {},
+                                   "measurement": {"samples": HEAD, "unit": "call", "memory_growth": 1e6}})
     for nodeid in baseline.entries:
-        entry = baseline.valid_entry(nodeid)
+        entry = baseline.entry(nodeid)
         if entry is None:
             assert baseline.problems[nodeid]
             continue
         rows = baseline_rows(result, parse_budget({"memory": "+10%"}), entry, 0.05)
-        assert rows and all(isinstance(r, Row) for r in rows)
+        assert rows and all(isinstance(r, Check) for r in rows)
         assert all(r.verdict != "unchanged" for r in rows if "not judged" in r.message)

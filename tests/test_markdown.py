@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_perfguard.markdown import markdown_summary, row_kind
+from pytest_perfguard.markdown import markdown_summary as _markdown_summary
+from pytest_perfguard.markdown import row_kind as _row_kind
+from pytest_perfguard.model import Check, TestResult
+
+
+def markdown_summary(results: list[dict], **kwargs) -> str:
+    return _markdown_summary([TestResult.from_json(r) for r in results], **kwargs)
+
+
+def row_kind(row: dict) -> str:
+    return _row_kind(Check.from_json(row))
 
 
 def row(metric: str, verdict: str, now: float = 0.002, **kw: object) -> dict:

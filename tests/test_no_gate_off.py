@@ -291,7 +291,7 @@ def test_the_gate_judges_every_sample_not_the_thinned_report(pytester: pytest.Py
     # thinned 1000, as before, the same code "regressed" 2x.
     pytester.makepyfile(test_many="""
         import os
-        from pytest_perfguard.baseline import thin_samples
+        from pytest_perfguard.model import thin as thin_samples
 
         def test_many(perf):
             kept = set(thin_samples(list(range(3000)), 1000)) if os.environ.get("PG_SHIFTED") else set()

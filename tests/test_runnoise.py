@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
 from pytest_perfguard import runnoise
 from pytest_perfguard.baseline import entry_problem
-from pytest_perfguard.gate import Saved, baseline_rows, entry_from_result
+from pytest_perfguard.gate import Saved
+from pytest_perfguard.gate import baseline_rows as _baseline_rows
+from pytest_perfguard.model import BaselineEntry, SavedRun, TestResult
 from pytest_perfguard.runnoise import (
     MAX_RUNS,
     ProcessOffset,
     Spread,
     SuiteModel,
     compare_latency,
-    entry_runs,
     latency_level,
-    next_runs,
 )
 
 JITTER = [1.0, 1.02, 0.99, 1.01, 0.98, 1.0, 1.03, 0.97]  # a test's run-to-run jitter, saved run by run
@@ -33,9 +34,17 @@ def result(nodeid: str, level: float, process: str, memory: float | None = 50e6,
             "measurement": {"samples": rounds(level), "unit": "call", "memory_growth": memory}}
 
 
-def suite(n_tests: int = 6, n_runs: int = 5, speeds=(1.0, 1.15, 0.9, 1.1, 0.95)) -> dict[str, dict]:
+def entry_from_result(res: dict, commit: str | None, old: BaselineEntry | None = None) -> BaselineEntry:
+    return BaselineEntry.from_result(TestResult.from_json(res), commit, old)
+
+
+def baseline_rows(res: dict, *args, **kwargs):
+    return _baseline_rows(TestResult.from_json(res), *args, **kwargs)
+
+
+def suite(n_tests: int = 6, n_runs: int = 5, speeds=(1.0, 1.15, 0.9, 1.1, 0.95)) -> dict[str, BaselineEntry]:
     """Entries saved by ``n_runs`` processes, each with its own speed, as ``--perf-save`` makes them."""
-    entries: dict[str, dict] = {}
+    entries: dict[str, BaselineEntry] = {}
     for r in range(n_runs):
         for t in range(n_tests):
             level = 0.001 * (t + 1) * speeds[r] * JITTER[(r + 2 * t) % len(JITTER)]
@@ -51,30 +60,30 @@ def test_the_level_is_the_10th_percentile_of_the_rounds() -> None:
 
 def test_an_entry_saved_before_runs_counts_as_one_run() -> None:
     old = {"samples": {"latency": rounds(0.003)}, "memory_growth": 7.0}
-    assert entry_runs(old) == [{"latency": pytest.approx(0.003), "memory_growth": 7.0, "process": None}]
+    assert BaselineEntry.from_json(old).runs == (SavedRun(pytest.approx(0.003), 7.0, None),)
 
 
 def test_saves_add_runs_keep_the_last_ten_and_restart_on_a_change() -> None:
     entry = None
     for i in range(MAX_RUNS + 3):
         entry = entry_from_result(result("t", 0.001 * (1 + i / 100), f"p{i}"), None, entry)
-    assert [r["process"] for r in entry["runs"]] == [f"p{i}" for i in range(3, MAX_RUNS + 3)]
+    assert [r.process for r in entry.runs] == [f"p{i}" for i in range(3, MAX_RUNS + 3)]
     changed = result("t", 0.002, "q", rows=[{"metric": "latency vs baseline", "verdict": "regressed", "p_value": 1e-6}])
     one_run_noise = result("t", 0.002, "q", rows=[{"metric": "latency vs baseline", "verdict": "regressed",
                                                    "p_value": None}])
-    assert len(entry_from_result(one_run_noise, None, entry)["runs"]) == MAX_RUNS
+    assert len(entry_from_result(one_run_noise, None, entry).runs) == MAX_RUNS
     # memory is not re-measured, so its change is not confirmed: it does not restart the history
     memory = result("t", 0.001, "q", rows=[{"metric": "memory vs baseline", "verdict": "regressed", "p_value": 1e-6}])
-    assert len(entry_from_result(memory, None, entry)["runs"]) == MAX_RUNS
-    assert [r["process"] for r in entry_from_result(changed, None, entry)["runs"]] == ["q"]
+    assert len(entry_from_result(memory, None, entry).runs) == MAX_RUNS
+    assert [r.process for r in entry_from_result(changed, None, entry).runs] == ["q"]
     per_item = result("t", 0.001, "u")
     per_item["measurement"]["unit"] = "item"
-    assert len(entry_from_result(per_item, None, entry)["runs"]) == 1
-    assert next_runs(None, {"latency": 1.0}, restart=False) == [{"latency": 1.0}]
+    assert len(entry_from_result(per_item, None, entry).runs) == 1
+    assert len(entry_from_result(result("t", 0.001, "u"), None).runs) == 1
 
 
 def test_malformed_runs_make_the_entry_unjudgeable() -> None:
-    entry = entry_from_result(result("t", 0.001, "p"), None)
+    entry = entry_from_result(result("t", 0.001, "p"), None).to_json()
     assert entry_problem(entry) is None
     assert "latency" in entry_problem({**entry, "runs": [{"latency": -1}]})
     assert "list of objects" in entry_problem({**entry, "runs": {"latency": 1}})
@@ -83,7 +92,7 @@ def test_malformed_runs_make_the_entry_unjudgeable() -> None:
 
 def test_the_saved_processes_speeds_are_taken_out_of_each_tests_spread() -> None:
     model = SuiteModel.of(suite())
-    raw = Spread.of([math.log(r["latency"]) for r in suite()["t0"]["runs"]])
+    raw = Spread.of([math.log(r.latency) for r in suite()["t0"].runs])
     assert model.tests["t0"].logs and Spread.of(model.tests["t0"].logs).var < raw.var / 10
     assert model.offsets.df == 4 and model.offsets.var > 0.003  # 0.9x-1.15x process speeds
 
@@ -97,7 +106,9 @@ def test_spread_is_moderated_toward_the_rest_of_the_suite() -> None:
 
 def test_a_saved_run_disturbed_throughout_is_pulled_in() -> None:
     entries = suite(n_tests=8)
-    entries["t3"]["runs"][2]["latency"] *= 1.6  # a neighbour busy for the whole test
+    runs = list(entries["t3"].runs)
+    runs[2] = replace(runs[2], latency=runs[2].latency * 1.6)  # a neighbour busy for the whole test
+    entries["t3"] = replace(entries["t3"], runs=tuple(runs))
     logs = SuiteModel.of(entries).tests["t3"].logs
     assert max(logs) - min(logs) < math.log(1.2)
 
@@ -129,13 +140,13 @@ def test_rows_share_the_tests_alpha_and_say_what_they_could_catch() -> None:
     model, process = SuiteModel.of(entries), ProcessOffset()
     rows = baseline_rows(result("t0", 0.001, "h"), None, entries["t0"], 0.05, alpha=0.01,
                          saved=Saved("t0", model, process))
-    by = {r.metric: r for r in rows}
+    by = {r.label: r for r in rows}
     assert by["latency vs baseline"].alpha == by["memory vs baseline"].alpha == 0.005
     assert by["latency vs baseline"].p_value is not None and by["latency vs baseline"].mde > 0.05
     assert by["memory vs baseline"].verdict == "unchanged" and by["memory vs baseline"].mde is not None
     bigger = baseline_rows(result("t0", 0.001, "h", memory=80e6), None, entries["t0"], 0.05, alpha=0.01,
                            saved=Saved("t0", model, process))
-    assert [r.verdict for r in bigger if r.metric == "memory vs baseline"] == ["regressed"]
+    assert [r.verdict for r in bigger if r.label == "memory vs baseline"] == ["regressed"]
 
 
 def test_memory_is_judged_on_the_tests_own_spread_beyond_peak_rss_resolution() -> None:
@@ -143,7 +154,7 @@ def test_memory_is_judged_on_the_tests_own_spread_beyond_peak_rss_resolution() -
     runs of the same code and 11.0 MiB in the fifth, while its neighbours read the same bytes every run.
     Pooled with them, its spread shrank and the fifth run failed as a regression."""
     mib = 2**20
-    entries: dict[str, dict] = {}
+    entries: dict[str, BaselineEntry] = {}
     for r, server in enumerate((6.0, 6.2, 6.4, 6.9)):
         for t in range(6):
             memory = server * mib if t == 0 else 512 * 1024
@@ -154,7 +165,7 @@ def test_memory_is_judged_on_the_tests_own_spread_beyond_peak_rss_resolution() -
     def memory_row(nodeid: str, now: float):
         rows = baseline_rows(result(nodeid, 0.001, "h", now), None, entries[nodeid], 0.05, alpha=0.01,
                              saved=Saved(nodeid, model, ProcessOffset()))
-        return next(r for r in rows if r.metric == "memory vs baseline")
+        return next(r for r in rows if r.label == "memory vs baseline")
 
     same_code = memory_row("t0", 11.0 * mib)
     assert same_code.verdict == "unchanged" and same_code.mde * 6.4 * mib >= runnoise.MEMORY_FLOOR
@@ -169,5 +180,5 @@ def test_a_one_run_baseline_says_the_noise_is_not_modelled() -> None:
     entry = entry_from_result(result("t0", 0.001, "p"), None)
     model = SuiteModel.of({"t0": entry})
     rows = baseline_rows(result("t0", 0.001, "h"), None, entry, 0.05, alpha=0.01, saved=Saved("t0", model, ProcessOffset()))
-    latency = next(r for r in rows if r.metric == "latency vs baseline")
+    latency = next(r for r in rows if r.label == "latency vs baseline")
     assert "one run per test" in latency.message and latency.p_value is None and latency.alpha == 0.005

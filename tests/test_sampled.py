@@ -9,6 +9,7 @@ import pytest
 
 from pytest_perfguard.budget import parse_budget
 from pytest_perfguard.gate import baseline_rows
+from pytest_perfguard.model import BaselineEntry, TestResult
 from pytest_perfguard.sampled import Sampled, compare_sampled
 
 
@@ -59,21 +60,22 @@ def test_a_real_drop_is_caught_and_says_what_it_could_resolve() -> None:
     assert lower.verdict == "regressed" and lower.p_worse < 1e-10  # a loss: higher is worse
 
 
-def _result(mean: float, items: dict | None) -> dict:
-    return {"rows": [], "measurement": None, "metrics": {"accuracy": mean},
-            "metric_items": {"accuracy": items} if items else {}}
+def _result(mean: float, items: dict | None) -> TestResult:
+    return TestResult.from_json({"nodeid": "t", "rows": [], "measurement": None, "metrics": {"accuracy": mean},
+                                 "metric_items": {"accuracy": items} if items else {}})
 
 
 def test_the_gate_judges_items_inside_the_error_budget_and_borrows_a_missing_spread() -> None:
     budget = parse_budget({"accuracy": "-1%"})
-    entry = {"metrics": {"accuracy": 0.90}, "metric_items": {"accuracy": {"n": 1000, "sd": 0.3}}, "samples": {}}
+    entry = BaselineEntry.from_json({"metrics": {"accuracy": 0.90}, "metric_items": {"accuracy": {"n": 1000, "sd": 0.3}},
+                                     "samples": {}})
     (row,) = baseline_rows(_result(0.889, {"n": 1000, "sd": 0.31}), budget, entry, 0.05, alpha=0.01)
     assert row.verdict == "unchanged" and row.alpha == 0.01 and row.p_value is not None and row.mde > 0.03
     assert "means of 1,000 and 1,000 items" in row.message
     (row,) = baseline_rows(_result(0.80, None), budget, entry, 0.05, alpha=0.01)  # recorded as one number now
     assert row.verdict == "regressed" and "this run's spread taken as the baseline's" in row.message
-    (row,) = baseline_rows(_result(0.889, None), budget, {"metrics": {"accuracy": 0.90}, "samples": {}}, 0.05,
-                           alpha=0.01)
+    (row,) = baseline_rows(_result(0.889, None), budget, BaselineEntry.from_json({"metrics": {"accuracy": 0.90},
+                                                                                  "samples": {}}), 0.05, alpha=0.01)
     assert row.verdict == "regressed" and row.alpha is None  # single numbers: -1.2 % is beyond -1 %
 
 
@@ -124,8 +126,8 @@ def test_ab_pools_every_run_s_items_not_the_last_run_s() -> None:
     def side_run(k: int, mean: float) -> SideRun:
         res = {"nodeid": "t", "measurement": None, "metrics": {"accuracy": mean, "count": float(k)},
                "metric_items": {"accuracy": {"n": 1000, "sd": 0.3}}}
-        return SideRun("head", k, 0, 1.0, Path("log"), {"t": res})
+        return SideRun("head", k, 0, 1.0, Path("log"), {"t": TestResult.from_json(res)})
 
     pooled = pool_runs([side_run(1, 0.90), side_run(2, 0.88)])["t"]
-    assert pooled["metrics"] == {"accuracy": pytest.approx(0.89), "count": 2.0}  # a plain metric: the latest run's
-    assert pooled["metric_items"]["accuracy"]["n"] == 2000
+    assert pooled.metrics == {"accuracy": pytest.approx(0.89), "count": 2.0}  # a plain metric: the latest run's
+    assert pooled.metric_items["accuracy"].n == 2000
