@@ -58,6 +58,7 @@ from .judge import JudgeSettings, judge as judge_budget
 from .model import LATENCY_KINDS, BaselineEntry, Check, TestResult, Verdict
 from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, without_run_speeds
 from .sampled import Sampled
+from .units import format_duration
 
 __all__ = ["ABError", "ABResult", "Interrupted", "run_ab", "ab_pythonpath", "check_imports", "SIDE_ENV",
            "IMPORTS_ENV", "DEFAULT_ROUNDS", "REFUSED_ARGS", "pool_runs"]
@@ -541,7 +542,7 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
                 on_run(side, rnd, rounds)
             run = run_side(side, rnd, side_cwd, pytest_args, work, python, deselect=_deselected(result))
             say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
-                f"{len(run.results)} perf tests, {run.seconds:.1f} s")
+                f"{len(run.results)} perf tests, {format_duration(run.seconds)}")
             crashed = run.returncode in (0, 1) and not run.reported
             if run.reported and run.imports is None:
                 raise ABError(f"the {side}'s pytest (round {rnd}) did not record which files its code came from, "

@@ -29,6 +29,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,14 @@ class Baseline:
     updated: str | None
     problems: dict[str, str] = field(default_factory=dict)  # node id -> why its entry cannot be judged by
 
+    @cached_property
+    def valid_entries(self) -> dict[str, BaselineEntry]:
+        """Every entry a gate may judge by, read once (``entries`` keeps them all as stored)."""
+        return {nodeid: BaselineEntry.from_json(e) for nodeid, e in self.entries.items() if nodeid not in self.problems}
+
     def entry(self, nodeid: str) -> BaselineEntry | None:
         """The entry a gate may judge by: None when missing or malformed (see ``problems``)."""
-        raw = None if nodeid in self.problems else self.entries.get(nodeid)
-        return BaselineEntry.from_json(raw) if raw is not None else None
-
-    def valid_entries(self) -> dict[str, BaselineEntry]:
-        return {nodeid: BaselineEntry.from_json(e) for nodeid, e in self.entries.items() if nodeid not in self.problems}
+        return self.valid_entries.get(nodeid)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .units import format_duration
+
 __all__ = ["CLOCKS", "Settings", "Measurement", "MemoryMeter", "cpu_times", "measure_calls", "cuda_synchronize",
            "cuda_active"]
 
@@ -266,7 +268,7 @@ def measure_calls(
             loops = _calibrate(fn, warm, settings.min_round_time, timer, sync, cpu)
             rounds_wanted = max(settings.min_rounds, min_samples)
             if progress is not None and warm * loops * rounds_wanted > 2.0:
-                progress(f"{loops} call(s)/round, ~{rounds_wanted} rounds of {_fmt(warm * loops)}")
+                progress(f"{loops} call(s)/round, ~{rounds_wanted} rounds of {format_duration(warm * loops)}")
             samples: list[float] = []
             cpu_rounds: list[tuple[float, float]] = []
             start = timer()
@@ -334,10 +336,6 @@ def _calibrate(fn: Callable[[], Any], first: float, min_round_time: float, timer
             loops = max(loops + 1, math.ceil(loops * min_round_time / elapsed * 1.2))
         elapsed, _, _ = _round(fn, loops, timer, sync, cpu)
     return loops
-
-
-def _fmt(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def process_rss() -> int:

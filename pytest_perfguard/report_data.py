@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .baseline import Baseline, BaselineError, load_baseline
 from .machine import machine_slug
 from .decide import geometric_mean
@@ -107,11 +109,7 @@ def numbers(values: Any) -> list[float]:
 
 def median(values: Sequence[float]) -> float | None:
     """Median of finite values, None when there are none."""
-    xs = sorted(values)
-    if not xs:
-        return None
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2.0
+    return float(np.median(values)) if len(values) else None
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class RunBaseline:
             self.baseline = None
         if self.baseline is not None:
             self.hardware_diff, self.software_diff = compare_fingerprints(self.baseline.machine, self.fingerprint)
-            self.model = SuiteModel.of(self.baseline.valid_entries())
+            self.model = SuiteModel.of(self.baseline.valid_entries)
         return self
 
     def entry(self, nodeid: str) -> BaselineEntry | None:
