@@ -33,6 +33,7 @@ with ``--load``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import math
 from pathlib import Path
@@ -61,12 +62,15 @@ def ab_verdicts(rec: dict[str, Any], k: int, tolerance: float, across_runs: bool
     (``across_runs=False``: on the pooled samples alone, without the per-run check)."""
     base = perfguard_ab.pool_runs(ab_runs.side_runs(rec, "base", k))
     head = perfguard_ab.pool_runs(ab_runs.side_runs(rec, "head", k))
-    if not across_runs:
-        for pooled in (*base.values(), *head.values()):
-            (pooled.get("measurement") or {}).pop("run_bests", None)
+    if not across_runs:  # no run bests: the latency verdict falls back to the pooled rounds
+        def pooled_only(pools: dict) -> dict:
+            return {n: dataclasses.replace(r, measurement=dataclasses.replace(r.measurement, run_bests=[]))
+                    if r.measurement is not None else r for n, r in pools.items()}
+
+        base, head = pooled_only(base), pooled_only(head)
     out = {}
     for nodeid, h in head.items():
-        verdict = perfguard_ab.judge(nodeid, base.get(nodeid), h, tolerance, "base")["verdict"]
+        verdict = perfguard_ab.judge(nodeid, base.get(nodeid), h, tolerance, "base").verdict
         out[case_of(nodeid)] = verdict in ("regressed", "failed")
     return out
 

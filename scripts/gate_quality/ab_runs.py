@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_perfguard import ab as perfguard_ab
+from pytest_perfguard.model import TestResult
 
 CASES = {"aa": 0.0, "plus5": 0.05, "plus10": 0.10, "plus20": 0.20}
 BASE_UNITS = 200
@@ -97,11 +98,10 @@ class Hog:
 
 
 def slim(run: perfguard_ab.SideRun) -> dict[str, Any]:
-    """What the analysis needs of one pytest run."""
-    tests = {n: {"measurement": {k: r["measurement"].get(k) for k in ("samples", "unit", "items", "memory_growth")},
-                 "metrics": r.get("metrics") or {}, "budget": r.get("budget") or {},
-                 "body_passed": r.get("body_passed")}
-             for n, r in run.results.items() if r.get("measurement")}
+    """What the analysis needs of one pytest run (JSON-safe; ``side_runs`` reads it back)."""
+    tests = {n: {"measurement": {k: getattr(r.measurement, k) for k in ("samples", "unit", "items", "memory_growth")},
+                 "metrics": dict(r.metrics), "budget": dict(r.budget), "body_passed": r.body_passed}
+             for n, r in run.results.items() if r.measurement is not None}
     return {"side": run.side, "round": run.round, "returncode": run.returncode, "seconds": run.seconds,
             "tests": tests}
 
@@ -131,7 +131,7 @@ def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path
                 rec = {"run": i, "hog": hogged, "hog_on": hog_on, "max_time": max_time, "start": t0,
                        "seconds": time.time() - t0, "seed": res.seed, "rounds": [slim(r) for r in res.runs]}
                 records.append(rec)
-                verdicts = {t["nodeid"].split("[")[-1].rstrip("]"): t["verdict"] for t in res.tests}
+                verdicts = {t.nodeid.split("[")[-1].rstrip("]"): t.verdict for t in res.tests}
                 print(f"run {i + 1}/{runs} hog={hogged} {rec['seconds']:.0f} s {verdicts}", file=sys.stderr)
                 if save:
                     with save.open("a") as fh:
@@ -148,5 +148,5 @@ def load(path: Path) -> list[dict[str, Any]]:
 def side_runs(rec: dict[str, Any], side: str, upto: int) -> list[perfguard_ab.SideRun]:
     """One side's pytest runs of rounds 1 to ``upto`` of an A/B run, as ``perfguard ab`` holds them."""
     return [perfguard_ab.SideRun(r["side"], r["round"], r["returncode"], r["seconds"], Path(os.devnull),
-                                 {n: dict(t, nodeid=n) for n, t in r["tests"].items()})
+                                 {n: TestResult.from_json(dict(t, nodeid=n)) for n, t in r["tests"].items()})
             for r in rec["rounds"] if r["side"] == side and r["round"] <= upto]
