@@ -18,7 +18,7 @@ tolerance``: ``best_ci_low`` = head_(r) / base_(k*) is the matching one-sided bo
 few rounds for any k* at this confidence, gives "insufficient"; anything else is "unchanged".
 Why the fastest rounds: on a shared 2-core machine the noise is one-sided. A busy neighbour makes
 rounds 1.4-2x slower for seconds to a minute, so whole measurements move, and no test on the
-median can tell that from slower code: measured with ``scripts/gate_quality.py``
+median can tell that from slower code: measured with ``python scripts/gate_quality stored``
 (docs/gate_quality.md), the median rule failed 5-30 % of A/A pairs, depending on the hour.
 Contention cannot make a round faster than the code allows, so the fastest rounds stay put as
 long as a few rounds ran undisturbed (Chen & Revels 2016, "Robust benchmarking in noisy

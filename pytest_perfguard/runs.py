@@ -3,7 +3,7 @@
 ``perfguard ab`` runs each side several times: in every round one base run and one head run, in
 an order drawn at random. Within one run ``decide.compare_samples`` sees every round of that
 process; it cannot see that a whole measurement can be several percent faster or slower than the
-next one. Measured with ``scripts/gate_quality.py --ab`` on a shared 2-core VM, the best round of
+next one. Measured with ``python scripts/gate_quality ab`` on a shared 2-core VM, the best round of
 an unchanged test moved by 5-15 % from one run to the next, and in a noisy hour a third to a half
 of all runs were 30-60 % slow from start to end (a neighbour busy for longer than the test's
 measuring window). Pooled rounds then give intervals far too narrow, and the fastest round of all

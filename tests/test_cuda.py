@@ -239,7 +239,7 @@ def test_gpus_unknown_until_the_tests_import_torch_are_not_a_hardware_difference
         import torch
 
         def test_model(perf):
-            perf(sum, range(10))
+            perf.record_latencies([0.001] * 20)  # fixed samples: the machine's noise is not what this checks
     """)
     args = ("--perf", "--perf-max-time=0.01", "--perf-min-rounds=5", "-p", "no:cacheprovider")
     pytester.runpytest(*args, "--perf-save").assert_outcomes(passed=1)

@@ -67,7 +67,7 @@ def test_process_level_shifts_fool_pooled_rounds_but_not_the_runs() -> None:
 
 
 def test_recorded_case_two_wholly_disturbed_base_runs_are_left_out_of_the_ratio() -> None:
-    # per-run best rounds in µs, one A/B run of scripts/gate_quality.py --ab (+10 % work on the head)
+    # per-run best rounds in µs, one A/B run of `python scripts/gate_quality ab` (+10 % work on the head)
     base = [334, 340, 336, 1179, 434, 331, 327, 339]
     head = [371, 376, 374, 372, 372, 373, 377, 399]
     c = compare_runs([x * 1e-6 for x in base], [x * 1e-6 for x in head])
