@@ -424,7 +424,8 @@ def _pooled(results: list[tuple[int, TestResult]], last: int) -> TestResult:
         measurement = replace(first.measurement, samples=[x for _, m in measured for x in m.samples],
                               cpu_samples=[x for _, m in measured for x in m.cpu_samples],
                               run_bests=[bests.get(r) for r in range(1, last + 1)] if bests else [],
-                              memory_growth=float(np.median(memory)) if memory else None)
+                              memory_growth=float(np.median(memory)) if memory else None,
+                              summary=None)  # of the pooled samples, computed when written
     broken = any(r.body_passed is False for _, r in results)
     return replace(first, measurement=measurement, metrics=metrics, metric_items=whole,
                    body_passed=False if broken else first.body_passed)

@@ -87,6 +87,7 @@ class Measurement:
     instructions: float | None = None  # per call (or item), counted under callgrind (``callgrind``)
     instruction_counts: list[int] = field(default_factory=list)  # each repeat's count of one call
     run_bests: list[float | None] = field(default_factory=list)  # ``perfguard ab``: each run's best round
+    summary: dict[str, Any] | None = None  # of every sample, read back where the samples arrive thinned
 
     def samples_on(self, clock: str) -> list[float]:
         """The rounds on ``clock`` ("wall" or "cpu")."""

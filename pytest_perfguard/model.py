@@ -184,8 +184,13 @@ def measurement_to_json(m: Measurement, max_samples: int = MAX_SAMPLES) -> dict[
     out = {name: getattr(m, name) for name in _MEASUREMENT_FIELDS}
     out["samples"], out["cpu_samples"] = thin(m.samples, max_samples), thin(m.cpu_samples, max_samples)
     out["instruction_counts"], out["run_bests"] = list(m.instruction_counts), list(m.run_bests)
-    out["summary"] = summarize(m.samples)
+    out["summary"] = summary_of(m)
     return out
+
+
+def summary_of(m: Measurement) -> dict[str, Any]:
+    """The summary of every sample: carried across an edge that thinned them, else computed."""
+    return dict(m.summary) if m.summary is not None else summarize(m.samples)
 
 
 def measurement_from_json(d: Mapping[str, Any]) -> Measurement:
@@ -281,7 +286,7 @@ class BaselineEntry:
         return cls(tuple(m.samples), tuple(m.cpu_samples), m.clock, m.unit, m.items, m.memory_growth,
                    m.memory_mechanism, m.gpu_memory_growth, m.instructions, tuple(m.instruction_counts),
                    dict(result.metrics), dict(result.metric_items), (*kept, run)[-MAX_RUNS:], dict(result.budget),
-                   summarize(m.samples), commit, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                   summary_of(m), commit, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     def to_json(self, max_samples: int = MAX_SAMPLES) -> dict[str, Any]:
         return {

@@ -37,6 +37,9 @@ def test_a_result_crosses_the_report_edge_unchanged_but_for_thinned_samples() ->
     assert back.checks == (check,) and back.checks[0].kind == "latency" and back.metric_items == result.metric_items
     assert back.measurement is not None and back.measurement.clock == "cpu" and len(back.measurement.samples) == 1000
     assert (back.nodeid, back.metrics, back.process, back.body_passed) == ("t.py::a", {"accuracy": 0.9}, "p1", True)
+    # the controller writes --perf-json and the baseline from the thinned result: the summary is still of all 5000
+    assert back.to_json()["measurement"]["summary"] == doc["measurement"]["summary"]
+    assert BaselineEntry.from_result(back, None).summary["n"] == 5000
 
 
 def test_an_entry_keeps_the_last_runs_and_restarts_on_a_confirmed_latency_change() -> None:
