@@ -159,8 +159,8 @@ def _instruction_counts(m: Measurement, counted: bool) -> Check | None:
                    f"instructions not judged: {len(counts)} counts of the same call disagree by {spread:.3%} "
                    f"({', '.join(str(c) for c in counts)}), beyond the {SPREAD:.1%} (and {SPREAD_FLOOR} instructions) "
                    "that repeated counts of one call stay within: the region is not deterministic (threads, time "
-                   "or randomness in the measured code)")
+                   "or randomness in the measured code)", kind="instructions")
     if counted:
         return None
     return Check("instructions", "", m.instructions, "instr", Verdict.MEASURED,
-               f"instructions {format_value(m.instructions, 'instr')} (counts spread {spread:.4%})")
+               f"instructions {format_value(m.instructions, 'instr')} (counts spread {spread:.4%})", kind="instructions")

@@ -82,9 +82,10 @@ def latency_decision(base: list[float], head: list[float], tolerance: float, run
                            cmp.ci_high, cmp.verdict, cmp.reason)
 
 
-def unjudged(label: str, budget_text: str, unit: str, why: str, now: float | None = None) -> Check:
+def unjudged(kind: str, label: str, budget_text: str, unit: str, why: str, now: float | None = None) -> Check:
     """A check the gate could not make: it fails the test (never a silent pass)."""
-    return Check(label, budget_text, now, unit, Verdict.UNJUDGED, f"{label} not judged: {why}", against="baseline")
+    return Check(label, budget_text, now, unit, Verdict.UNJUDGED, f"{label} not judged: {why}", kind=kind,
+                 against="baseline")
 
 
 ONE_RUN = ("the baseline holds one run per test, so the run-to-run noise of this machine is not modelled and "
@@ -96,27 +97,27 @@ def _confidence(alpha: float | None) -> float:
     return 0.99 if alpha is None else 1 - 2 * alpha
 
 
-def _run_row(label: str, budget_text: str, t: RunTest, unit: str) -> Check:
+def _run_row(kind: str, label: str, budget_text: str, t: RunTest, unit: str) -> Check:
     """A comparison across saved runs: the row shows the statistic it judged (run levels), and its MDE."""
     shown = f"{format_value(t.head, unit)} vs baseline {format_value(t.base, unit)} ({t.ratio:.2f}x; {t.reason})"
     word = {"regressed": " regressed:", "improved": " improved:"}.get(t.verdict, "")
     mde = t.mde if unit != "B" else (t.mde / t.base if t.base > 0 else None)
-    return Check(label, budget_text, t.head, unit, Verdict(t.verdict), f"{label}{word} {shown}", against="baseline",
+    return Check(label, budget_text, t.head, unit, Verdict(t.verdict), f"{label}{word} {shown}", kind=kind, against="baseline",
                  baseline=t.base, ratio=t.ratio, p_value=t.p_better if t.verdict == "improved" else t.p_worse,
                  alpha=t.alpha, mde=mde)
 
 
-def _latency_row(label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
+def _latency_row(kind: str, label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
                  unit: str, runs: ABRuns | None = None, alpha: float | None = None,
                  saved: Saved | None = None) -> Check:
     """``saved`` (stored mode): judged across the saved runs when it can be."""
     if saved is not None and alpha is not None:
         t = compare_latency(saved.nodeid, head, saved.model, saved.process, alpha=alpha, tolerance=tolerance)
         if t is not None:
-            return _run_row(label, budget_text, t, unit)
+            return _run_row(kind, label, budget_text, t, unit)
     d = latency_decision(base, head, tolerance, runs, _confidence(alpha))
     if d.verdict == "insufficient":
-        return unjudged(label, budget_text, unit, d.reason, d.pooled.head_median)
+        return unjudged(kind, label, budget_text, unit, d.reason, d.pooled.head_median)
     now_s, base_s = format_value(d.pooled.head_median, unit), format_value(d.pooled.base_median, unit)
     caveat = f"; {ONE_RUN}" if saved is not None else ""
     shown = f"{now_s} vs baseline {base_s} ({d.basis} {d.ratio:.2f}x [{d.ci_low:.2f}-{d.ci_high:.2f}]; {d.reason}{caveat})"
@@ -126,20 +127,20 @@ def _latency_row(label: str, budget_text: str, base: list[float], head: list[flo
         msg = f"{label} improved: {shown}"  # no save suggestion: one run's improvement is not confirmed
     else:
         msg = f"{label} {shown}"
-    return Check(label, budget_text, d.pooled.head_median, unit, Verdict(d.verdict), msg, against="baseline",
+    return Check(label, budget_text, d.pooled.head_median, unit, Verdict(d.verdict), msg, kind=kind, against="baseline",
                  baseline=d.pooled.base_median, ratio=d.ratio, interval=(d.ci_low, d.ci_high), alpha=alpha)
 
 
 def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha: float | None) -> Check:
     """``{"p99": "+10%"}``: the head's p99 against the base's (not the median, not the best round)."""
     if lim.stat == "mean":
-        return unjudged(lim.label, lim.text, unit, "a budget relative to the baseline's mean is not judged "
+        return unjudged(lim.metric, lim.label, lim.text, unit, "a budget relative to the baseline's mean is not judged "
                         "(one slow round moves a mean arbitrarily): budget p50 or a percentile")
     q = 1.0 if lim.stat == "max" else float(lim.stat[1:]) / 100
     c = compare_quantile(base, head, q, tolerance=lim.threshold, confidence=_confidence(alpha),
                          need=max(MIN_SAMPLES, required_samples(100 * q) if q < 1 else MIN_SAMPLES))
     if c.verdict == "insufficient":
-        return unjudged(lim.label, lim.text, unit, c.reason)
+        return unjudged(lim.metric, lim.label, lim.text, unit, c.reason)
     shown = f"{format_value(c.head, unit)} vs baseline {format_value(c.base, unit)} ({c.reason})"
     word = {"regressed": " regressed:", "improved": " improved:"}.get(c.verdict, "")
     return Check(lim.label, lim.text, c.head, unit, Verdict(c.verdict), f"{lim.label}{word} {shown}",
@@ -147,7 +148,7 @@ def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha
                  interval=(c.ci_low, c.ci_high), alpha=alpha)
 
 
-def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
+def _scalar_row(kind: str, label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
                 tolerance: float, floor: float = 0.0) -> Check:
     ratio = now / base if base else (1.0 if now == base else float("inf"))
     change = (base - now) if higher_is_better else (now - base)  # > 0 is worse
@@ -156,11 +157,11 @@ def _scalar_row(label: str, budget_text: str, base: float, now: float, unit: str
     shown = f"{format_value(now, unit)} vs baseline {format_value(base, unit)} ({change_text})"
     if change > limit and change > floor:
         return Check(label, budget_text, now, unit, Verdict.REGRESSED, f"{label} regressed: {shown}, beyond {tolerance:.1%}",
-                     against="baseline", baseline=base, ratio=ratio)
+                     kind=kind, against="baseline", baseline=base, ratio=ratio)
     if -change > limit and -change > floor:
         return Check(label, budget_text, now, unit, Verdict.IMPROVED, f"{label} improved: {shown}",
-                     against="baseline", baseline=base, ratio=ratio)
-    return Check(label, budget_text, now, unit, Verdict.UNCHANGED, f"{label} {shown}", against="baseline",
+                     kind=kind, against="baseline", baseline=base, ratio=ratio)
+    return Check(label, budget_text, now, unit, Verdict.UNCHANGED, f"{label} {shown}", kind=kind, against="baseline",
                  baseline=base, ratio=ratio)
 
 
@@ -186,13 +187,13 @@ class Saved:
     process: ProcessOffset
 
 
-def _memory_row(label: str, budget_text: str, base: float, now: float, tolerance: float, alpha: float | None,
+def _memory_row(kind: str, label: str, budget_text: str, base: float, now: float, tolerance: float, alpha: float | None,
                 saved: Saved | None) -> Check:
     if saved is not None and alpha is not None:
         t = compare_memory(saved.nodeid, now, saved.model, alpha=alpha, tolerance=tolerance)
         if t is not None:
-            return _run_row(label, budget_text, t, "B")
-    return _scalar_row(label, budget_text, base, now, "B", higher_is_better=False, tolerance=tolerance,
+            return _run_row(kind, label, budget_text, t, "B")
+    return _scalar_row(kind, label, budget_text, base, now, "B", higher_is_better=False, tolerance=tolerance,
                        floor=MEMORY_FLOOR)
 
 
@@ -205,12 +206,12 @@ def _relative_row(lim: Limit, entry: BaselineEntry, result: TestResult, m: Measu
             return None
         changed = _unit_change(entry, m)
         if changed:
-            return unjudged(lim.label, lim.text, unit, changed)
+            return unjudged(lim.metric, lim.label, lim.text, unit, changed)
         if lim.metric == "latency" and lim.stat not in ("", "p50"):
             return _tail_row(lim, base_samples, head, unit, alpha)
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
-        return _latency_row(lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved)
+        return _latency_row(lim.metric, lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved)
     if lim.metric == "instructions":
         if entry.instructions is None or m.instructions is None:
             return None
@@ -219,7 +220,7 @@ def _relative_row(lim: Limit, entry: BaselineEntry, result: TestResult, m: Measu
         base, now = getattr(entry, f"{lim.metric}_growth"), getattr(m, f"{lim.metric}_growth")
         if base is None or now is None:
             return None
-        return _memory_row(lim.label, lim.text, base, now, abs(lim.threshold), alpha,
+        return _memory_row(lim.metric, lim.label, lim.text, base, now, abs(lim.threshold), alpha,
                            saved if lim.metric == "memory" else None)
     base, now = entry.metrics.get(lim.metric), result.metrics.get(lim.metric)
     if base is None or now is None:
@@ -227,7 +228,7 @@ def _relative_row(lim: Limit, entry: BaselineEntry, result: TestResult, m: Measu
     items = _sampled(lim.metric, entry, result)
     if items is not None:
         return _sampled_row(lim, *items, alpha)
-    return _scalar_row(lim.label, lim.text, base, now, "", higher_is_better=lim.op == ">=",
+    return _scalar_row(lim.metric, lim.label, lim.text, base, now, "", higher_is_better=lim.op == ">=",
                        tolerance=abs(lim.threshold))
 
 
@@ -236,9 +237,9 @@ def _instructions_row(label: str, budget_text: str, entry: BaselineEntry, m: Mea
     the same code counts the same in every process (``callgrind``)."""
     changed = _unit_change(entry, m)
     if entry.instructions is None or m.instructions is None or changed:
-        return unjudged(label, budget_text, "instr", changed or "the baseline entry has no instruction count, this "
+        return unjudged("instructions", label, budget_text, "instr", changed or "the baseline entry has no instruction count, this "
                         "run counted them")
-    return _scalar_row(label, budget_text, entry.instructions, m.instructions, "instr", higher_is_better=False,
+    return _scalar_row("instructions", label, budget_text, entry.instructions, m.instructions, "instr", higher_is_better=False,
                        tolerance=tolerance)
 
 
@@ -327,10 +328,10 @@ def baseline_rows(result: TestResult, budget: Budget | None, entry: BaselineEntr
         label = "latency vs baseline" if m.clock == "wall" else "latency (cpu) vs baseline"
         changed = _unit_change(entry, m)
         if not base_samples or changed:
-            rows.append(unjudged(label, shown_tol, unit, changed or
+            rows.append(unjudged("latency", label, shown_tol, unit, changed or
                                  f"the baseline entry has no {_CLOCK_WORDS[m.clock]} samples, this run measured it"))
         else:
-            rows.append(_latency_row(label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved))
+            rows.append(_latency_row("latency", label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved))
     if m.instructions is not None and "instructions" not in checked \
             and not disagree(m.instruction_counts):  # disagreeing counts: not judged (check.py)
         tol = budget.tolerance if budget is not None and budget.tolerance is not None else INSTRUCTIONS_TOLERANCE
@@ -338,9 +339,9 @@ def baseline_rows(result: TestResult, budget: Budget | None, entry: BaselineEntr
     if default_memory:
         assert m.memory_growth is not None
         if entry.memory_growth is None:
-            rows.append(unjudged("memory vs baseline", shown_tol, "B",
+            rows.append(unjudged("memory", "memory vs baseline", shown_tol, "B",
                                  "the baseline entry has no memory_growth, this run measured memory"))
         else:
-            rows.append(_memory_row("memory vs baseline", shown_tol, entry.memory_growth, m.memory_growth, tolerance,
+            rows.append(_memory_row("memory", "memory vs baseline", shown_tol, entry.memory_growth, m.memory_growth, tolerance,
                                     alpha, saved))
     return rows

@@ -48,7 +48,7 @@ def judge(nodeid: str, budget: Budget | None, measurement: Measurement | None, m
     if settings.measured and measurement is None and settings.benchmark_disabled:
         checks.append(Check("latency", "", None, "s/call", Verdict.ERROR, "latency not measured: pytest-benchmark is "
                             "disabled (--benchmark-disable), so the benchmark fixture timed nothing; drop that option "
-                            "under --perf"))
+                            "under --perf", kind="latency"))
     return TestResult(nodeid, tuple(checks), measurement, dict(metrics), dict(metric_items),
                       budget.raw if budget else {})
 
@@ -68,4 +68,5 @@ def judged_clock(budget: Budget | None, run_clock: str, m: Measurement | None) -
            f"this test's latencies were measured by {'pytest-benchmark' if m.source == 'benchmark' else 'the test'}"
            " in wall time only")
     return "wall", Check("latency", "clock='cpu'", None, f"s/{m.unit}", Verdict.ERROR,
-                         f"latency on CPU time (clock='cpu') not judged: {why}; drop clock='cpu' for this test")
+                         f"latency on CPU time (clock='cpu') not judged: {why}; drop clock='cpu' for this test",
+                         kind="latency")

@@ -63,7 +63,7 @@ class Check:
     unit: str  # "s/item", "s/call", "B", "items/s", "instr", ""
     verdict: Verdict
     message: str  # the one line a failure shows: what broke and by how much
-    kind: str = ""
+    kind: str = field(kw_only=True)  # required: what the check is about, never read back from the label
     stat: str = ""  # the statistic judged: p50, p99, mean, max ("" where the quantity is one number)
     against: str = "budget"  # "budget" or "baseline"
     baseline: float | None = None
@@ -75,8 +75,6 @@ class Check:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict(self.verdict))
-        if not self.kind:
-            object.__setattr__(self, "kind", self.label.partition(" ")[0])
 
     @property
     def failed(self) -> bool:

@@ -88,13 +88,13 @@ class RunBaseline:
         elif saving:
             return rows
         elif problem is not None:
-            rows.append(unjudged("baseline entry", "", "", f"its entry in {self.path} is malformed: {problem}"))
+            rows.append(unjudged("baseline entry", "baseline entry", "", "", f"its entry in {self.path} is malformed: {problem}"))
         again = "--perf --perf-instructions --perf-save" if self.suffix else "--perf --perf-save"
         fix = (f". Fix: re-record it with `pytest '{nodeid}' {again}` (or correct {self.path}); "
                "--perf-baseline-errors=warn only warns.")
         rows = [_with_fix(row, fix, warn=warn or saving) if row.verdict == Verdict.UNJUDGED else row for row in rows]
         if missing and require and not saving:
-            rows.append(unjudged("baseline entry", "", "", f"{self.path} has no entry for this test, and a baseline "
+            rows.append(unjudged("baseline entry", "baseline entry", "", "", f"{self.path} has no entry for this test, and a baseline "
                                  f"is required (--perf-require-baseline). Fix: record it with `pytest '{nodeid}' "
                                  "--perf --perf-save` and commit the file."))
         return rows

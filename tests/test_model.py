@@ -19,15 +19,16 @@ FAILING = {"fail", "regressed", "insufficient", "error", "unjudged"}
 
 def test_verdict_failed_is_the_one_list_of_failing_verdicts() -> None:
     assert {str(v) for v in Verdict if v.failed} == FAILING
-    assert Check("latency p50", "1ms", 0.002, "s/call", "fail", "x").failed  # a string is read as its verdict
+    assert Check("latency p50", "1ms", 0.002, "s/call", "fail", "x", kind="latency").failed  # a string is read as its verdict
     with pytest.raises(ValueError):
-        Check("latency p50", "1ms", 0.002, "s/call", "fast", "x")
+        Check("latency p50", "1ms", 0.002, "s/call", "fast", "x", kind="latency")
 
 
 def test_a_result_crosses_the_report_edge_unchanged_but_for_thinned_samples() -> None:
     samples = [0.001 + i * 1e-7 for i in range(5000)]
     m = Measurement(samples=samples, cpu_samples=samples, loops=3, rounds=5000, clock="cpu", memory_growth=2e6)
-    check = Check("latency vs baseline", "±5%", 0.001, "s/call", Verdict.REGRESSED, "slower", against="baseline",
+    check = Check("latency vs baseline", "±5%", 0.001, "s/call", Verdict.REGRESSED, "slower", kind="latency",
+                  against="baseline",
                   baseline=0.0009, ratio=1.11, interval=(1.05, 1.2), p_value=1e-4, alpha=0.001, mde=0.08)
     result = TestResult("t.py::a", (check,), m, {"accuracy": 0.9}, {"accuracy": Sampled(0.9, 0.3, 1000)},
                         {"latency": "1ms"}, process="p1", body_passed=True)
@@ -46,9 +47,10 @@ def test_an_entry_keeps_the_last_runs_and_restarts_on_a_confirmed_latency_change
     m = Measurement(samples=[0.001] * 40, unit="call")
     entry = None
     for i in range(12):
-        entry = BaselineEntry.from_result(TestResult(f"t", measurement=m, process=f"p{i}"), "abc", entry)
+        entry = BaselineEntry.from_result(TestResult("t", measurement=m, process=f"p{i}"), "abc", entry)
     assert entry is not None and [r.process for r in entry.runs] == [f"p{i}" for i in range(2, 12)]
-    regressed = Check("latency vs baseline", "±5%", 0.002, "s/call", "regressed", "", against="baseline", p_value=1e-6)
+    regressed = Check("latency vs baseline", "±5%", 0.002, "s/call", "regressed", "", kind="latency",
+                      against="baseline", p_value=1e-6)
     again = BaselineEntry.from_result(TestResult("t", (regressed,), m, process="q"), "abc", entry)
     assert [r.process for r in again.runs] == ["q"]
     stored = json.loads(json.dumps(again.to_json()))

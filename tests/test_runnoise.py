@@ -68,12 +68,12 @@ def test_saves_add_runs_keep_the_last_ten_and_restart_on_a_change() -> None:
     for i in range(MAX_RUNS + 3):
         entry = entry_from_result(result("t", 0.001 * (1 + i / 100), f"p{i}"), None, entry)
     assert [r.process for r in entry.runs] == [f"p{i}" for i in range(3, MAX_RUNS + 3)]
-    changed = result("t", 0.002, "q", rows=[{"metric": "latency vs baseline", "verdict": "regressed", "p_value": 1e-6}])
-    one_run_noise = result("t", 0.002, "q", rows=[{"metric": "latency vs baseline", "verdict": "regressed",
+    changed = result("t", 0.002, "q", rows=[{"metric": "latency vs baseline", "kind": "latency", "verdict": "regressed", "p_value": 1e-6}])
+    one_run_noise = result("t", 0.002, "q", rows=[{"metric": "latency vs baseline", "kind": "latency", "verdict": "regressed",
                                                    "p_value": None}])
     assert len(entry_from_result(one_run_noise, None, entry).runs) == MAX_RUNS
     # memory is not re-measured, so its change is not confirmed: it does not restart the history
-    memory = result("t", 0.001, "q", rows=[{"metric": "memory vs baseline", "verdict": "regressed", "p_value": 1e-6}])
+    memory = result("t", 0.001, "q", rows=[{"metric": "memory vs baseline", "kind": "memory", "verdict": "regressed", "p_value": 1e-6}])
     assert len(entry_from_result(memory, None, entry).runs) == MAX_RUNS
     assert [r.process for r in entry_from_result(changed, None, entry).runs] == ["q"]
     per_item = result("t", 0.001, "u")
