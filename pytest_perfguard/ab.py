@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 
 from .budget import BudgetError, parse_budget
-from .decide import geometric_mean
-from .gate import ABRuns, baseline_rows, latency_decision
+from .decide import Comparison, geometric_mean
+from .gate import ABRuns, LatencyDecision, baseline_rows, latency_decision
 from .judge import JudgeSettings, judge as judge_budget
 from .model import LATENCY_KINDS, BaselineEntry, Check, TestResult, Verdict
 from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, without_run_speeds
@@ -115,6 +115,39 @@ class SideRun:
 
 
 @dataclass(frozen=True)
+class ABComparison:
+    """A test's latency decision as the A/B table shows it: base, head, head/base and its interval, of
+    whatever decided (``basis``: the pooled rounds' ``median``, or the ``runs``)."""
+
+    basis: str
+    base: float
+    head: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    pooled: Comparison | None = None
+    runs: RunComparison | None = None
+
+    @classmethod
+    def of(cls, d: LatencyDecision) -> ABComparison:
+        return cls(d.basis, d.base, d.head, d.ratio, d.ci_low, d.ci_high, d.pooled, d.runs)
+
+    @classmethod
+    def of_runs(cls, c: RunComparison) -> ABComparison:
+        return cls("runs", c.base_value, c.head_value, c.ratio, c.ci_low, c.ci_high, runs=c)
+
+    def to_json(self) -> dict[str, Any]:
+        decided = self.pooled if self.pooled is not None else self.runs
+        assert decided is not None
+        out = dict(decided.to_dict(), basis=self.basis, base=self.base, head=self.head, ratio=self.ratio,
+                   ci_low=self.ci_low, ci_high=self.ci_high)
+        out = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
+        if self.pooled is not None and self.runs is not None:
+            out["runs"] = self.runs.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
 class ABTest:
     """One test's A/B verdict: the head's pooled result with its checks against the base's pool.
     ``verdict``: regressed | failed | improved | unchanged | head only; ``comparison``: the latency
@@ -122,7 +155,7 @@ class ABTest:
 
     result: TestResult
     verdict: str
-    comparison: dict[str, Any] | None = None
+    comparison: ABComparison | None = None
     messages: tuple[str, ...] = ()  # why it failed, a check's message or one that has no check
     base_metrics: dict[str, float] | None = None
 
@@ -131,7 +164,8 @@ class ABTest:
         return self.result.nodeid
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.result.to_json(), "verdict": self.verdict, "comparison": self.comparison,
+        return {**self.result.to_json(), "verdict": self.verdict,
+                "comparison": self.comparison.to_json() if self.comparison is not None else None,
                 "messages": list(self.messages), "base_metrics": self.base_metrics}
 
 
@@ -454,12 +488,7 @@ def judge(nodeid: str, base: TestResult | None, head: TestResult, tolerance: flo
         shares = [r.alpha for r in rows if r.alpha is not None and r.kind in LATENCY_KINDS]
         d = latency_decision(base_samples, head_samples, tolerance, ABRuns(base_runs or [], hm.run_bests, stopped),
                              1 - 2 * min(shares) if shares else 0.99)
-        # base, head, ratio and interval: of whatever decided (``basis``), for the table
-        comparison = dict(d.pooled.to_dict(), basis=d.basis, base=d.base, head=d.head, ratio=d.ratio,
-                          ci_low=d.ci_low, ci_high=d.ci_high)
-        comparison = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in comparison.items()}
-        if d.runs is not None:
-            comparison["runs"] = d.runs.to_dict()
+        comparison = ABComparison.of(d)
     failing = [r for r in rows if r.failed]
     broken = head.body_passed is False
     if broken:
@@ -655,9 +684,7 @@ def _speed_row(speeds: tuple[list, list], tolerance: float,
         row = Check("speed of every test", f"±{tolerance:.0%}", c.head_value, "", verdict if verdict != "failed"
                     else Verdict.UNJUDGED, f"speed of every test {c.verdict}: {c.reason}", kind="speed",
                     against="baseline", baseline=c.base_value, ratio=c.ratio, p_value=c.p_slower, alpha=share)
-        comparison = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-                      for k, v in dict(c.to_dict(), basis="runs", base=c.base_value, head=c.head_value).items()}
-        return ABTest(TestResult(SPEED, (row,)), verdict, comparison, (row.message,) if row.failed else ())
+        return ABTest(TestResult(SPEED, (row,)), verdict, ABComparison.of_runs(c), (row.message,) if row.failed else ())
 
     return judged
 
@@ -691,6 +718,7 @@ def _decide(result: ABResult, tolerance: float) -> None:
     if suite is not None:
         result.tests.append(suite(share))
     result.only_base = sorted(set(base) - set(head))
-    ratios = [t.comparison["ratio"] for t in result.tests
-              if t.comparison and t.comparison.get("ratio") and t.nodeid != SPEED]
+    ratios = [t.comparison.ratio for t in result.tests
+              if t.comparison is not None and math.isfinite(t.comparison.ratio) and t.comparison.ratio
+              and t.nodeid != SPEED]
     result.geomean = geometric_mean(ratios) if ratios else None

@@ -170,9 +170,9 @@ def ab_lines(result: Any) -> list[str]:
     for t in result.tests:
         c = t.comparison
         unit = f"s/{t.result.measurement.unit}" if t.result.measurement is not None else ""
-        if c:
-            rows.append([t.nodeid, format_value(c["base"], unit), format_value(c["head"], unit),
-                         f"{c['ratio']:.2f}x", _interval(c.get("ci_low"), c.get("ci_high")), t.verdict])
+        if c is not None:
+            rows.append([t.nodeid, format_value(c.base, unit), format_value(c.head, unit),
+                         f"{c.ratio:.2f}x", _interval(c.ci_low, c.ci_high), t.verdict])
         else:
             rows.append([t.nodeid, "", "", "", "", t.verdict])
     lines = [f"perfguard ab: {line}" for line in ab_context(result, hints=False)]

@@ -459,7 +459,7 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
     assert verdicts == {**{n: "unchanged" for n in same}, "t::slow": "regressed", ab_module.SPEED: "unchanged"}
     slow = next(t for t in result.tests if t.nodeid == "t::slow")
     assert next(r for r in slow.result.checks if r.label == "latency vs baseline").alpha == pytest.approx(0.01 / 6)
-    assert slow.comparison["ratio"] == pytest.approx(1.3, rel=0.02)  # the runs' speeds taken out
+    assert slow.comparison.ratio == pytest.approx(1.3, rel=0.02)  # the runs' speeds taken out
     assert any(line.endswith("4 test(s) stopped unchanged, 1 still measured") for line in said)
 
 
