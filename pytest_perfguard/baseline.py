@@ -4,12 +4,12 @@ File format history (bump FORMAT_VERSION on any incompatible change, and say wha
 
 - 1 (pytest-perfguard 0.1.0): ``{"format": 1, "machine": fingerprint, "speed": speed score or
   null, "entries": {node id: entry}, "updated": ISO-8601 UTC time}``. ``machine`` is
-  :func:`machine_fingerprint` (``{"hardware": ..., "software": ...}``), ``speed`` is
-  :func:`speed_score`. An entry is the plugin's dict, stored as given except that each list in
+  :func:`machine.machine_fingerprint` (``{"hardware": ..., "software": ...}``), ``speed`` is
+  :func:`machine.speed_score`. An entry is ``model.BaselineEntry.to_json()``, stored as given except that each list in
   ``entry["samples"]`` (metric -> list of floats) is thinned evenly to at most ``max_samples``.
   Added since, readable by older versions (they ignore it): ``entry["runs"]``, one object per saved
   run (``{"latency": p10 level in seconds, "memory_growth": bytes, "process": id}``, the last 10;
-  ``runnoise``); an entry without it counts as one run. ``entry["metric_items"]``: for a metric
+  ``model.SavedRun``); an entry without it counts as one run. ``entry["metric_items"]``: for a metric
   recorded from its items, ``{"n": items, "sd": their SD}`` (``sampled``); the mean is in ``metrics``.
   ``entry["samples"]["cpu"]``: the rounds' CPU time; ``entry["clock"]``: the clock the gate judged
   (``"wall"`` when absent; the runs' levels are of that clock).
@@ -29,8 +29,8 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 

@@ -286,10 +286,11 @@ class BaselineEntry:
                    dict(result.metrics), dict(result.metric_items), (*kept, run)[-MAX_RUNS:], dict(result.budget),
                    summary_of(m), commit, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
-    def to_json(self, max_samples: int = MAX_SAMPLES) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """Every sample: ``baseline.save_entries``, which writes the file, thins them."""
         return {
             "runs": [r.to_json() for r in self.runs],
-            "samples": {"latency": thin(self.samples, max_samples), "cpu": thin(self.cpu_samples, max_samples)},
+            "samples": {"latency": list(self.samples), "cpu": list(self.cpu_samples)},
             "clock": self.clock, "summary": dict(self.summary), "unit": self.unit, "items": self.items,
             "memory_growth": self.memory_growth, "memory_mechanism": self.memory_mechanism,
             "gpu_memory_growth": self.gpu_memory_growth, "instructions": self.instructions,
