@@ -502,7 +502,8 @@ def judge(nodeid: str, base: TestResult | None, head: TestResult, tolerance: flo
     else:
         verdict = "unchanged" if entry is not None else "head only"
     messages = [r.message for r in failing] + (["the test itself failed on the head"] if broken else [])
-    return ABTest(replace(result, checks=tuple(rows)), verdict, comparison, tuple(messages),
+    # the verdict is the checks and the messages: not the outcome of whichever run reported first
+    return ABTest(replace(result, checks=tuple(rows), outcome=None), verdict, comparison, tuple(messages),
                   dict(base.metrics) if base is not None else None)
 
 
@@ -681,8 +682,8 @@ def _speed_row(speeds: tuple[list, list], tolerance: float,
     def judged(share: float) -> ABTest:
         c = stopped or compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * share)
         verdict = "failed" if c.verdict == "insufficient" else c.verdict
-        row = Check("speed of every test", f"±{tolerance:.0%}", c.head_value, "", verdict if verdict != "failed"
-                    else Verdict.UNJUDGED, f"speed of every test {c.verdict}: {c.reason}", kind="speed",
+        row = Check("speed of every test", f"±{tolerance:.0%}", c.head_value, "",
+                    Verdict(verdict) if verdict != "failed" else Verdict.UNJUDGED, f"speed of every test {c.verdict}: {c.reason}", kind="speed",
                     against="baseline", baseline=c.base_value, ratio=c.ratio, p_value=c.p_slower, alpha=share)
         return ABTest(TestResult(SPEED, (row,)), verdict, ABComparison.of_runs(c), (row.message,) if row.failed else ())
 

@@ -143,9 +143,9 @@ def evaluate(budget: Budget | None, m: Measurement | None, metrics: Mapping[str,
         unit = _unit("latency", m)
         rows.append(Check("latency p50", "", now, unit, Verdict.MEASURED, f"latency p50 {format_value(now, unit)}",
                           kind="latency", stat="p50"))
-    if m is not None and m.instruction_counts:
-        rows.append(_instruction_counts(m, counted=any(lim.metric == "instructions" for lim in limits)))
-    return [r for r in rows if r is not None]
+    counts = _instruction_counts(m, counted=any(lim.metric == "instructions" for lim in limits)) \
+        if m is not None and m.instruction_counts else None
+    return rows + ([counts] if counts is not None else [])
 
 
 def _instruction_counts(m: Measurement, counted: bool) -> Check | None:

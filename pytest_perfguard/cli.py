@@ -7,7 +7,6 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +72,15 @@ def compare(args: argparse.Namespace) -> int:
     regressed = 0
     unjudged: list[str] = []
     for nodeid in sorted(set(a.entries) & set(b.entries)):
+        ea, eb = a.entry(nodeid), b.entry(nodeid)  # None where the entry is malformed
         problem = next((f"{f.path}: {f.problems[nodeid]}" for f in (a, b) if nodeid in f.problems), None)
-        ea, eb = a.entry(nodeid), b.entry(nodeid)
-        if problem is None and ea is not None and eb is not None and ea.unit != eb.unit:
+        if ea is not None and eb is not None and ea.unit != eb.unit:
             problem = f"seconds per {ea.unit} in A, per {eb.unit} in B"
         if problem is None and ea is not None and eb is not None and not ea.samples and not eb.samples:
             continue  # a metrics-only test: nothing to compare
         c = None if problem or ea is None or eb is None else compare_samples(list(ea.samples), list(eb.samples),
                                                                               tolerance=args.tolerance)
-        if c is None or c.verdict == "insufficient":
+        if c is None or c.verdict == "insufficient" or eb is None:
             unjudged.append(f"{nodeid}: {problem if c is None else c.reason}")
             rows.append([nodeid, "", "", "", "", "unjudged"])
             continue
@@ -133,7 +132,7 @@ def ab(args: argparse.Namespace) -> int:
         from .markdown import markdown_summary, write_markdown
 
         write_markdown(Path(args.markdown), markdown_summary(
-            [replace(t.result, outcome=None) for t in result.tests],  # the verdicts are the checks and messages
+            [t.result for t in result.tests],
             title="perfguard ab", context=ab_context(result), messages={t.nodeid: t.messages for t in result.tests}))
         print(f"perfguard ab: wrote {args.markdown}")
     if args.json:

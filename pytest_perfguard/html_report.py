@@ -165,7 +165,7 @@ def cross_machine_section(baselines: Sequence[Baseline]) -> str:
         return section("machines", "Across machines", intro, empty(result))
     means = result.geomeans()
     bars = [Bar(plot_label(n), r, f"{r:.2f}x", m) for m, ratios in result.ratios.items() for n, r in ratios.items()]
-    rows = [[m, len(result.ratios[m]), f"{g:.3f}x"] for m, g in means.items()]
+    rows = [[m, str(len(result.ratios[m])), f"{g:.3f}x"] for m, g in means.items()]
     body = image(plots.cross_machine_png(bars, means, result.reference), "cross-machine ratios") + Table(
         ["machine", f"tests in common with {result.reference}", "geometric mean of the ratios"], rows).html()
     return section("machines", "Across machines", intro, body)

@@ -11,7 +11,7 @@ import json
 import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .atomic import write_text
 from .model import Check, TestResult, Verdict
@@ -76,8 +76,16 @@ def summary_table(results: Iterable[TestResult], with_baseline: bool = False) ->
     return table.text(first_width=60) if table else []
 
 
-def json_document(results: Iterable[TestResult | Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``results``: anything with ``nodeid`` and ``to_json()`` (``perfguard ab`` writes its own tests)."""
+class Written(Protocol):
+    """A test as the JSON document holds it: a ``TestResult``, or ``perfguard ab``'s ``ABTest``."""
+
+    @property
+    def nodeid(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def json_document(results: Iterable[Written], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "format": JSON_FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
