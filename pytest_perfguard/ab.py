@@ -56,7 +56,7 @@ from .decide import Comparison, geometric_mean
 from .gate import ABRuns, LatencyDecision, baseline_rows, latency_decision
 from .judge import JudgeSettings, judge as judge_budget
 from .model import LATENCY_KINDS, BaselineEntry, Check, TestResult, Verdict
-from .runs import MIN_TESTS, RunComparison, compare_runs, futile, min_pairs, without_run_speeds
+from .runs import MIN_TESTS, RunComparison, compare_runs, deselected, futile, min_pairs, shares, without_run_speeds
 from .sampled import Sampled
 from .units import format_duration
 
@@ -515,8 +515,9 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
 
     Sequential: from round ``FUTILITY_FROM`` on, a test whose rounds so far rule out a slowdown
     beyond the tolerance (``runs.futile``) is stopped, "unchanged", and deselected from later runs;
-    the runs end when every test has stopped or after ``rounds`` rounds. The others are judged at
-    the end, each at its share of ``alpha`` (Bonferroni over the tests). Raises ``ABError`` on bad
+    the runs end when every test has stopped and the runs' speed has enough rounds, or after
+    ``rounds`` rounds. The others are judged at the end, each at its share of ``alpha`` (a weighted
+    Bonferroni split over the tests and the runs' speed: ``runs.shares``). Raises ``ABError`` on bad
     input.
 
     ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
@@ -608,7 +609,8 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
 def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:
     """Say when ``rounds`` is too few for any test to be significant at its share of the error budget."""
     tests = len({n for r in result.runs if r.side == "head" for n in r.results})
-    need = min_pairs(1 - 2 * result.alpha / max(1, tests + (tests >= MIN_TESTS)))  # + the runs' speed
+    share, _ = shares(result.alpha, tests, tests >= MIN_TESTS)
+    need = min_pairs(1 - 2 * share)
     if result.rounds < need:
         speed = " and the runs' speed" if tests >= MIN_TESTS else ""
         say(f"perfguard ab: WARNING: {tests} tests{speed} share a {result.alpha:.2%} error budget, so a slowdown needs "
@@ -639,11 +641,12 @@ def _with_bests(result: TestResult, bests: list[float | None]) -> TestResult:
 
 
 def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None]) -> bool:
-    """Stop the tests shown within the tolerance (``runs.futile``), and the runs' speed likewise;
-    False when nothing is left to judge.
+    """Stop the tests whose rounds rule out a slowdown beyond the tolerance (``runs.futile``); False
+    when the runs can end: no test is left, and the runs' speed (which never stops early: it is
+    judged on every round there is) has enough rounds to be significant at its share.
 
-    The last stopped tests go on being measured while fewer than ``MIN_TESTS`` others are, so that
-    every run still has the tests its speed is estimated from (``ab._deselected``)."""
+    Stopped tests go on being measured while fewer than ``KEEP_MEASURED`` others are, so that every
+    run still has the tests its speed is estimated from (``runs.deselected``)."""
     base, head, speeds = _pools(result)
     for nodeid in [n for n in head if n not in result.stopped]:
         b, h = _bests(base.get(nodeid)), _bests(head[nodeid])
@@ -651,36 +654,32 @@ def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None])
             stop = futile(b, h, tolerance=tolerance)
             if stop is not None:
                 result.stopped[nodeid] = stop
-    if SPEED not in result.stopped and _speed_row(speeds, tolerance) is not None:
-        stop = futile(*speeds, tolerance=tolerance)
-        if stop is not None:
-            result.stopped[SPEED] = stop
     left = len([n for n in head if n not in result.stopped])
-    speed = "" if SPEED in result.stopped or _speed_row(speeds, tolerance) is None else " (and the runs' speed)"
-    say(f"perfguard ab: {len(set(result.stopped) - {SPEED})} test(s) stopped unchanged, {left} still measured{speed}")
-    return left > 0 or bool(speed)
+    speed_rounds = sum(1 for x, y in zip(*speeds) if x is not None and y is not None)
+    _, speed_share = shares(result.alpha, len(head), _speed_row(speeds, tolerance) is not None)
+    speed = speed_share > 0 and speed_rounds < min_pairs(1 - 2 * speed_share)
+    say(f"perfguard ab: {len(result.stopped)} test(s) stopped unchanged, {left} still measured"
+        + (" (and the runs' speed, until it has enough rounds)" if speed else ""))
+    return left > 0 or speed
 
 
 def _deselected(result: ABResult) -> list[str]:
     """The stopped tests that later runs skip: all but enough to estimate each run's speed."""
     measured = {n for r in result.runs for n in r.results}
-    stopped = sorted(set(result.stopped) - {SPEED})
-    keep = max(0, MIN_TESTS - len(measured - set(stopped)))
-    return stopped[keep:]
+    return deselected(sorted(result.stopped), len(measured - set(result.stopped)))
 
 
 SPEED = "(every test: the speed of the runs)"
 
 
-def _speed_row(speeds: tuple[list, list], tolerance: float,
-               stopped: RunComparison | None = None) -> Callable[[float], ABTest] | None:
+def _speed_row(speeds: tuple[list, list], tolerance: float) -> Callable[[float], ABTest] | None:
     """The judgement of the runs' speeds themselves (None when they are not known): a change that
     slows every test alike shows only there, the tests being judged with each run's speed taken out."""
     if not any(s is not None for s in speeds[0]) or not any(s is not None for s in speeds[1]):
         return None
 
     def judged(share: float) -> ABTest:
-        c = stopped or compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * share)
+        c = compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * share)
         verdict = "failed" if c.verdict == "insufficient" else c.verdict
         row = Check("speed of every test", f"±{tolerance:.0%}", c.head_value, "",
                     Verdict(verdict) if verdict != "failed" else Verdict.UNJUDGED, f"speed of every test {c.verdict}: {c.reason}", kind="speed",
@@ -705,8 +704,8 @@ def _decide(result: ABResult, tolerance: float) -> None:
         result.tests.append(ABTest(TestResult(f"(head run, round {run.round})"), "failed", messages=(
             f"pytest exit {run.returncode} ({_RC.get(run.returncode, 'error')}):\n{_tail(run.log)}",)))
     base_ok = not result.base_broken
-    suite = _speed_row(speeds, tolerance, result.stopped.get(SPEED)) if base_ok else None
-    share = result.alpha / max(1, len(head) + (suite is not None))
+    suite = _speed_row(speeds, tolerance) if base_ok else None
+    share, speed_share = shares(result.alpha, len(head), suite is not None)
     for nodeid in sorted(head):
         b = base.get(nodeid) if base_ok else None
         if b is not None and b.body_passed is False:
@@ -717,7 +716,7 @@ def _decide(result: ABResult, tolerance: float) -> None:
             result.only_head.append(nodeid)
         result.tests.append(t)
     if suite is not None:
-        result.tests.append(suite(share))
+        result.tests.append(suite(speed_share))
     result.only_base = sorted(set(base) - set(head))
     ratios = [t.comparison.ratio for t in result.tests
               if t.comparison is not None and math.isfinite(t.comparison.ratio) and t.comparison.ratio

@@ -3,17 +3,19 @@
 Each simulated A/B run measures ``--tests`` tests for up to ``--max-rounds`` rounds, one base and
 one head process per round. Every process has its own speed (log-normal, SD ``sigma``: the 5-15 %
 run-to-run offset of a shared VM), every test a per-run jitter (SD drawn per test from 0.5-5 %),
-and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). From round
-``--futility-from`` on, ``runs.futile`` stops the tests shown within the tolerance, on the run
-bests with each run's speed taken out (``runs.without_run_speeds``), as ``ab._stop_futile`` does;
-stopped tests are not measured again, but for the few that each run's speed needs. At the end
-``runs.compare_runs`` judges the rest, and the runs' speeds, at each one's share of ``--alpha``
-(as ``ab._decide`` does).
+and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). As ``perfguard ab``
+does (``ab._stop_futile``, ``ab._deselected``, ``ab._decide``), through the same functions: from
+round ``--futility-from`` on, ``runs.futile`` stops the tests whose rounds rule out a slowdown
+beyond the tolerance, on the run bests with each run's speed taken out
+(``runs.without_run_speeds``); later runs skip the stopped tests but for those
+``runs.deselected`` keeps for the runs' speed; the runs end when no test is left and the runs'
+speed has ``runs.min_pairs`` rounds at its share; ``runs.compare_runs`` judges the rest, and the
+runs' speed, at the shares ``runs.shares`` gives.
 
 Reported: how often an unchanged suite fails anywhere, how often a +10 % slowdown of one test is
 caught with no other test failing (95 % Clopper-Pearson intervals), and the mean cost in
 test-measurements per test, in units of one plain run of the suite (a plain run measures each test
-once; today's fixed 12 rounds cost 24).
+once; a fixed 12 rounds cost 24).
 
     python scripts/gate_quality_ab_sim.py --suites 400
 """
@@ -27,17 +29,17 @@ import sys
 import numpy as np
 
 from gate_quality_stored import interval  # the same folder: the Clopper-Pearson interval
-from pytest_perfguard.runs import MIN_TESTS, compare_runs, futile, without_run_speeds
+from pytest_perfguard.runs import compare_runs, deselected, futile, min_pairs, shares, without_run_speeds
 
 
 def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None):
     """(failed tests, cost in plain runs, rounds run); test -1 is the runs' speed."""
     jitter = rng.uniform(0.005, 0.05, n_tests)
-    bests = {t: ([], []) for t in range(n_tests)}
+    bests: dict[int, tuple[list, list]] = {t: ([], []) for t in range(n_tests)}
+    test_share, speed_share = shares(alpha, n_tests, True)
     measured, stopped = 0, set()
     for rnd in range(1, max_rounds + 1):
-        live = [t for t in range(n_tests) if t not in stopped]
-        skip = sorted(stopped)[max(0, MIN_TESTS - len(live)):]  # as ab._deselected
+        skip = set(deselected(sorted(stopped), n_tests - len(stopped)))
         for side in (0, 1):
             speed = math.exp(rng.normal(0, sigma))
             for t in range(n_tests):
@@ -51,17 +53,16 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
             measured += n_tests - len(skip)
         corrected, speeds = without_run_speeds(bests)
         if futility_from <= rnd < max_rounds:
-            for t in live:
-                if futile(*corrected[t], tolerance=tolerance) is not None:
-                    stopped.add(t)
-            if -1 not in stopped and futile(*speeds, tolerance=tolerance) is not None:
-                stopped.add(-1)
-        if len(stopped) == n_tests + 1:
-            break
-    share = alpha / (n_tests + 1)
-    series = {**corrected, -1: speeds}
-    failed = {t for t, (b, h) in series.items() if t not in stopped and compare_runs(
-        b, h, tolerance=tolerance, confidence=1 - 2 * share, interval=False).verdict in ("regressed", "insufficient")}
+            stopped |= {t for t in range(n_tests) if t not in stopped
+                        and futile(*corrected[t], tolerance=tolerance) is not None}
+            speed_rounds = sum(1 for x, y in zip(*speeds) if x is not None and y is not None)
+            if len(stopped) == n_tests and speed_rounds >= min_pairs(1 - 2 * speed_share):
+                break
+    failed = {t for t, (b, h) in corrected.items() if t not in stopped and compare_runs(
+        b, h, tolerance=tolerance, confidence=1 - 2 * test_share, interval=False).verdict in ("regressed", "insufficient")}
+    if compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * speed_share,
+                    interval=False).verdict in ("regressed", "insufficient"):
+        failed.add(-1)
     return failed, measured / n_tests, rnd
 
 

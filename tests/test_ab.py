@@ -379,7 +379,7 @@ def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeyp
     from pytest_perfguard import ab as ab_module
 
     def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
-        level = 1e-3 if side == "base" else 5e-4  # a clear improvement: never stopped early
+        level = 1e-3 if side == "base" else 2e-3  # a clear slowdown: never stopped early
         results = {"t::x": {"nodeid": "t::x", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                             "measurement": {"samples": [level * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}}
         return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
@@ -431,13 +431,15 @@ def test_from_eight_rounds_on_the_runs_decide_the_latency_rows() -> None:
 
 
 def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """From round 4 a test shown within the tolerance both ways stops, "unchanged", and later runs
-    deselect it (all but the few that each run's speed is estimated from); a slower test runs on to
-    the last round and is judged at its share of the budget; each run's own speed is taken out."""
+    """From round 4 a test whose rounds rule out a slowdown beyond the tolerance stops, "unchanged",
+    and later runs deselect it (all but the few that each run's speed is estimated from); a slower
+    test runs on to the last round and is judged at its share of the budget; each run's own speed
+    is taken out; the runs' speed never stops early and is judged on every round."""
     from pytest_perfguard import ab as ab_module
+    from pytest_perfguard.runs import KEEP_MEASURED, SPEED_WEIGHT
 
     calls: list[tuple[str, int, tuple[str, ...]]] = []
-    same = [f"t::same{i}" for i in range(4)]
+    same = [f"t::same{i}" for i in range(8)]
 
     def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
         calls.append((side, rnd, tuple(deselect)))
@@ -451,16 +453,52 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
     result = ab_module.run_ab("HEAD~1", [], rounds=12, cwd=repo, seed=1, say=said.append)
-    assert set(result.stopped) == {*same, ab_module.SPEED}
+    assert set(result.stopped) == set(same)
     assert all("stopped after 4 rounds" in result.stopped[n].reason for n in same)
-    assert {d for _, rnd, d in calls if rnd > 4} == {("t::same2", "t::same3")}  # two go on: 3 tests a run
+    assert KEEP_MEASURED == 6
+    assert {d for _, rnd, d in calls if rnd > 4} == {tuple(same[5:])}  # 5 stopped tests go on, with the slow one
     assert {d for _, rnd, d in calls if rnd <= 4} == {()}
+    assert max(rnd for _, rnd, _ in calls) == 12
     verdicts = {t.nodeid: t.verdict for t in result.tests}
     assert verdicts == {**{n: "unchanged" for n in same}, "t::slow": "regressed", ab_module.SPEED: "unchanged"}
     slow = next(t for t in result.tests if t.nodeid == "t::slow")
-    assert next(r for r in slow.result.checks if r.label == "latency vs baseline").alpha == pytest.approx(0.01 / 6)
+    share = 0.01 * (1 - SPEED_WEIGHT) / 9
+    assert next(r for r in slow.result.checks if r.label == "latency vs baseline").alpha == pytest.approx(share)
+    speed = next(t for t in result.tests if t.nodeid == ab_module.SPEED)
+    assert speed.result.checks[0].alpha == pytest.approx(0.01 * SPEED_WEIGHT)
     assert slow.comparison.ratio == pytest.approx(1.3, rel=0.02)  # the runs' speeds taken out
-    assert any(line.endswith("4 test(s) stopped unchanged, 1 still measured") for line in said)
+    assert any(line.endswith("8 test(s) stopped unchanged, 1 still measured") for line in said)
+
+
+def test_the_runs_end_when_every_test_stopped_and_the_runs_speed_has_its_rounds(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing changed: every test stops at round 4, and the runs go on only until the runs' speed
+    can be significant at its share (9 rounds at 1 %: ``runs.min_pairs``), measuring only the
+    tests that the runs' speed is estimated from."""
+    from pytest_perfguard import ab as ab_module
+    from pytest_perfguard.runs import SPEED_WEIGHT, min_pairs
+
+    calls: list[tuple[str, int, tuple[str, ...]]] = []
+    names = [f"t::{i:02d}" for i in range(10)]
+
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+        calls.append((side, rnd, tuple(deselect)))
+        speed = 1 + 0.1 * ((7 * rnd + 3 * (side == "head")) % 5) / 4
+        results = {n: {"nodeid": n, "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
+                       "measurement": {"samples": [1e-3 * (i + 1) * speed * (1 + 0.01 * k) for k in range(10)],
+                                       "unit": "call"}}
+                   for i, n in enumerate(names) if n not in deselect}
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
+
+    monkeypatch.setattr(ab_module, "run_side", fake_run)
+    said: list[str] = []
+    result = ab_module.run_ab("HEAD~1", [], rounds=20, cwd=repo, seed=3, say=said.append)
+    need = min_pairs(1 - 2 * 0.01 * SPEED_WEIGHT)
+    assert need == 9 and max(rnd for _, rnd, _ in calls) == need
+    assert set(result.stopped) == set(names)
+    assert {d for _, rnd, d in calls if rnd > 4} == {tuple(names[6:])}
+    assert any(line.endswith("(and the runs' speed, until it has enough rounds)") for line in said)
+    assert {t.verdict for t in result.tests} == {"unchanged"} and not result.failed
 
 
 def test_a_change_that_slows_every_test_alike_is_caught_by_the_runs_speed(repo: Path,
