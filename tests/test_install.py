@@ -179,3 +179,15 @@ def test_without_the_recipe_a_missing_plugin_shows_as_marker_errors(pytester: py
     result = pytester.runpytest_subprocess("-p", "no:perfguard", "--strict-markers")
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*'perf_budget' not found in `markers` configuration option*"])
+
+
+def test_without_autoload_the_entry_point_name_loads_the_required_plugin(pytester: pytest.Pytester,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's ``-p perfguard`` for runs that load no plugin by themselves."""
+    _project(pytester, required=True)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest("--strict-markers", "--strict-config")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # autoload off: the requirement is unmet
+    result.stderr.fnmatch_lines(["ERROR: Missing required plugins: pytest-perfguard"])
+    result = pytester.runpytest("-p", "perfguard", "--strict-markers", "--strict-config")
+    result.assert_outcomes(passed=1)
