@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from .table import Table
 from .units import format_value
 
 __all__ = ["main"]
+
+MIN_WIDTH = 60  # narrower terminals get lines of this width
 
 
 def _load(path: str) -> Baseline:
@@ -38,24 +42,61 @@ def _machine_line(label: str, b: Baseline) -> str:
     return f"{label}: {b.path} [{slug}] {hw.get('cpu_model', '?')}, {cores}{speed_s}"
 
 
+def _width(asked: int | None) -> int:
+    """The columns ``show`` fits its lines in: ``--width``, else the terminal's (100 when piped)."""
+    return max(asked if asked is not None else shutil.get_terminal_size((100, 24)).columns, MIN_WIDTH)
+
+
 def show(args: argparse.Namespace) -> int:
+    """One row per test under its file's path, its metrics wrapped under it; a name wider than its
+    column goes on a line of its own above its figures. Lines fit ``--width`` or the terminal."""
     b = _load(args.file)
-    print(_machine_line("machine", b))
+    width = _width(args.width)
+    print(_wrapped(_machine_line("machine", b), width, "", "  "))
     print(f"updated {b.updated}, {len(b.entries)} tests")
-    rows = []
+    tests: list[tuple[str, str, list[str], str]] = []  # (file, test, figures, note)
     for nodeid in sorted(b.entries):
+        path, sep, name = nodeid.partition("::")
         if nodeid in b.problems:
-            rows.append([nodeid, "malformed", "", "", b.problems[nodeid], ""])
+            tests.append((path if sep else "", name if sep else nodeid, ["malformed", "", "", ""],
+                          f"malformed: {b.problems[nodeid]}"))
             continue
         e = b.entry(nodeid)
         assert e is not None
         mem = e.memory_growth
         metrics = ", ".join(f"{k}={format_value(v, '')}" for k, v in sorted(e.metrics.items()))
-        rows.append([nodeid, format_value(e.summary.get("median"), f"s/{e.unit}"), str(e.summary.get("n", 0)),
-                     format_value(mem, "B") if mem is not None else "", metrics, str(e.commit or "")[:12]])
-    for line in Table(["test", "median", "n", "memory", "metrics", "commit"], rows).text():
+        tests.append((path if sep else "", name if sep else nodeid,
+                      [format_value(e.summary.get("median"), f"s/{e.unit}"), str(e.summary.get("n", 0)),
+                       format_value(mem, "B") if mem is not None else "", str(e.commit or "")[:12]],
+                      f"metrics: {metrics}" if metrics else ""))
+    header = ["test", "median", "n", "memory", "commit"]
+    others = sum(max(len(c) for c in [h, *(t[2][i] for t in tests)]) + 2 for i, h in enumerate(header[1:]))
+    name_width = width - others
+    cells = [("  " if path else "") + name for path, name, _, _ in tests]
+    rows = [["" if len(cell) > name_width else cell, *figures] for cell, (_, _, figures, _) in zip(cells, tests)]
+    lines = Table(header, rows).text()
+    print("\n".join(lines[:2]))
+    heading = ""
+    for cell, row, line, (path, _, _, note) in zip(cells, rows, lines[2:], tests):
+        if path and path != heading:
+            print(_shortened(path, width))
+            heading = path
+        if not row[0]:
+            print(_shortened(cell, width))
         print(line)
+        if note:
+            print(_wrapped(note, width, "    ", "      "))
     return 0
+
+
+def _wrapped(text: str, width: int, indent: str, more: str) -> str:
+    return "\n".join(textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=more,
+                                   break_on_hyphens=False))
+
+
+def _shortened(text: str, width: int) -> str:
+    """``text``, or its end after "..." when it is wider than ``width``."""
+    return text if len(text) <= width else "..." + text[-(width - 3):]
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -234,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("show", help="table of one baseline file")
     s.add_argument("file")
+    s.add_argument("--width", type=int, default=None,
+                   help=f"fit lines in this many columns (default: the terminal's, 100 when piped; at least {MIN_WIDTH})")
     s.set_defaults(func=show)
     c = sub.add_parser("compare", help="per-test ratio of B to A with a confidence interval and verdict")
     c.add_argument("a", help="baseline file A (e.g. baselines/x.json, or `git show REV:baselines/x.json > old.json`)")

@@ -13,13 +13,18 @@ inside the file), then checks that both give the same predictions on the held-ou
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm  # type: ignore[import-untyped]
+
+# the suites' package lives in the checkout's src/ (the wheel holds the plugin only)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from perfcases import batched_eval, digits
 from perfcases.batched_eval import DigitCNN, to_input

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
+
+# the suites' package lives in the checkout's src/ (the wheel holds the plugin only)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from perfcases.lprnet.compress import prune_l1, sparsity
 from perfcases.lprnet.evaluate import plate_accuracy
