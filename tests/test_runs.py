@@ -171,3 +171,27 @@ def test_many_rounds_use_a_seeded_sample_of_swaps(monkeypatch: pytest.MonkeyPatc
     finally:
         runs._swaps.cache_clear()  # no full 16-pair table left behind for other tests
     assert exact[1] == pytest.approx(one.p_slower, abs=5e-4)
+
+
+def test_futility_stops_a_test_once_a_slowdown_beyond_the_tolerance_is_ruled_out() -> None:
+    """One-sided: an unchanged test stops; a slowed one and a clearly faster one run on (the faster
+    one so that the last round can claim the improvement); too few rounds never stop anything."""
+    rng = np.random.default_rng(11)
+    base = run_bests(rng, 6, jitter=0.01)
+    same = runs.futile(base, run_bests(rng, 6, jitter=0.01), tolerance=0.05)
+    assert same is not None and same.verdict == "unchanged" and "no slowdown beyond the 5 % tolerance" in same.reason
+    assert runs.futile(base, run_bests(rng, 6, 1.10, jitter=0.01), tolerance=0.05) is None
+    assert runs.futile(base, run_bests(rng, 6, 0.80, jitter=0.01), tolerance=0.05) is None
+    assert runs.futile(base[:2], base[:2] * 1.0, tolerance=0.05) is None  # 2 rounds: no p-value below 20 %
+    assert min_pairs(1 - 2 * runs.FUTILITY_BETA) == 3
+
+
+def test_the_error_budget_is_shared_by_weight_and_the_runs_speed_keeps_its_tests() -> None:
+    test_share, speed_share = runs.shares(0.01, 20, True)
+    assert speed_share == pytest.approx(0.01 * runs.SPEED_WEIGHT)
+    assert 20 * test_share + speed_share == pytest.approx(0.01)  # the weights sum to the budget
+    assert runs.shares(0.01, 2, False) == (0.005, 0.0)  # too few tests for a runs' speed: the tests share all
+    stopped = [f"t{i}" for i in range(10)]
+    assert runs.deselected(stopped, live=0) == stopped[runs.KEEP_MEASURED:]
+    assert runs.deselected(stopped, live=4) == stopped[runs.KEEP_MEASURED - 4:]
+    assert runs.deselected(stopped, live=7) == stopped
