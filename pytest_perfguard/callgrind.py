@@ -118,13 +118,11 @@ class Counter:
     def running(self) -> bool:
         return self.request(_RUNNING_ON_VALGRIND) > 0
 
-    def _dump(self) -> str:
-        """Dump (and zero) the counters under a new label, which it returns."""
+    def _label(self) -> tuple[str, Any]:
+        """A new dump label, and its C string for the dump request."""
         self._dumps += 1
         label = f"perfguard-{os.getpid()}-{self._dumps}"
-        buf = ctypes.create_string_buffer(label.encode())
-        self.request(_DUMP_AT, ctypes.addressof(buf))
-        return label
+        return label, ctypes.create_string_buffer(label.encode())
 
     def _read(self, labels: list[str]) -> list[int]:
         """The counts of the dumps with these labels (their files removed)."""
@@ -150,9 +148,11 @@ class Counter:
         self.request(_START)
         try:
             for _ in range(1 + repeats):  # the first: valgrind's warm-up of newly instrumented code, dropped
+                label, buf = self._label()  # made before zeroing: the label's length (the pid's digits) is not counted
                 self.request(_ZERO)
                 fn()
-                labels.append(self._dump())
+                self.request(_DUMP_AT, ctypes.addressof(buf))
+                labels.append(label)
         finally:
             self.request(_STOP)
             if gc_was_enabled:
