@@ -67,7 +67,8 @@ SIDE_ENV = "PERFGUARD_AB_SIDE"
 IMPORTS_ENV = "PERFGUARD_AB_IMPORTS"  # where a side writes which files its modules came from (ab_side)
 SIDE_PLUGIN = f"{__package__}.ab_side"
 DEFAULT_ROUNDS = 20  # the most rounds a test is measured for (README, "How reliable is the gate")
-FUTILITY_FROM = 4  # from this round on, a test that cannot be slower beyond the tolerance stops
+FUTILITY_FROM = 3  # from this round on, a test that cannot be slower beyond the tolerance stops (the
+# fewest rounds whose most extreme swap pattern, p = 1/8, is below runs.FUTILITY_BETA)
 # Arguments perfguard ab sets itself, or that would mix the two sides' measurements.
 REFUSED_ARGS = {
     "-n": "xdist workers would measure tests in parallel; the A/B gate alternates whole runs on one runner",

@@ -431,7 +431,7 @@ def test_from_eight_rounds_on_the_runs_decide_the_latency_rows() -> None:
 
 
 def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """From round 4 a test whose rounds rule out a slowdown beyond the tolerance stops, "unchanged",
+    """From round 3 a test whose rounds rule out a slowdown beyond the tolerance stops, "unchanged",
     and later runs deselect it (all but the few that each run's speed is estimated from); a slower
     test runs on to the last round and is judged at its share of the budget; each run's own speed
     is taken out; the runs' speed never stops early and is judged on every round."""
@@ -454,10 +454,10 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
     said: list[str] = []
     result = ab_module.run_ab("HEAD~1", [], rounds=12, cwd=repo, seed=1, say=said.append)
     assert set(result.stopped) == set(same)
-    assert all("stopped after 4 rounds" in result.stopped[n].reason for n in same)
+    assert all("stopped after 3 rounds" in result.stopped[n].reason for n in same)
     assert KEEP_MEASURED == 6
-    assert {d for _, rnd, d in calls if rnd > 4} == {tuple(same[5:])}  # 5 stopped tests go on, with the slow one
-    assert {d for _, rnd, d in calls if rnd <= 4} == {()}
+    assert {d for _, rnd, d in calls if rnd > 3} == {tuple(same[5:])}  # 5 stopped tests go on, with the slow one
+    assert {d for _, rnd, d in calls if rnd <= 3} == {()}
     assert max(rnd for _, rnd, _ in calls) == 12
     verdicts = {t.nodeid: t.verdict for t in result.tests}
     assert verdicts == {**{n: "unchanged" for n in same}, "t::slow": "regressed", ab_module.SPEED: "unchanged"}
@@ -472,7 +472,7 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
 
 def test_the_runs_end_when_every_test_stopped_and_the_runs_speed_has_its_rounds(
         repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing changed: every test stops at round 4, and the runs go on only until the runs' speed
+    """Nothing changed: every test stops at round 3, and the runs go on only until the runs' speed
     can be significant at its share (9 rounds at 1 %: ``runs.min_pairs``), measuring only the
     tests that the runs' speed is estimated from."""
     from pytest_perfguard import ab as ab_module
@@ -496,7 +496,8 @@ def test_the_runs_end_when_every_test_stopped_and_the_runs_speed_has_its_rounds(
     need = min_pairs(1 - 2 * 0.01 * SPEED_WEIGHT)
     assert need == 9 and max(rnd for _, rnd, _ in calls) == need
     assert set(result.stopped) == set(names)
-    assert {d for _, rnd, d in calls if rnd > 4} == {tuple(names[6:])}
+    assert {d for _, rnd, d in calls if rnd > 3} == {tuple(names[6:])}
+    assert all("stopped after 3 rounds" in result.stopped[n].reason for n in names)
     assert any(line.endswith("(and the runs' speed, until it has enough rounds)") for line in said)
     assert {t.verdict for t in result.tests} == {"unchanged"} and not result.failed
 
