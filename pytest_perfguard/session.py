@@ -48,12 +48,9 @@ class Session:
         if self.options.warn_only and baseline.error:  # the opt-out covers a bad file, not a required one
             self.gate_warnings, self.gate_errors = self.gate_errors, []
         self.notes.extend(_baseline_notes(baseline, self.options.save))
-        if self.options.instructions:  # and the reference workload's timing under callgrind means nothing
+        if self.options.instructions:
             self.notes.append("regions counted in instructions under valgrind's callgrind: nothing was timed "
                               "(latency, throughput and memory budgets are left to a timed run)")
-        drift = baseline.drift() if baseline.baseline and not self.options.instructions else None
-        if drift:
-            self.notes.append(f"drift: {drift}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "perfguard", None)
