@@ -176,7 +176,8 @@ def rows_section(runs: Sequence[Run]) -> str:
     rows = checks_table(((nodeid, checks) for _, nodeid, checks in tests), _ROW_KEYS)
     if len(runs) > 1:  # the run's name beside each test's first row
         labels = [run.label if i == 0 else "" for run, _, checks in tests for i in range(len(checks))]
-        rows = Table(["run", *rows.header], [[label, *row] for label, row in zip(labels, rows.rows)], rows.marks)
+        rows = Table(["run", *rows.header], [[label, *row] for label, row in zip(labels, rows.rows)], rows.marks,
+                     rows.notes)
     body = rows.html() if rows else empty("These runs have no rows (no test had a budget).")
     failures = [f"{nodeid}: {c.message}" for _, nodeid, checks in tests for c in checks if c.failed]
     if failures:

@@ -64,8 +64,8 @@ def test_save_then_gate_unchanged_regressed_improved(pytester):
     slower = run(pytester, scale="1.10")
     slower.assert_outcomes(failed=1)
     slower.stdout.re_match_lines([r"^latency vs baseline regressed: 11\.\d\d ms/call vs baseline 10\.\d\d ms/call "
-                                  r"\(median 1\.10x \[1\.\d\d-1\.\d\d\]; fastest rounds 1\.100x .*5 % tolerance; "
-                                  r"the baseline holds one run per test.*\)$"])
+                                  r"\(fastest rounds 1\.100x \(98 % CI 1\.\d+-1\.\d+, p=.*\): worse beyond the 5 % "
+                                  r"tolerance; the baseline holds one run per test.*\)$"])
 
     faster = run(pytester, scale="0.8")
     faster.assert_outcomes(passed=1)
