@@ -213,7 +213,8 @@ def report(args: argparse.Namespace) -> int:
     from .html_report import ReportError, write_report
 
     try:
-        print(write_report([Path(p) for p in args.runs], [Path(p) for p in args.baseline], Path(args.output)))
+        print(write_report([Path(p) for p in args.runs], [Path(p) for p in args.baseline], Path(args.output),
+                           Path(args.reference) if args.reference else None))
     except ReportError as exc:
         print(f"perfguard report: error: {exc}", file=sys.stderr)
         return 2
@@ -271,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", metavar="RUN.json", help="documents written by pytest --perf --perf-json")
     r.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="FILE",
                    help="baseline files, one per machine (repeat the option or list several, e.g. "
-                        "--baseline baselines/*.json after the RUN files); the first is the reference "
-                        "of the cross-machine ratios")
+                        "--baseline baselines/*.json after the RUN files)")
+    r.add_argument("--reference", metavar="FILE",
+                   help="the baseline file the other machines are compared with (default: the current machine's: "
+                        "the file the runs were gated against, else their machine's, else this machine's)")
     r.add_argument("-o", "--output", default="perfguard-report.html", help="the page (default perfguard-report.html)")
     r.set_defaults(func=report)
     return p
