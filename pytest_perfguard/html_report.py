@@ -238,6 +238,7 @@ img{max-width:100%;display:block} .empty{font-style:italic;color:#5b6475}
 table{border-collapse:collapse;width:100%;font-size:12.5px;margin-top:8px}
 th,td{border-bottom:1px solid #e3e6ec;padding:3px 6px;text-align:left;vertical-align:top;word-break:break-word}
 th{background:#eef1f5} td,th{white-space:nowrap} td.wrap{white-space:normal} tr.fail td{background:#fde2e1;color:#8a1c1c;font-weight:600}
+tr.note td{color:#5b6475;font-size:12px;padding-top:0;border-top:0} tr:has(+ tr.note) td{border-bottom:0} tr.note.fail td{font-weight:400}
 .chip{display:inline-block;padding:2px 9px;margin:2px 4px 2px 0;border-radius:11px;background:#e3eef9;font-weight:600}
 .chip.fail{background:#f9d4d2;color:#8a1c1c} .failures{color:#8a1c1c}
 nav a{margin-right:12px}

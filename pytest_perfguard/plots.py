@@ -28,6 +28,7 @@ BASE_COLOR, NOW_COLOR = "#9DB4D3", "#DD8452"
 TIME_TICKS = [10.0 ** e for e in range(-9, 1)] + [10.0, 60.0, 600.0, 3600.0, 36000.0, 86400.0, 864000.0]
 FINE_TIME_TICKS = [m * 10.0 ** e for e in range(-9, 3) for m in (1, 2, 5)]
 RATIO_TICKS = [0.05, 0.1, 0.2, 0.25, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0]
+COARSE_RATIO_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]  # over wide ranges
 MEMORY_TICKS = [2.0 ** e for e in range(0, 50, 5)]  # 1 B, 32 B, 1 KiB, 32 KiB, 1 MiB, 32 MiB, 1 GiB, ...
 
 
@@ -304,9 +305,9 @@ def cross_machine_figure(bars: Sequence[Bar], geomeans: dict[str, float], refere
     ax.axvline(1.0, color="black", linewidth=1)
     for group, g in geomeans.items():
         ax.axvline(g, color=colors[group], linestyle="--", linewidth=1.5, label=f"geometric mean: {g:.2f}x")
-    _fixed_ticks(ax, RATIO_TICKS, lo, hi, lambda x: f"{x:g}x")
-    ax.set_xlabel(f"median latency / median on the reference, {text(reference, 50)} (log scale, centred on 1x; "
-                  "< 1x: faster)", fontsize=8)
+    _fixed_ticks(ax, RATIO_TICKS if hi / lo < 30 else COARSE_RATIO_TICKS, lo, hi, lambda x: f"{x:g}x")
+    ax.set_xlabel(f"median latency / median on the reference ({text(reference, 60)})\n"
+                  "log scale centred on 1x: < 1x is faster than the reference", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
     _legend(ax, below=True)

@@ -22,9 +22,9 @@ class Table:
     """Cells as text. ``marks``, per row: ``"fail"`` (a failure: class ``fail`` in HTML, bold verdict in
     markdown), ``"notable"`` (an improvement or a regression shown: bold verdict) or ``""``. The ``test``
     column holds node ids: code in markdown, the one column that wraps in HTML. ``notes``, per row: why
-    its verdict (``""``: none), on a line of its own under the row in the terminal (a column would push
-    every row past the screen), and a last column ``why`` in markdown and HTML; no column when no row
-    has one."""
+    its verdict (``""``: none), on a line of its own under the row in the terminal and in HTML (a column
+    would push every row past the screen, or squeeze the node ids), and a last column ``why`` in
+    markdown, where a table cannot span a row; no column when no row has one."""
 
     header: Sequence[str]
     rows: Sequence[Sequence[str]]
@@ -81,15 +81,20 @@ class Table:
         return out
 
     def html(self) -> str:
+        """A row's note is a row of its own under it, spanning every column but the first (as in the
+        terminal: a column of long notes squeezes the node ids into a few letters a line)."""
         esc = lambda value: html.escape(str(value), quote=True)  # noqa: E731
-        header, rows = self._with_notes()
-        td = ["<td class=\"wrap\">" if h in ("test", NOTE) else "<td>" for h in header]
-        head = "".join(f"<th>{esc(h)}</th>" for h in header)
-        body = "".join(
-            f"<tr class=\"{'fail' if self._mark(i) == 'fail' else ''}\">"
-            + "".join(f"{td[j]}{esc(c)}</td>" for j, c in enumerate(row)) + "</tr>"
-            for i, row in enumerate(rows))
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        td = ["<td class=\"wrap\">" if h == "test" else "<td>" for h in self.header]
+        head = "".join(f"<th>{esc(h)}</th>" for h in self.header)
+        body = []
+        for i, row in enumerate(self.rows):
+            fail = "fail" if self._mark(i) == "fail" else ""
+            body.append(f"<tr class=\"{fail}\">" + "".join(f"{td[j]}{esc(c)}</td>" for j, c in enumerate(row)) + "</tr>")
+            note = self._note(i)
+            if note:
+                body.append(f"<tr class=\"note {fail}\"><td></td><td class=\"wrap\" colspan=\"{len(self.header) - 1}\">"
+                            f"{NOTE}: {esc(note)}</td></tr>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def markdown_cell(text: str) -> str:

@@ -243,7 +243,9 @@ def test_full_page_has_every_plot(tmp_path: Path) -> None:
     names = [NODE.format(v) for v in ("fp32", "int8", "pruned")]
     base_a = write_baseline(tmp_path / "a.json", {n: 1e-3 for n in names}, cpu="Alpha")
     base_b = write_baseline(tmp_path / "b.json", {n: 1.5e-3 for n in names}, cpu="Beta")
-    tests = [result(n, m, accuracy=acc, rows=[row("latency p50", "pass")])
+    why = dict(row("latency vs baseline", "unchanged", now=1.57e-3), baseline=1e-3, ratio=1.57, against="baseline",
+               stat="p10", reason="p10 level 1.570x: worse beyond the 5% tolerance but not significant")
+    tests = [result(n, m, accuracy=acc, rows=[row("latency p50", "pass"), why])
              for n, m, acc in zip(names, (1e-3, 0.6e-3, 0.5e-3), (0.90, 0.90, 0.85))]
     run = write_run(tmp_path / "run.json", tests, baseline=base_a)
     out = tmp_path / "out" / "report.html"
@@ -257,6 +259,10 @@ def test_full_page_has_every_plot(tmp_path: Path) -> None:
     assert "Reference: x86_64-alpha-2c-8gib (" in found["machines"] and "gated against" in found["machines"]
     assert "the reference across machines" in out.read_text().split("<nav>")[0]
     assert "int8" in found["pareto"] and "pruned" in found["pareto"]
+    # every "unchanged" row says why, under it, beside figures of the statistic it judged
+    assert "<td>latency vs baseline (p10)</td><td>1ms</td><td>1.00 ms/call</td><td>1.57 ms/call</td><td>1.57x</td>" \
+        in found["rows"]
+    assert found["rows"].count("why: p10 level 1.570x: worse beyond the 5% tolerance but not significant</td>") == 3
     assert "min" in found["users"]  # 0.6 ms x 100,000 users = 1 min
 
 
