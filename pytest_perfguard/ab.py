@@ -684,7 +684,8 @@ def _speed_row(speeds: tuple[list, list], tolerance: float) -> Callable[[float],
         verdict = "failed" if c.verdict == "insufficient" else c.verdict
         row = Check("speed of every test", f"±{tolerance:.0%}", c.head_value, "",
                     Verdict(verdict) if verdict != "failed" else Verdict.UNJUDGED, f"speed of every test {c.verdict}: {c.reason}", kind="speed",
-                    against="baseline", baseline=c.base_value, ratio=c.ratio, p_value=c.p_slower, alpha=share)
+                    against="baseline", stat="run speed", baseline=c.base_value, ratio=c.ratio, p_value=c.p_slower,
+                    alpha=share, reason=c.reason)
         return ABTest(TestResult(SPEED, (row,)), verdict, ABComparison.of_runs(c), (row.message,) if row.failed else ())
 
     return judged

@@ -102,10 +102,10 @@ def _check_absolute(lim: Limit, now: float, n_samples: int, unit: str) -> Check:
     if lim.metric == "latency" and lim.stat.startswith("p"):
         need = required_samples(float(lim.stat[1:]))
         if n_samples < need and ok:
+            why = f"{n_samples} samples cannot back a {lim.stat} claim (need >= {need})"
             return Check(label, lim.text, now, unit, Verdict.INSUFFICIENT,
-                         f"{label}: {n_samples} samples cannot back a {lim.stat} claim (need >= {need}); "
-                         "raise --perf-max-time or budget a lower percentile", kind=lim.metric, stat=lim.stat,
-                         ratio=ratio)
+                         f"{label}: {why}; raise --perf-max-time or budget a lower percentile", kind=lim.metric,
+                         stat=lim.stat, ratio=ratio, reason=why)
     shown_now, shown_lim = format_value(now, unit), format_value(lim.threshold, unit)
     if ok:
         return Check(label, lim.text, now, unit, Verdict.PASS, f"{label} {shown_now} {lim.op} budget {shown_lim}",
@@ -131,7 +131,8 @@ def evaluate(budget: Budget | None, m: Measurement | None, metrics: Mapping[str,
         now, missing = metric_value(lim.metric, lim.stat, m, metrics, clock)
         if now is None:
             rows.append(Check(lim.label, lim.text, None, unit, Verdict.ERROR,
-                              f"{lim.label} budget {lim.text!r} not checked: {missing}", kind=lim.metric, stat=lim.stat))
+                              f"{lim.label} budget {lim.text!r} not checked: {missing}", kind=lim.metric, stat=lim.stat,
+                              reason=missing))
         elif lim.relative:
             rows.append(Check(lim.label, lim.text, now, unit, Verdict.NO_BASELINE,
                               f"{lim.label} {format_value(now, unit)}: relative budget {lim.text!r} needs a baseline",

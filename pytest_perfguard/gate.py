@@ -55,11 +55,12 @@ class ABRuns:
 @dataclass(frozen=True)
 class LatencyDecision:
     """The pooled rounds' comparison, and the runs' when both sides come from several runs
-    (``perfguard ab``; else None). ``basis`` to ``reason`` are those of whichever decided."""
+    (``perfguard ab``; else None). ``basis`` to ``reason`` are those of whichever decided, and the
+    figures are of the statistic it judged: a row never shows medians beside the fastest rounds' ratio."""
 
     pooled: Comparison
     runs: RunComparison | None
-    basis: str  # "median" (pooled rounds) or "runs"
+    basis: str  # the statistic judged: "fastest rounds" or "median" (pooled rounds), or "run bests" (runs)
     base: float
     head: float
     ratio: float
@@ -76,20 +77,30 @@ def latency_decision(base: list[float], head: list[float], tolerance: float, run
     cmp = compare_samples(base, head, tolerance=tolerance, metric="latency", confidence=confidence)
     if runs is not None:
         r = runs.stopped or compare_runs(runs.base, runs.head, tolerance=tolerance, confidence=confidence)
-        return LatencyDecision(cmp, r, "runs", r.base_value, r.head_value, r.ratio, r.ci_low, r.ci_high,
+        return LatencyDecision(cmp, r, RUN_BESTS, r.base_value, r.head_value, r.ratio, r.ci_low, r.ci_high,
                                r.verdict, r.reason)
+    if cmp.statistic == "robust" and cmp.verdict != "insufficient":  # judged on the fastest rounds
+        return LatencyDecision(cmp, None, FASTEST_ROUNDS, cmp.base_best, cmp.head_best, cmp.best_ratio,
+                               cmp.best_ci_low, cmp.best_ci_high, cmp.verdict, cmp.reason)
     return LatencyDecision(cmp, None, "median", cmp.base_median, cmp.head_median, cmp.ratio, cmp.ci_low,
                            cmp.ci_high, cmp.verdict, cmp.reason)
+
+
+FASTEST_ROUNDS = "fastest rounds"  # decide.compare_samples: each side's fastest 5 % of rounds (the best under 40)
+RUN_BESTS = "run bests"  # runs.compare_runs: the fastest third of each side's per-run best rounds
+RUN_LEVEL = "p10"  # runnoise.compare_latency: each run's 10th percentile of its rounds
 
 
 def unjudged(kind: str, label: str, budget_text: str, unit: str, why: str, now: float | None = None) -> Check:
     """A check the gate could not make: it fails the test (never a silent pass)."""
     return Check(label, budget_text, now, unit, Verdict.UNJUDGED, f"{label} not judged: {why}", kind=kind,
-                 against="baseline")
+                 against="baseline", reason=why)
 
 
+# No save command here: a row never suggests a save (after an "improved" one it would save a lucky run);
+# the summary says how to record more runs (``session.error_budget_notes``).
 ONE_RUN = ("the baseline holds one run per test, so the run-to-run noise of this machine is not modelled and "
-           "this check can false-fail: record 5 or more runs (`pytest --perf --perf-save`, once per run)")
+           "this check can false-fail")
 
 
 def _confidence(alpha: float | None) -> float:
@@ -103,8 +114,8 @@ def _run_row(kind: str, label: str, budget_text: str, t: RunTest, unit: str) -> 
     word = {"regressed": " regressed:", "improved": " improved:"}.get(t.verdict, "")
     mde = t.mde if unit != "B" else (t.mde / t.base if t.base > 0 else None)
     return Check(label, budget_text, t.head, unit, Verdict(t.verdict), f"{label}{word} {shown}", kind=kind, against="baseline",
-                 baseline=t.base, ratio=t.ratio, p_value=t.p_better if t.verdict == "improved" else t.p_worse,
-                 alpha=t.alpha, mde=mde)
+                 stat=RUN_LEVEL if unit != "B" else "", baseline=t.base, ratio=t.ratio,
+                 p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=mde, reason=t.reason)
 
 
 def _latency_row(kind: str, label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
@@ -118,17 +129,17 @@ def _latency_row(kind: str, label: str, budget_text: str, base: list[float], hea
     d = latency_decision(base, head, tolerance, runs, _confidence(alpha))
     if d.verdict == "insufficient":
         return unjudged(kind, label, budget_text, unit, d.reason, d.pooled.head_median)
-    now_s, base_s = format_value(d.pooled.head_median, unit), format_value(d.pooled.base_median, unit)
+    now_s, base_s = format_value(d.head, unit), format_value(d.base, unit)
     caveat = f"; {ONE_RUN}" if saved is not None else ""
-    shown = f"{now_s} vs baseline {base_s} ({d.basis} {d.ratio:.2f}x [{d.ci_low:.2f}-{d.ci_high:.2f}]; {d.reason}{caveat})"
+    shown = f"{now_s} vs baseline {base_s} ({d.reason}{caveat})"  # the reason gives the ratio and its interval
     if d.verdict == "regressed":
         msg = f"{label} regressed: {shown}"
     elif d.verdict == "improved":
         msg = f"{label} improved: {shown}"  # no save suggestion: one run's improvement is not confirmed
     else:
         msg = f"{label} {shown}"
-    return Check(label, budget_text, d.pooled.head_median, unit, Verdict(d.verdict), msg, kind=kind, against="baseline",
-                 baseline=d.pooled.base_median, ratio=d.ratio, interval=(d.ci_low, d.ci_high), alpha=alpha)
+    return Check(label, budget_text, d.head, unit, Verdict(d.verdict), msg, kind=kind, against="baseline", stat=d.basis,
+                 baseline=d.base, ratio=d.ratio, interval=(d.ci_low, d.ci_high), alpha=alpha, reason=d.reason + caveat)
 
 
 def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha: float | None) -> Check:
@@ -145,7 +156,7 @@ def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha
     word = {"regressed": " regressed:", "improved": " improved:"}.get(c.verdict, "")
     return Check(lim.label, lim.text, c.head, unit, Verdict(c.verdict), f"{lim.label}{word} {shown}",
                  kind=lim.metric, stat=lim.stat, against="baseline", baseline=c.base, ratio=c.ratio,
-                 interval=(c.ci_low, c.ci_high), alpha=alpha)
+                 interval=(c.ci_low, c.ci_high), alpha=alpha, reason=c.reason)
 
 
 def _scalar_row(kind: str, label: str, budget_text: str, base: float, now: float, unit: str, *, higher_is_better: bool,
@@ -155,14 +166,21 @@ def _scalar_row(kind: str, label: str, budget_text: str, base: float, now: float
     limit = abs(base) * tolerance
     change_text = f"{ratio - 1:+.2%}" if unit == "instr" else f"{ratio:.2f}x"  # exact counts: small changes matter
     shown = f"{format_value(now, unit)} vs baseline {format_value(base, unit)} ({change_text})"
+    tol = f"the {tolerance:.1%} tolerance"
+    floored = f" and the {format_value(floor, unit)} floor" if floor else ""
     if change > limit and change > floor:
         return Check(label, budget_text, now, unit, Verdict.REGRESSED, f"{label} regressed: {shown}, beyond {tolerance:.1%}",
-                     kind=kind, against="baseline", baseline=base, ratio=ratio)
+                     kind=kind, against="baseline", baseline=base, ratio=ratio,
+                     reason=f"{change_text}: worse beyond {tol}{floored}")
     if -change > limit and -change > floor:
         return Check(label, budget_text, now, unit, Verdict.IMPROVED, f"{label} improved: {shown}",
-                     kind=kind, against="baseline", baseline=base, ratio=ratio)
+                     kind=kind, against="baseline", baseline=base, ratio=ratio,
+                     reason=f"{change_text}: better beyond {tol}{floored}")
+    why = (f"{change_text}: within {tol}" if abs(change) <= limit else
+           f"{change_text}: beyond {tol} but within the {format_value(floor, unit)} floor (a smaller change is below "
+           "what one number per run resolves)")
     return Check(label, budget_text, now, unit, Verdict.UNCHANGED, f"{label} {shown}", kind=kind, against="baseline",
-                 baseline=base, ratio=ratio)
+                 baseline=base, ratio=ratio, reason=why)
 
 
 _CLOCK_WORDS = {"wall": "wall time", "cpu": "CPU time"}
@@ -266,8 +284,9 @@ def _sampled_row(lim: Limit, base: Sampled, now: Sampled, note: str, alpha: floa
     word = {"regressed": " regressed:", "improved": " improved:"}.get(t.verdict, "")
     shown = f"{format_value(t.now, '')} vs baseline {format_value(t.base, '')} ({t.ratio:.3f}x; {t.reason}{note})"
     return Check(lim.label, lim.text, t.now, "", Verdict(t.verdict), f"{lim.label}{word} {shown}", kind=lim.metric,
-                 against="baseline", baseline=t.base, ratio=t.ratio,
-                 p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=t.mde)
+                 stat="mean", against="baseline", baseline=t.base, ratio=t.ratio,
+                 p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=t.mde,
+                 reason=t.reason + note)
 
 
 def _with_baseline(check: Check, entry: BaselineEntry, clock: str) -> Check:

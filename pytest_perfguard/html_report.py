@@ -34,7 +34,10 @@ from .report_data import (
     as_dict,
     as_number,
     baseline_for,
+    Reference,
+    same_file,
     budget_ranges,
+    choose_reference,
     cross_machine,
     load_baselines,
     load_runs,
@@ -120,22 +123,27 @@ def pareto_section(runs: Sequence[Run]) -> str:
 
 
 def projection_section(runs: Sequence[Run]) -> str:
-    intro = ("Median latency per call (per item for tests measured per item) times N: the time N users "
-             "served one after another would take in total. Concurrency divides it; queueing does not.")
-    found = projections(runs)
+    intro = ("Median latency per call times N: the time N users served one after another would take in total, "
+             "one call per user. Concurrency divides it; queueing does not. Tests timed per item are left out: "
+             "an item (a counter increment, one image of a batch) is not what a user asks for.")
+    found, per_item = projections(runs)
+    left_out = empty(f"Left out, timed per item: {', '.join(per_item)}.") if per_item else ""
     if not found:
-        return section("users", "Latency at scale", intro, empty("No test in these runs has a median latency."))
+        return section("users", "Latency at scale", intro,
+                       empty("No test in these runs has a median latency per call.") + left_out)
     labels = [plot_label(p.nodeid, p.run if len(runs) > 1 else "") for p in found]
     png = plots.projection_png([(label, p.totals) for label, p in zip(labels, found)])
     header = (["run"] if len(runs) > 1 else []) + ["test", "median"] + [f"{n:,} users" for n in USERS]
     rows = [([p.run] if len(runs) > 1 else []) + [p.nodeid, f"{format_duration(p.median)}/{p.unit}"]
             + [format_duration(p.totals[n]) for n in USERS] for p in found]
-    return section("users", "Latency at scale", intro, image(png, "latency at scale") + Table(header, rows).html())
+    return section("users", "Latency at scale", intro,
+                   image(png, "latency at scale") + Table(header, rows).html() + left_out)
 
 
 def memory_section(runs: Sequence[Run], extra: Sequence[Baseline]) -> str:
     intro = ("Growth of peak resident memory (RSS) over each test's measured region, native allocations "
-             "included. vmhwm: the kernel's peak-RSS counter, reset before the region; sampling: a 1 ms poller.")
+             "included, on a log scale so that a few KiB stay visible beside hundreds of MiB; each bar notes its "
+             "value. vmhwm: the kernel's peak-RSS counter, reset before the region; sampling: a 1 ms poller.")
     bars = [bar for run in runs for t in run.tests for bar in memory_bars(label_in(run, runs, t["nodeid"]), t,
                                                                              baseline_for(run, t["nodeid"], extra))]
     if not bars:
@@ -157,12 +165,15 @@ def memory_bars(name: str, t: dict[str, Any], found: tuple[Baseline, BaselineEnt
     return bars + [Bar(name, now, note + (f", GPU {format_value(gpu, 'B')}" if gpu is not None else ""), "now")]
 
 
-def cross_machine_section(baselines: Sequence[Baseline]) -> str:
-    intro = ("Per test common to the first baseline file and another: its median latency there over its median "
-             "on the first machine. The dashed lines are the geometric means, the fair average of ratios.")
-    result = cross_machine(baselines)
+def cross_machine_section(baselines: Sequence[Baseline], reference: Reference | str) -> str:
+    intro = ("Per test common to the reference baseline file and another: its median latency there over its "
+             "median on the reference machine; each bar runs from 1x. The dashed lines are the geometric means, "
+             "the fair average of ratios.")
+    result = cross_machine(baselines, reference)
     if isinstance(result, str):
         return section("machines", "Across machines", intro, empty(result))
+    assert isinstance(reference, Reference)
+    intro += f" Reference: {result.reference} ({reference.baseline.path}), {reference.why}."
     means = result.geomeans()
     bars = [Bar(plot_label(n), r, f"{r:.2f}x", m) for m, ratios in result.ratios.items() for n, r in ratios.items()]
     rows = [[m, str(len(result.ratios[m])), f"{g:.3f}x"] for m, g in means.items()]
@@ -176,7 +187,8 @@ def rows_section(runs: Sequence[Run]) -> str:
     rows = checks_table(((nodeid, checks) for _, nodeid, checks in tests), _ROW_KEYS)
     if len(runs) > 1:  # the run's name beside each test's first row
         labels = [run.label if i == 0 else "" for run, _, checks in tests for i in range(len(checks))]
-        rows = Table(["run", *rows.header], [[label, *row] for label, row in zip(labels, rows.rows)], rows.marks)
+        rows = Table(["run", *rows.header], [[label, *row] for label, row in zip(labels, rows.rows)], rows.marks,
+                     rows.notes)
     body = rows.html() if rows else empty("These runs have no rows (no test had a budget).")
     failures = [f"{nodeid}: {c.message}" for _, nodeid, checks in tests for c in checks if c.failed]
     if failures:
@@ -188,7 +200,8 @@ _ROW_KEYS = ["metric", "budget", "baseline", "now", "ratio", "verdict"]
 _FAILING = {str(v) for v in Verdict if v.failed}
 
 
-def header(runs: Sequence[Run], baselines: Sequence[Baseline], generated: str) -> str:
+def header(runs: Sequence[Run], baselines: Sequence[Baseline], generated: str,
+           reference: Reference | str | None = None) -> str:
     counts = verdict_counts(runs)
     chips = " ".join(f"<span class=\"chip{' fail' if v in _FAILING else ''}\">{esc(v)}: {n}</span>"
                      for v, n in sorted(counts.items(), key=lambda kv: (kv[0] not in _FAILING, kv[0])))
@@ -199,7 +212,10 @@ def header(runs: Sequence[Run], baselines: Sequence[Baseline], generated: str) -
         note = f"; baseline {run.baseline.path}" if run.baseline else f"; {run.note}"
         lines.append(f"run {run.label}: created {run.doc.get('created', '?')} on "
                      f"{run.doc.get('machine_slug') or 'an unknown machine'}, Python {run.doc.get('python', '?')}{note}")
-    lines += [f"--baseline {b.path} ({label}, updated {b.updated})" for b, label in zip(baselines, machine_labels(baselines))]
+    ref = reference.baseline if isinstance(reference, Reference) else None
+    lines += [f"--baseline {b.path} ({label}, updated {b.updated}"
+              + (f"; the reference across machines: {reference.why})" if b is ref and isinstance(reference, Reference)
+                 else ")") for b, label in zip(baselines, machine_labels(baselines))]
     items = "".join(f"<li>{esc(line)}</li>" for line in lines)
     # what the gate could not judge comes first: such a run failed, whatever the rows say
     problems = [f"{kind}: {text}" for run in runs for kind, key in (("ERROR", "gate_errors"), ("WARNING", "gate_warnings"))
@@ -222,23 +238,39 @@ img{max-width:100%;display:block} .empty{font-style:italic;color:#5b6475}
 table{border-collapse:collapse;width:100%;font-size:12.5px;margin-top:8px}
 th,td{border-bottom:1px solid #e3e6ec;padding:3px 6px;text-align:left;vertical-align:top;word-break:break-word}
 th{background:#eef1f5} td,th{white-space:nowrap} td.wrap{white-space:normal} tr.fail td{background:#fde2e1;color:#8a1c1c;font-weight:600}
+tr.note td{color:#5b6475;font-size:12px;padding-top:0;border-top:0} tr:has(+ tr.note) td{border-bottom:0} tr.note.fail td{font-weight:400}
 .chip{display:inline-block;padding:2px 9px;margin:2px 4px 2px 0;border-radius:11px;background:#e3eef9;font-weight:600}
 .chip.fail{background:#f9d4d2;color:#8a1c1c} .failures{color:#8a1c1c}
 nav a{margin-right:12px}
 """
 
 
-def render_report(runs: Sequence[Run], baselines: Sequence[Baseline], generated: str | None = None) -> str:
-    """The whole page as one string: inline CSS, PNGs as data URIs, no script, no external link."""
+def render_report(runs: Sequence[Run], baselines: Sequence[Baseline], generated: str | None = None,
+                  reference: Reference | str | None = None) -> str:
+    """The whole page as one string: inline CSS, PNGs as data URIs, no script, no external link.
+    ``reference``: of the cross-machine ratios (``report_data.choose_reference``; by default chosen
+    without a ``--reference`` and without this machine)."""
+    if reference is None:
+        reference = choose_reference(runs, baselines)
     generated = generated or _dt.datetime.now(_dt.UTC).strftime("generated %Y-%m-%d %H:%M UTC")
     nav = "".join(f"<a href=\"#{a}\">{esc(t)}</a>" for a, t in (
         ("latency", "latency"), ("pareto", "accuracy vs latency"), ("users", "at scale"),
         ("memory", "memory"), ("machines", "machines"), ("rows", "all rows")))
-    parts = [header(runs, baselines, generated), f"<nav>{nav}</nav>", distributions_section(runs, baselines),
+    parts = [header(runs, baselines, generated, reference), f"<nav>{nav}</nav>", distributions_section(runs, baselines),
              pareto_section(runs), projection_section(runs), memory_section(runs, baselines),
-             cross_machine_section(baselines), rows_section(runs)]
+             cross_machine_section(baselines, reference), rows_section(runs)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>perfguard report</title>"
             f"<style>{CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n")
+
+
+def this_machine() -> str | None:
+    """The slug of the machine writing the report (None when it cannot be fingerprinted)."""
+    from .machine import machine_fingerprint, machine_slug
+
+    try:
+        return machine_slug(machine_fingerprint())
+    except (OSError, ValueError, RuntimeError):
+        return None
 
 
 def require_matplotlib() -> None:
@@ -248,12 +280,18 @@ def require_matplotlib() -> None:
         raise ReportError(f"perfguard report draws with matplotlib, which is not installed: {INSTALL_HINT}") from None
 
 
-def write_report(run_paths: Sequence[Path], baseline_paths: Sequence[Path], out: Path) -> str:
-    """Load, render and write the page atomically; returns a one-line summary."""
+def write_report(run_paths: Sequence[Path], baseline_paths: Sequence[Path], out: Path,
+                 reference: Path | None = None) -> str:
+    """Load, render and write the page atomically; returns a one-line summary. ``reference``: the baseline
+    file the other machines are compared with (added to the baselines when not among them); by default
+    the current machine's (``report_data.choose_reference``)."""
     require_matplotlib()
     runs = load_runs(run_paths)
-    baselines = load_baselines(baseline_paths)
-    page = render_report(runs, baselines)
+    paths = list(baseline_paths)
+    if reference is not None and not any(same_file(p, reference) for p in paths):
+        paths.append(reference)
+    baselines = load_baselines(paths)
+    page = render_report(runs, baselines, reference=choose_reference(runs, baselines, reference, this_machine()))
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

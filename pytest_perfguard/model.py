@@ -72,6 +72,7 @@ class Check:
     p_value: float | None = None  # one-sided, of a comparison that shares the run's error budget
     alpha: float | None = None  # that comparison's share of the budget (None: not such a comparison)
     mde: float | None = None  # the smallest change it could flag, relative to the baseline (0.25: 25 %)
+    reason: str = ""  # why the verdict, without the figures (``fastest rounds 1.07x (...): no change beyond ...``)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict(self.verdict))
@@ -85,7 +86,7 @@ class Check:
                 "now": self.now, "unit": self.unit, "verdict": str(self.verdict), "message": self.message,
                 "baseline": self.baseline, "ratio": self.ratio,
                 "interval": list(self.interval) if self.interval else None,
-                "p_value": self.p_value, "alpha": self.alpha, "mde": self.mde}
+                "p_value": self.p_value, "alpha": self.alpha, "mde": self.mde, "reason": self.reason}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Check:
@@ -98,7 +99,8 @@ class Check:
                    stat=str(d.get("stat") or ""), against=str(d.get("against") or "budget"),
                    baseline=_finite(d.get("baseline")), ratio=_finite(d.get("ratio")),
                    interval=(low, high) if low is not None and high is not None else None,
-                   p_value=_finite(d.get("p_value")), alpha=_finite(d.get("alpha")), mde=_finite(d.get("mde")))
+                   p_value=_finite(d.get("p_value")), alpha=_finite(d.get("alpha")), mde=_finite(d.get("mde")),
+                   reason=str(d.get("reason") or ""))
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 from .units import format_duration, time_scale
 
-__all__ = ["Bar", "Panel", "Scatter", "cross_machine_png", "distributions_png", "memory_png",
-           "pareto_png", "projection_png"]
+__all__ = ["Bar", "Panel", "Scatter", "cross_machine_figure", "cross_machine_png", "distributions_png", "memory_figure",
+           "memory_png", "pareto_png", "projection_png"]
 
 WIDTH = 11.0  # inches: at DPI, about the page's content width
 DPI = 96
@@ -27,7 +27,9 @@ COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA
 BASE_COLOR, NOW_COLOR = "#9DB4D3", "#DD8452"
 TIME_TICKS = [10.0 ** e for e in range(-9, 1)] + [10.0, 60.0, 600.0, 3600.0, 36000.0, 86400.0, 864000.0]
 FINE_TIME_TICKS = [m * 10.0 ** e for e in range(-9, 3) for m in (1, 2, 5)]
-RATIO_TICKS = [0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0]
+RATIO_TICKS = [0.05, 0.1, 0.2, 0.25, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0]
+COARSE_RATIO_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]  # over wide ranges
+MEMORY_TICKS = [2.0 ** e for e in range(0, 50, 5)]  # 1 B, 32 B, 1 KiB, 32 KiB, 1 MiB, 32 MiB, 1 GiB, ...
 
 
 @dataclass
@@ -190,15 +192,17 @@ def _pareto_plane(ax: Any, plane: Scatter, title_width: int) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
-def _bars(ax: Any, bars: Sequence[Bar], colors: dict[str, str]) -> None:
-    """Horizontal bars, grouped by ``Bar.group`` (one colour each, in the order of ``colors``)."""
+def _bars(ax: Any, bars: Sequence[Bar], colors: dict[str, str], start: float = 0.0) -> None:
+    """Horizontal bars from ``start`` to each value, grouped by ``Bar.group`` (one colour each, in the
+    order of ``colors``)."""
     labels = list(dict.fromkeys(b.label for b in bars))
     groups = list(colors)
     height = 0.8 / len(groups)
     for g, group in enumerate(groups):
         mine = [b for b in bars if b.group == group]
         ys = [labels.index(b.label) + (g - (len(groups) - 1) / 2) * height for b in mine]
-        ax.barh(ys, [b.value for b in mine], height=height * 0.9, color=colors[group], label=group or None)
+        ax.barh(ys, [b.value - start for b in mine], left=start, height=height * 0.9, color=colors[group],
+                label=group or None)
         for y, b in zip(ys, mine):
             if b.note:
                 ax.annotate(text(b.note, 40), (b.value, y), xytext=(3, 0), textcoords="offset points",
@@ -238,7 +242,7 @@ def projection_png(rows: Sequence[tuple[str, dict[int, float]]]) -> str:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([text(label, 60) for label, _ in rows], fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.7)
-    ax.set_xlabel("total time = median latency x users, served one after another (log scale)", fontsize=8)
+    ax.set_xlabel("total time = median latency per call x users, served one after another (log scale)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.4)
     _legend(ax)
@@ -246,39 +250,65 @@ def projection_png(rows: Sequence[tuple[str, dict[int, float]]]) -> str:
 
 
 def memory_png(bars: Sequence[Bar]) -> str:
-    """Peak RSS growth per test in MiB (baseline and now), each bar noting its mechanism."""
+    return _data_uri(memory_figure(bars))
+
+
+def memory_figure(bars: Sequence[Bar]) -> Any:
+    """Peak RSS growth per test (baseline and now) on a log scale, each bar noting its value and
+    mechanism: a few KiB stay visible beside hundreds of MiB (on a linear axis they vanish). The bars
+    start at a common floor below the smallest growth; a growth of 0 B or less draws no bar, only its note."""
     labels = {b.label for b in bars}
     groups = {b.group for b in bars}
     fig = _figure(_height(len(labels), 0.25 * len(groups) + 0.1))
     ax = fig.subplots()
-    scaled = [Bar(b.label, b.value / 2**20, b.note, b.group) for b in bars]
-    _bars(ax, scaled, {g: (NOW_COLOR if g == "now" else BASE_COLOR) for g in sorted(groups)})
-    ax.set_xlim(0, max(b.value for b in scaled) * 1.35 or 1.0)
-    ax.set_xlabel("peak RSS growth over the measured region (MiB)", fontsize=8)
+    ax.set_xscale("log")
+    positive = [b.value for b in bars if b.value > 0] or [1.0]
+    floor = 2.0 ** (math.floor(math.log2(min(positive))) - 3)  # a power of two, 8x to 16x below the smallest
+    drawn = [Bar(b.label, max(b.value, floor), b.note, b.group) for b in bars]
+    _bars(ax, drawn, {g: (NOW_COLOR if g == "now" else BASE_COLOR) for g in sorted(groups)}, start=floor)
+    hi = max(positive) * 4  # room for the notes
+    ax.set_xlim(floor, hi)
+    _fixed_ticks(ax, MEMORY_TICKS, floor, hi, _bytes_tick)
+    ax.set_xlabel("peak RSS growth over the measured region (log scale)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
     _legend(ax)
-    return _data_uri(fig)
+    return fig
+
+
+def _bytes_tick(x: float) -> str:
+    """``32 KiB``: a tick of the memory axis (``units.format_value`` keeps two decimals: ``32.00 KiB``)."""
+    for unit, k in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if x >= 2**k:
+            return f"{x / 2**k:g} {unit}"
+    return f"{x:g} B"
 
 
 def cross_machine_png(bars: Sequence[Bar], geomeans: dict[str, float], reference: str) -> str:
-    """Median latency ratio per test vs the reference machine (log scale), geometric means dashed."""
+    return _data_uri(cross_machine_figure(bars, geomeans, reference))
+
+
+def cross_machine_figure(bars: Sequence[Bar], geomeans: dict[str, float], reference: str) -> Any:
+    """Median latency ratio per test vs the reference machine, geometric means dashed. Each bar runs from
+    1x (the reference) to its ratio, on a log axis centred on 1x: 2x slower and 2x faster are as long."""
     labels = {b.label for b in bars}
     groups = {b.group for b in bars}
     fig = _figure(_height(len(labels), 0.25 * len(groups) + 0.1) + 0.3 * len(groups))
     ax = fig.subplots()
     colors = _colors(bars)
-    _bars(ax, bars, colors)
     ax.set_xscale("log")
-    values = [b.value for b in bars] + list(geomeans.values()) + [1.0]
-    lo, hi = min(values) / 1.4, max(values) * 1.6
+    _bars(ax, bars, colors, start=1.0)
+    values = [b.value for b in bars] + list(geomeans.values())
+    reach = max([abs(math.log(v)) for v in values if v > 0] + [math.log(1.1)]) * 1.4  # room for the notes
+    lo, hi = math.exp(-reach), math.exp(reach)
     ax.set_xlim(lo, hi)
     ax.axvline(1.0, color="black", linewidth=1)
     for group, g in geomeans.items():
         ax.axvline(g, color=colors[group], linestyle="--", linewidth=1.5, label=f"geometric mean: {g:.2f}x")
-    _fixed_ticks(ax, RATIO_TICKS, lo, hi, lambda x: f"{x:g}x")
-    ax.set_xlabel(f"median latency / median on {text(reference, 50)} (log scale; < 1x: faster)", fontsize=8)
+    _fixed_ticks(ax, RATIO_TICKS if hi / lo < 30 else COARSE_RATIO_TICKS, lo, hi, lambda x: f"{x:g}x")
+    ax.set_xlabel(f"median latency / median on the reference ({text(reference, 60)})\n"
+                  "log scale centred on 1x: < 1x is faster than the reference", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
     _legend(ax, below=True)
-    return _data_uri(fig)
+    return fig

@@ -22,16 +22,22 @@ __all__ = ["JSON_FORMAT", "cell", "check_mark", "checks_table", "summary_table",
 
 # History of the --perf-json format:
 # 1: first version (tests with rows, measurement summary + bounded samples, metrics, budgets).
-#    Added since, readable by older versions: each row's "kind", "stat", "against" and "interval".
+#    Added since, readable by older versions: each row's "kind", "stat", "against", "interval" and "reason"
+#    (why the verdict; "now", "baseline" and "ratio" are of the statistic "stat" it judged).
 JSON_FORMAT = 1
 
 _NOTABLE = (Verdict.UNJUDGED, Verdict.REGRESSED, Verdict.IMPROVED)
 
 
 def cell(check: Check, key: str) -> str:
-    """One cell of a check as shown in every table: values in the check's unit, ratio as ``1.23x``."""
+    """One cell of a check as shown in every table: values in the check's unit, ratio as ``1.23x``.
+
+    A comparison's metric names the statistic it judged (``latency vs baseline (fastest rounds)``): its
+    now, baseline and ratio are all of that statistic. A budget's ratio is now over the budget, and says so.
+    """
     if key == "metric":
-        return check.label
+        named = bool(check.stat) and check.against == "baseline" and check.stat not in check.label
+        return f"{check.label} ({check.stat})" if named else check.label
     if key == "verdict":
         return str(check.verdict)
     value = getattr(check, key)
@@ -41,7 +47,8 @@ def cell(check: Check, key: str) -> str:
         if value is None:
             return ""
         exact = check.unit == "instr" and 0.9 < value < 1.1  # exact counts: a 0.3 % change is one
-        return f"{value:.4f}x" if exact else f"{value:.2f}x"
+        shown = f"{value:.4f}x" if exact else f"{value:.2f}x"
+        return shown if check.against == "baseline" else f"{shown} of budget"
     if key == "mde":
         return f"±{value:.0%}" if value is not None else ""
     return "" if value is None else str(value)
@@ -56,13 +63,15 @@ _HEADINGS = {"mde": "could flag"}
 
 
 def checks_table(tests: Iterable[tuple[str, Sequence[Check]]], keys: list[str]) -> Table:
-    """One row per check of each (test name, its checks); the name on the test's first row only."""
-    rows, marks = [], []
+    """One row per check of each (test name, its checks); the name on the test's first row only; each
+    row's note is its check's reason (why "unchanged" beside a large ratio, why "improved")."""
+    rows, marks, notes = [], [], []
     for name, checks in tests:
         for i, check in enumerate(checks):
             rows.append([name if i == 0 else ""] + [cell(check, k) for k in keys])
             marks.append(check_mark(check))
-    return Table(["test", *(_HEADINGS.get(k, k) for k in keys)], rows, marks)
+            notes.append(check.reason)
+    return Table(["test", *(_HEADINGS.get(k, k) for k in keys)], rows, marks, notes)
 
 
 def summary_table(results: Iterable[TestResult], with_baseline: bool = False) -> list[str]:

@@ -252,7 +252,7 @@ def budget_ranges(front: Sequence[Point]) -> list[tuple[Point, float, float | No
 
 @dataclass
 class Projection:
-    """Median latency times N: the time N users served one after another would take."""
+    """Median latency per call times N: the time N users served one after another would take."""
 
     run: str
     nodeid: str
@@ -261,19 +261,25 @@ class Projection:
     totals: dict[int, float]
 
 
-def projections(runs: Sequence[Run], users: Sequence[int] = USERS) -> list[Projection]:
-    out = []
+def projections(runs: Sequence[Run], users: Sequence[int] = USERS) -> tuple[list[Projection], list[str]]:
+    """The projections of the tests timed per call, and the node ids of those timed per item, left out:
+    a call is what one user asks for, an item (a counter increment, one image of a batch) is not."""
+    out, per_item = [], []
     for run in runs:
         for t in run.tests:
             m = median_of(t)
-            if m is not None and m > 0:
-                out.append(Projection(run.label, t["nodeid"], unit_of(t), m, {n: m * n for n in users}))
-    return out
+            if m is None or m <= 0:
+                continue
+            if unit_of(t) != "call":
+                per_item.append(t["nodeid"])
+                continue
+            out.append(Projection(run.label, t["nodeid"], unit_of(t), m, {n: m * n for n in users}))
+    return out, list(dict.fromkeys(per_item))
 
 
 @dataclass
 class CrossMachine:
-    """Per machine (after the first), per common test: median latency / the first machine's."""
+    """Per other machine, per test it shares with the reference: median latency / the reference's."""
 
     reference: str
     ratios: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -282,21 +288,74 @@ class CrossMachine:
         return {m: geometric_mean(list(r.values())) for m, r in self.ratios.items() if r}
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The baseline file the other machines are compared with, and why it is that one."""
+
+    baseline: Baseline
+    why: str
+
+
 def machine_labels(baselines: Sequence[Baseline]) -> list[str]:
     """Machine slugs, with the file name added where two files share a slug."""
     slugs = [slug_of(b) for b in baselines]
     return [s if slugs.count(s) == 1 else f"{s} ({b.path.name})" for s, b in zip(slugs, baselines)]
 
 
-def cross_machine(baselines: Sequence[Baseline]) -> CrossMachine | str:
-    """Ratios vs the first baseline, or the one line that says why there are none."""
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _names(b: Baseline) -> set[str]:
+    """What a run or a machine may call a baseline file: its machine slug, or its file name's stem
+    (``--perf-machine NAME`` names the file)."""
+    return {slug_of(b), b.path.stem}
+
+
+def choose_reference(runs: Sequence[Run], baselines: Sequence[Baseline], named: Path | None = None,
+                     here: str | None = None) -> Reference | str:
+    """The reference of the cross-machine ratios, never the alphabetically first file: the file named by
+    ``--reference``; else the current machine's: the file a run was gated against, else the one of a
+    run's machine, else the one of the machine writing the report (``here``, its slug). Else the one
+    line that says to name one."""
+    if named is not None:
+        for b in baselines:
+            if same_file(b.path, named):
+                return Reference(b, "named with --reference")
+        raise ReportError(f"--reference {named}: not one of the --baseline files")
+    for run in runs:
+        for b in baselines:
+            if run.baseline is not None and same_file(b.path, run.baseline.path):
+                return Reference(b, f"the baseline {run.label} was gated against (its machine)")
+    for run in runs:
+        slug = run.doc.get("machine_slug")
+        for b in baselines:
+            if isinstance(slug, str) and slug in _names(b):
+                return Reference(b, f"the machine {run.label} ran on")
+    for b in baselines:
+        if here is not None and here in _names(b):
+            return Reference(b, "the machine that wrote this report")
+    return ("None of the --baseline files is this machine's or the runs' machine's, so no reference is implied: "
+            "name one with --reference FILE.")
+
+
+def cross_machine(baselines: Sequence[Baseline], reference: Reference | str) -> CrossMachine | str:
+    """Ratios vs the reference, or the one line that says why there are none."""
     if len(baselines) < 2:
         return (f"Needs baselines of at least two machines (--baseline a.json --baseline b.json); "
                 f"got {len(baselines)}.")
+    if isinstance(reference, str):
+        return reference
     labels = machine_labels(baselines)
-    ref = baselines[0]
-    result = CrossMachine(labels[0])
-    for label, b in zip(labels[1:], baselines[1:]):
+    ref = reference.baseline
+    at = next(i for i, b in enumerate(baselines) if b is ref)
+    result = CrossMachine(labels[at])
+    for label, b in zip(labels, baselines):
+        if b is ref:
+            continue
         for nodeid in sorted(set(ref.entries) & set(b.entries)):
             e0, e1 = ref.entry(nodeid), b.entry(nodeid)
             if e0 is None or e1 is None:
@@ -305,7 +364,7 @@ def cross_machine(baselines: Sequence[Baseline]) -> CrossMachine | str:
             if m0 and m1 and m0 > 0 and m1 > 0 and e0.unit == e1.unit:
                 result.ratios.setdefault(label, {})[nodeid] = m1 / m0
     if not result.ratios:
-        return f"No test has a latency median in {labels[0]} and in another of the given baselines."
+        return f"No test has a latency median in {labels[at]} and in another of the given baselines."
     return result
 
 

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from .model import BaselineEntry
 
 __all__ = ["LEVEL_QUANTILE", "MAX_RUNS", "MEMORY_FLOOR", "MIN_TESTS", "PRIOR_DF", "ProcessOffset", "RunTest", "Spread", "SuiteModel",
-           "compare_latency", "compare_memory", "compare_speed", "latency_level"]
+           "compare_latency", "compare_memory", "compare_speed", "latency_level", "verdict_why"]
 
 LEVEL_QUANTILE = 0.1
 MAX_RUNS = 10
@@ -219,6 +219,23 @@ def verdict_of(p_worse: float, p_better: float, alpha: float, worse: bool, bette
     return "unchanged"
 
 
+def verdict_why(verdict: str, p_worse: float, p_better: float, alpha: float, worse: bool, better: bool,
+                limit: str, noise: str = "the spread of the saved runs") -> str:
+    """Why ``verdict_of`` said what it said, in words: the change against ``limit`` (``the 5 % tolerance``)
+    and its significance against ``alpha``. An "unchanged" beside a large ratio says it was not significant."""
+    if verdict == "regressed":
+        return f"worse beyond {limit}, significant at alpha {alpha:.2g}"
+    if verdict == "improved":
+        return f"better beyond {limit}, significant at alpha {alpha:.2g}"
+    if worse or better:
+        p = p_worse if worse else p_better
+        return (f"{'worse' if worse else 'better'} beyond {limit} but not significant (p={p:.2g} >= alpha {alpha:.2g}): "
+                f"within {noise}")
+    if p_worse < alpha or p_better < alpha:
+        return f"significantly {'worse' if p_worse < alpha else 'better'}, but within {limit}"
+    return f"within {limit}"
+
+
 def compare_latency(nodeid: str, head_samples: list[float], model: SuiteModel, process: ProcessOffset, *,
                     alpha: float, tolerance: float) -> RunTest | None:
     """The head run's latency level against the test's saved runs, this process's offset taken out
@@ -245,9 +262,12 @@ def compare_latency(nodeid: str, head_samples: list[float], model: SuiteModel, p
     p_worse, p_better, crit = one_sided_t(diff, predict + offset[1], df, alpha)
     ratio = math.exp(diff)
     mde = max(tolerance, math.exp(crit) - 1)
-    verdict = verdict_of(p_worse, p_better, alpha, ratio > 1 + tolerance, ratio < 1 - tolerance)
+    worse, better = ratio > 1 + tolerance, ratio < 1 - tolerance
+    verdict = verdict_of(p_worse, p_better, alpha, worse, better)
+    why = verdict_why(verdict, p_worse, p_better, alpha, worse, better, f"the {tolerance:.0%} tolerance")
     reason = (f"p10 level {ratio:.3f}x the mean of {len(runs.logs)} saved run(s), {how} (one-sided "
-              f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {df} df; could flag changes from +{mde:.0%})")
+              f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {df} df; could flag changes from +{mde:.0%}): "
+              f"{why}")
     base = math.exp(runs.mean + offset[0])
     return RunTest(base, head, ratio, p_worse, p_better, alpha, len(runs.logs), df, mde, verdict, reason)
 
@@ -263,11 +283,13 @@ def compare_speed(deviation: float, var: float, model: SuiteModel, *, alpha: flo
     p_worse, p_better, crit = one_sided_t(deviation, model.offsets.var * (1 + 1 / runs) + var, model.offsets.df, alpha)
     ratio = math.exp(deviation)
     mde = max(tolerance, math.exp(crit) - 1)
-    verdict = verdict_of(p_worse, p_better, alpha, ratio > 1 + tolerance, ratio < 1 - tolerance)
+    worse, better = ratio > 1 + tolerance, ratio < 1 - tolerance
+    verdict = verdict_of(p_worse, p_better, alpha, worse, better)
+    why = verdict_why(verdict, p_worse, p_better, alpha, worse, better, f"the {tolerance:.0%} tolerance")
     reason = (f"its tests ran {ratio:.3f}x as long as in the {runs} saved runs, taken together (one-sided "
               f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {model.offsets.df} df; could flag changes "
-              f"from +{mde:.0%}): a slower machine, or a change that slows every test alike; stored baselines cannot "
-              "tell which, `perfguard ab` can")
+              f"from +{mde:.0%}): {why}; a slower machine, or a change that slows every test alike; stored "
+              "baselines cannot tell which, `perfguard ab` can")
     return RunTest(1.0, ratio, ratio, p_worse, p_better, alpha, runs, model.offsets.df, mde, verdict, reason)
 
 
@@ -290,7 +312,9 @@ def compare_memory(nodeid: str, head: float, model: SuiteModel, *, alpha: float,
     ratio = head / base if base else (1.0 if head == base else math.inf)
     mde = max(limit, crit)
     verdict = verdict_of(p_worse, p_better, alpha, diff > limit, -diff > limit)
+    why = verdict_why(verdict, p_worse, p_better, alpha, diff > limit, -diff > limit,
+                      f"{format_value(limit, 'B')} (the {tolerance:.0%} tolerance, at least {format_value(MEMORY_FLOOR, 'B')})")
     reason = (f"{format_value(diff, 'B')} from the mean of {len(runs.memory)} saved run(s) (one-sided "
               f"p={min(p_worse, p_better):.2g}, alpha {alpha:.2g}, t with {df} df; could flag changes from "
-              f"{format_value(mde, 'B')})")
+              f"{format_value(mde, 'B')}): {why}")
     return RunTest(base, head, ratio, p_worse, p_better, alpha, len(runs.memory), df, mde, verdict, reason)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .runnoise import one_sided_t, verdict_of
+from .runnoise import one_sided_t, verdict_of, verdict_why
 
 MIN_ITEMS = 2
 
@@ -102,6 +102,8 @@ def compare_sampled(base: Sampled, now: Sampled, *, tolerance: float, higher_is_
     mde = max(limit, crit) / abs(base.mean) if base.mean else None
     verdict = verdict_of(p_worse, p_better, alpha, worse > limit, -worse > limit)
     could = f"; could flag changes from {mde:.1%}" if mde is not None else ""
+    why = verdict_why(verdict, p_worse, p_better, alpha, worse > limit, -worse > limit, f"the {tolerance:.1%} tolerance",
+                      "the items' sampling error")
     reason = (f"means of {base.n:,} and {now.n:,} items (one-sided p={min(p_worse, p_better):.2g}, alpha "
-              f"{alpha:.2g}, Welch t with {df} df{could})")
+              f"{alpha:.2g}, Welch t with {df} df{could}): {why}")
     return MetricTest(base.mean, now.mean, ratio, p_worse, p_better, alpha, mde, verdict, reason)

@@ -48,12 +48,9 @@ class Session:
         if self.options.warn_only and baseline.error:  # the opt-out covers a bad file, not a required one
             self.gate_warnings, self.gate_errors = self.gate_errors, []
         self.notes.extend(_baseline_notes(baseline, self.options.save))
-        if self.options.instructions:  # and the reference workload's timing under callgrind means nothing
+        if self.options.instructions:
             self.notes.append("regions counted in instructions under valgrind's callgrind: nothing was timed "
                               "(latency, throughput and memory budgets are left to a timed run)")
-        drift = baseline.drift() if baseline.baseline and not self.options.instructions else None
-        if drift:
-            self.notes.append(f"drift: {drift}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "perfguard", None)
@@ -154,7 +151,7 @@ def _speed_result(check: RunTest, tolerance: float) -> TestResult:
     """A process's speed check as a result of its own, so that the reports count its regression."""
     row = Check("the run's speed", f"±{tolerance:.0%}", check.head, "", Verdict(check.verdict),
                 f"the run's speed {check.verdict}: {check.reason}", kind="speed", against="baseline", baseline=1.0,
-                ratio=check.ratio, p_value=check.p_worse, alpha=check.alpha, mde=check.mde)
+                ratio=check.ratio, p_value=check.p_worse, alpha=check.alpha, mde=check.mde, reason=check.reason)
     return TestResult("(every test: the speed of this process)", (row,), outcome="failed" if row.failed else "passed")
 
 
@@ -169,8 +166,13 @@ def error_budget_notes(results: list[TestResult], alpha: float, processes: int =
              "budget (--perf-alpha): each fails only when significant at its share and beyond its tolerance"]
     one_run = len({nodeid for nodeid, c in shared if ONE_RUN in c.message})
     if one_run:
+        improved = len({nodeid for nodeid, c in shared if c.verdict == Verdict.IMPROVED and ONE_RUN in c.message})
+        # a save suggestion only follows a confirmed improvement: one run's "improved" may be a lucky run
+        advice = (f"{improved} of them improved, which one run cannot confirm: `perfguard ab REV` judges a change "
+                  "against the code before it, in the same job" if improved else
+                  "record 5 or more runs (`pytest --perf --perf-save`, once per run)")
         notes.append(f"{one_run} test(s) were compared with a baseline of one run per test: run-to-run noise is not "
-                     "modelled, so they can false-fail; record 5 or more runs (`pytest --perf --perf-save`, once per run)")
+                     f"modelled, so they can false-fail; {advice}")
     return notes
 
 

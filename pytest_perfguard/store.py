@@ -1,4 +1,4 @@
-"""This run's baseline: which file, what it holds, drift since it was saved, saving (no pytest)."""
+"""This run's baseline: which file, what it holds, saving (no pytest)."""
 
 from __future__ import annotations
 
@@ -98,22 +98,6 @@ class RunBaseline:
                                  f"is required (--perf-require-baseline). Fix: record it with `pytest '{nodeid}' "
                                  "--perf --perf-save` and commit the file."))
         return rows
-
-    def drift(self) -> str | None:
-        """Time the reference workload now and compare with the score saved with the baseline."""
-        saved = (self.baseline.speed or {}) if self.baseline else {}
-        if not saved.get("score"):
-            return None
-        now = speed_score()
-        if now.get("workload") != saved.get("workload"):
-            return None
-        ratio = now["score"] / saved["score"]
-        if ratio < 0.9:
-            return (f"this machine runs the reference workload {1 / ratio:.2f}x slower than when the baseline was "
-                    "saved (busy neighbours or a lower clock): expect every test to look slower")
-        if ratio > 1.1:
-            return f"this machine runs the reference workload {ratio:.2f}x faster than when the baseline was saved"
-        return f"reference workload speed {ratio:.2f}x of the baseline's: the machine looks as it was"
 
     def save(self, results: list[TestResult], rootdir: Path) -> str:
         """Merge measured tests into the file; returns a summary line. Raises BaselineError."""

@@ -64,8 +64,8 @@ def test_save_then_gate_unchanged_regressed_improved(pytester):
     slower = run(pytester, scale="1.10")
     slower.assert_outcomes(failed=1)
     slower.stdout.re_match_lines([r"^latency vs baseline regressed: 11\.\d\d ms/call vs baseline 10\.\d\d ms/call "
-                                  r"\(median 1\.10x \[1\.\d\d-1\.\d\d\]; fastest rounds 1\.100x .*5 % tolerance; "
-                                  r"the baseline holds one run per test.*\)$"])
+                                  r"\(fastest rounds 1\.100x \(98 % CI 1\.\d+-1\.\d+, p=.*\): worse beyond the 5 % "
+                                  r"tolerance; the baseline holds one run per test.*\)$"])
 
     faster = run(pytester, scale="0.8")
     faster.assert_outcomes(passed=1)
@@ -305,6 +305,9 @@ def test_cli_compare_reports_ratio_ci_geomean_and_exit_code(tmp_path, capsys):
     assert cli_main(["compare", a, b]) == 0
     out = capsys.readouterr().out
     assert "1.25x" in out and "regressed" in out and "geometric mean B/A over 2 tests: 1.250x" in out
+    # the figures are the fastest rounds the verdict judged (10.00 ms; the medians are 10.30 ms), and it says why
+    assert "A fastest" in out and "10.00 ms/call  12.50 ms/call  1.25x" in out and "10.30 ms" not in out
+    assert "why: fastest rounds 1.250x" in out
     assert "only in A: t::only_a" in out and "only in B: t::only_b" in out
     assert "speed score 100.0" in out
     assert cli_main(["compare", a, b, "--fail-on-regression"]) == 1

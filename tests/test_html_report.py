@@ -13,13 +13,17 @@ import pytest
 
 from pytest_perfguard.cli import main
 from pytest_perfguard.html_report import render_report
+from pytest_perfguard.plots import Bar, cross_machine_figure, memory_figure
 from pytest_perfguard.units import format_duration
 from pytest_perfguard.report_data import (
     Point,
+    Reference,
+    ReportError,
     Run,
     accuracy_points,
     baseline_for,
     budget_ranges,
+    choose_reference,
     cross_machine,
     load_baselines,
     load_runs,
@@ -105,13 +109,18 @@ def test_format_duration_picks_human_units() -> None:
     assert format_duration(2 * 3600) == "2 h"
 
 
-def test_projections_are_median_times_users(tmp_path: Path) -> None:
-    path = write_run(tmp_path / "run.json", [result(NODE.format("a"), 0.002, unit="item")])
-    (p,) = projections(load_runs([path]))
-    assert p.unit == "item"
+def test_projections_are_median_per_call_times_users(tmp_path: Path) -> None:
+    """A call is what a user asks for; an item (a counter increment) is not: per-item tests are left out."""
+    path = write_run(tmp_path / "run.json", [result(NODE.format("a"), 0.002),
+                                             result("t.py::test_counter", 3e-7, unit="item")])
+    (p,), per_item = projections(load_runs([path]))
+    assert p.unit == "call" and per_item == ["t.py::test_counter"]
     assert p.totals[100] == pytest.approx(100 * p.median)
     assert p.totals[100_000] == pytest.approx(100_000 * p.median)
     assert 0.0016 <= p.median <= 0.0024
+    found = sections(render_report(load_runs([path]), [], generated="fixed"))
+    assert "Left out, timed per item: t.py::test_counter." in found["users"]
+    assert "test_counter" not in found["users"].split("Left out")[0]  # not in the table of totals
 
 
 def test_accuracy_points_are_labelled_by_variant_and_run(tmp_path: Path) -> None:
@@ -124,24 +133,70 @@ def test_accuracy_points_are_labelled_by_variant_and_run(tmp_path: Path) -> None
     assert variant_name("t.py::test_x") == "test_x"
 
 
-def test_cross_machine_ratios_are_vs_the_first_baseline(tmp_path: Path) -> None:
+def test_cross_machine_ratios_are_vs_the_reference(tmp_path: Path) -> None:
     names = [NODE.format(v) for v in "abc"]
     first = write_baseline(tmp_path / "a.json", {names[0]: 1e-3, names[1]: 2e-3, names[2]: 1e-3}, cpu="Alpha")
     second = write_baseline(tmp_path / "b.json", {names[0]: 2e-3, names[1]: 1e-3}, cpu="Beta")
-    result_ = cross_machine(load_baselines([first, second]))
+    baselines = load_baselines([first, second])
+    result_ = cross_machine(baselines, choose_reference([], baselines, named=second))
     assert not isinstance(result_, str)
-    assert result_.reference == "x86_64-alpha-2c-8gib"
-    ratios = result_.ratios["x86_64-beta-2c-8gib"]
+    assert result_.reference == "x86_64-beta-2c-8gib"  # the second file: named, not the first one listed
+    ratios = result_.ratios["x86_64-alpha-2c-8gib"]
     assert set(ratios) == {names[0], names[1]}  # c is not in b
-    assert ratios[names[0]] / ratios[names[1]] == pytest.approx(4.0)  # same samples shape, medians 2x and 0.5x
-    assert result_.geomeans()["x86_64-beta-2c-8gib"] == pytest.approx(1.0)
+    assert ratios[names[0]] / ratios[names[1]] == pytest.approx(0.25)  # same samples shape, medians 0.5x and 2x
+    assert result_.geomeans()["x86_64-alpha-2c-8gib"] == pytest.approx(1.0)
+
+
+def test_the_reference_is_the_current_machines_file_never_the_first_listed(tmp_path: Path) -> None:
+    """The pinned one-CPU file sorted first and became the reference, so the real machine read 1.44x."""
+    pinned = write_baseline(tmp_path / "a-1cpu.json", {"t::a": 1e-3}, cpu="Alpha Pinned")
+    real = write_baseline(tmp_path / "b.json", {"t::a": 1.44e-3}, cpu="Beta")
+    baselines = load_baselines([pinned, real])
+    gated = load_runs([write_run(tmp_path / "gated.json", [], baseline=real)])
+    ref = choose_reference(gated, baselines)
+    assert isinstance(ref, Reference) and ref.baseline.path == real and "gated against" in ref.why
+    doc = {"tests": [], "machine_slug": "x86_64-beta-2c-8gib"}  # a run that names no baseline file
+    by_slug = choose_reference([Run(tmp_path / "r.json", "r.json", doc, [])], baselines)
+    assert isinstance(by_slug, Reference) and by_slug.baseline.path == real and "ran on" in by_slug.why
+    here = choose_reference([], baselines, here="x86_64-beta-2c-8gib")
+    assert isinstance(here, Reference) and here.baseline.path == real and "wrote this report" in here.why
+    named = choose_reference(gated, baselines, named=pinned)  # --reference wins
+    assert isinstance(named, Reference) and named.baseline.path == pinned and "--reference" in named.why
+    unknown = choose_reference([], baselines, here="x86_64-gamma-4c-16gib")
+    assert isinstance(unknown, str) and "--reference FILE" in unknown
+    assert cross_machine(baselines, unknown) == unknown  # no silent pick
+    with pytest.raises(ReportError, match="not one of the --baseline files"):
+        choose_reference([], baselines, named=tmp_path / "other.json")
 
 
 def test_cross_machine_needs_two_baselines_with_common_tests(tmp_path: Path) -> None:
     one, other = load_baselines([write_baseline(tmp_path / "a.json", {"t::a": 1e-3}),
                                  write_baseline(tmp_path / "b.json", {"t::b": 1e-3}, cpu="Beta")])
-    assert "at least two machines" in str(cross_machine([one]))
-    assert "No test has a latency median" in str(cross_machine([one, other]))
+    assert "at least two machines" in str(cross_machine([one], Reference(one, "named")))
+    assert "No test has a latency median" in str(cross_machine([one, other], Reference(one, "named")))
+
+
+def test_ratio_bars_start_at_1x_on_a_log_axis_centred_on_1x() -> None:
+    bars = [Bar("t::fast", 0.8, "0.80x", "beta"), Bar("t::slow", 1.44, "1.44x", "beta")]
+    ax = cross_machine_figure(bars, {"beta": 1.07}, "alpha").axes[0]
+    assert ax.get_xscale() == "log"
+    lo, hi = ax.get_xlim()
+    assert lo * hi == pytest.approx(1.0) and hi > 1.44  # centred on 1x, every bar inside
+    spans = sorted((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches if p.get_height() > 0)
+    assert [(min(a, b), max(a, b)) for a, b in spans] == [pytest.approx((0.8, 1.0)), pytest.approx((1.0, 1.44))]
+
+
+def test_a_few_kib_of_memory_stay_visible_beside_hundreds_of_mib() -> None:
+    bars = [Bar("t::small", 4 * 2**10, "4 KiB", "now"), Bar("t::big", 286 * 2**20, "286 MiB", "now"),
+            Bar("t::none", 0.0, "0 B", "now")]
+    fig = memory_figure(bars)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    fig.canvas.draw()
+    width = ax.get_window_extent().width
+    drawn = {round(p.get_x() + p.get_width()): p.get_window_extent().width for p in ax.patches if p.get_height() > 0}
+    assert drawn[4 * 2**10] > 0.1 * width  # on a linear axis it was 4 KiB / 386 MiB of the width: 0.001 %
+    assert drawn[286 * 2**20] < width
 
 
 def test_baseline_for_prefers_the_runs_own_file(tmp_path: Path) -> None:
@@ -188,7 +243,9 @@ def test_full_page_has_every_plot(tmp_path: Path) -> None:
     names = [NODE.format(v) for v in ("fp32", "int8", "pruned")]
     base_a = write_baseline(tmp_path / "a.json", {n: 1e-3 for n in names}, cpu="Alpha")
     base_b = write_baseline(tmp_path / "b.json", {n: 1.5e-3 for n in names}, cpu="Beta")
-    tests = [result(n, m, accuracy=acc, rows=[row("latency p50", "pass")])
+    why = dict(row("latency vs baseline", "unchanged", now=1.57e-3), baseline=1e-3, ratio=1.57, against="baseline",
+               stat="p10", reason="p10 level 1.570x: worse beyond the 5% tolerance but not significant")
+    tests = [result(n, m, accuracy=acc, rows=[row("latency p50", "pass"), why])
              for n, m, acc in zip(names, (1e-3, 0.6e-3, 0.5e-3), (0.90, 0.90, 0.85))]
     run = write_run(tmp_path / "run.json", tests, baseline=base_a)
     out = tmp_path / "out" / "report.html"
@@ -198,7 +255,14 @@ def test_full_page_has_every_plot(tmp_path: Path) -> None:
     for name in ("latency", "pareto", "users", "memory", "machines"):
         assert "data:image/png;base64," in found[name], name
     assert "x86_64-beta-2c-8gib" in found["machines"]
+    # the reference is the file the run was gated against (a.json), and the page says so
+    assert "Reference: x86_64-alpha-2c-8gib (" in found["machines"] and "gated against" in found["machines"]
+    assert "the reference across machines" in out.read_text().split("<nav>")[0]
     assert "int8" in found["pareto"] and "pruned" in found["pareto"]
+    # every "unchanged" row says why, under it, beside figures of the statistic it judged
+    assert "<td>latency vs baseline (p10)</td><td>1ms</td><td>1.00 ms/call</td><td>1.57 ms/call</td><td>1.57x</td>" \
+        in found["rows"]
+    assert found["rows"].count("why: p10 level 1.570x: worse beyond the 5% tolerance but not significant</td>") == 3
     assert "min" in found["users"]  # 0.6 ms x 100,000 users = 1 min
 
 

@@ -19,7 +19,9 @@ def row_kind(row: dict) -> str:
 
 def row(metric: str, verdict: str, now: float = 0.002, **kw: object) -> dict:
     return {"metric": metric, "budget": kw.pop("budget", "1ms"), "now": now, "unit": "s/call",
-            "verdict": verdict, "message": "", "baseline": kw.pop("baseline", None), "ratio": kw.pop("ratio", None)}
+            "verdict": verdict, "message": "", "baseline": kw.pop("baseline", None), "ratio": kw.pop("ratio", None),
+            "against": "baseline" if "vs baseline" in metric else "budget", "stat": kw.pop("stat", ""),
+            "reason": kw.pop("reason", "")}
 
 
 def test_verdict_first_then_changes_then_details() -> None:
@@ -38,6 +40,26 @@ def test_verdict_first_then_changes_then_details() -> None:
     details = md[md.index("<details>"):]
     assert "`t.py::ok`" in details and "`t.py::ok`" not in md[:md.index("<details>")]
     assert "All 4 rows" in details
+
+
+def test_every_unchanged_and_improved_row_says_why() -> None:
+    """The reason travels with the row (not only in --perf-json), and the figures name their statistic."""
+    md = markdown_summary([
+        {"nodeid": "t.py::same", "rows": [row("latency vs baseline", "unchanged", now=0.00157, baseline=0.001,
+                                              ratio=1.57, stat="p10", reason="p10 level 1.570x: not significant")]},
+        {"nodeid": "t.py::fast", "rows": [row("latency vs baseline", "improved", now=0.0005, baseline=0.001, ratio=0.5,
+                                              stat="fastest rounds", reason="fastest rounds 0.500x: better")]},
+        {"nodeid": "t.py::ok", "rows": [row("latency p50", "pass", now=0.0005, ratio=0.5)]},
+    ])
+    assert md.splitlines()[2].startswith("**PASSED**")
+    header = next(line for line in md.splitlines() if line.startswith("| test |"))
+    assert header == "| test | metric | budget | baseline | now | ratio | verdict | why |"
+    assert ("| `t.py::same` | latency vs baseline (p10) | 1ms | 1.00 ms/call | 1.57 ms/call | 1.57x | unchanged | "
+            "p10 level 1.570x: not significant |") in md
+    assert ("| `t.py::fast` | latency vs baseline (fastest rounds) | 1ms | 1.00 ms/call | 500.00 us/call | 0.50x | "
+            "**improved** | fastest rounds 0.500x: better |") in md
+    # a budget's ratio is now over the budget, and says so: never read as now over the baseline column
+    assert "| `t.py::ok` | latency p50 | 1ms | n/a | 500.00 us/call | 0.50x of budget | pass |  |" in md
 
 
 def test_passing_run_and_failures_without_rows() -> None:
