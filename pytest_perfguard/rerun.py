@@ -33,6 +33,9 @@ _DROP = {
     "-x": False, "--exitfirst": False, "--lf": False, "--last-failed": False, "--ff": False,
     "--failed-first": False, "--sw": False, "--stepwise": False, "--perf-save": False, "--perf": False,
     "-v": False, "-vv": False, "-q": False, "--verbose": False, "--quiet": False,
+    # pytest-benchmark's files: a re-run of one test must not add a save or overwrite the run's JSON
+    "--benchmark-autosave": False, "--benchmark-save": True, "--benchmark-save-data": False,
+    "--benchmark-json": True, "--benchmark-histogram": False, "--benchmark-cprofile-dump": False,
 }
 # The re-run measures briefly: the profile shows where time goes, it does not gate anything.
 RERUN_TIMING = ["--perf-min-rounds=3", "--perf-max-time=0.5"]

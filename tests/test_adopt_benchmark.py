@@ -151,3 +151,16 @@ def test_an_unmarked_benchmark_that_timed_nothing_is_an_error_under_perf(pyteste
     result.stdout.fnmatch_lines(["*latency not measured: pytest-benchmark is disabled (--benchmark-disable)*"])
     run(pytester).assert_outcomes(passed=1)  # enabled, the same unmarked test is measured and passes
     pytester.runpytest("-p", "no:cacheprovider", "--benchmark-disable").assert_outcomes(passed=1)  # no --perf: no gate
+
+
+def test_a_confirmation_writes_none_of_pytest_benchmark_s_files(pytester: pytest.Pytester,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fresh process that confirms a regression re-runs the user's options, minus those that write
+    files: ``--benchmark-autosave`` would add a numbered save per confirmation."""
+    pytester.makepyfile(test_suite=SUITE)
+    run(pytester, "--perf-save", "-k", "plain").assert_outcomes(passed=1)
+    monkeypatch.setenv("SLOW", "plain")
+    slow = run(pytester, "-k", "plain", "--perf-confirm=1", "--perf-confirm-pause=0", "--benchmark-autosave")
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(["*latency looks regressed: measuring again in 0 s in a fresh process to confirm (1/1)"])
+    assert len(list((pytester.path / ".benchmarks").glob("*/*.json"))) == 1
