@@ -164,3 +164,17 @@ def test_a_confirmation_writes_none_of_pytest_benchmark_s_files(pytester: pytest
     slow.assert_outcomes(failed=1)
     slow.stdout.fnmatch_lines(["*latency looks regressed: measuring again in 0 s in a fresh process to confirm (1/1)"])
     assert len(list((pytester.path / ".benchmarks").glob("*/*.json"))) == 1
+
+
+def test_a_benchmark_regression_is_confirmed_from_an_xdist_worker(pytester: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fresh process is no xdist worker: pytest-benchmark, which turns itself off where
+    ``PYTEST_XDIST_WORKER`` is set, measures there."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_suite=SUITE)
+    run(pytester, "--perf-save", "-k", "plain").assert_outcomes(passed=1)
+    monkeypatch.setenv("SLOW", "plain")
+    slow = run(pytester, "-k", "plain", "-n", "1", "--perf-confirm=1", "--perf-confirm-pause=0", "--perf-json=out.json")
+    slow.assert_outcomes(failed=1)
+    (test,) = json.loads((pytester.path / "out.json").read_text())["tests"]
+    assert test["measurement"]["remeasured"] == 1
