@@ -81,24 +81,22 @@ def test_perf_alone_gates_every_benchmark_test_of_an_existing_suite(pytester: py
         assert 2e-3 <= saved[node]["summary"]["min"] < 2e-2, node  # per call (pedantic: per iteration)
         assert saved[node]["memory_growth"] is not None and saved[node]["memory_mechanism"], node
 
-    # The claim: a 20x slowdown fails exactly its test. A 3x tolerance keeps a busy shared machine from
-    # failing the other four (several jobs on two cores slowed their fastest rounds 1.5x in trials);
-    # 20x is far beyond it, in the run and in the fresh process that confirms it.
+    # A 20x slowdown fails exactly its test, after one fresh process confirmed it, at the default tolerance.
     monkeypatch.setenv("SLOW", "large")  # inherited by that fresh process
-    slow = run(pytester, "--perf-tolerance=200%", "--perf-confirm=1", "--perf-confirm-pause=0.1", "--perf-json=out.json")
+    slow = run(pytester, "--perf-confirm=1", "--perf-confirm-pause=0.1", "--perf-json=out.json")
     slow.assert_outcomes(passed=4, failed=1)
     out = slow.stdout.str()
     assert ("perfguard: test_suite.py::test_parametrized[large]: latency looks regressed: measuring again in 0.1 s "
             "in a fresh process to confirm (1/1)") in out
     assert out.count("latency looks regressed") == 1
-    slow.stdout.re_match_lines([r"^latency vs baseline regressed: \d+\.\d+ ms/call vs baseline \d\.\d+ ms/call \(",
+    slow.stdout.re_match_lines([r"^latency vs baseline regressed: \d+\.\d+ ms/call vs baseline \d+\.\d+ ms/call \(",
                                 re.escape("FAILED test_suite.py::test_parametrized[large] - latency vs baseline")])
     tests = {t["nodeid"]: t for t in json.loads((pytester.path / "out.json").read_text())["tests"]}
     assert sorted(tests) == sorted(NODES)
     large = tests["test_suite.py::test_parametrized[large]"]
     assert large["measurement"]["source"] == "benchmark" and large["measurement"]["remeasured"] == 1
     regressed = [c for c in large["rows"] if c["verdict"] == "regressed"]
-    assert [c["metric"] for c in regressed] == ["latency vs baseline"] and regressed[0]["ratio"] > 10
+    assert [c["metric"] for c in regressed] == ["latency vs baseline"] and regressed[0]["ratio"] > 2
     for node in NODES:
         if node != "test_suite.py::test_parametrized[large]":
             assert tests[node]["outcome"] == "passed", node
@@ -134,8 +132,8 @@ def test_one_pytestmark_line_budgets_every_test_of_a_module(pytester: pytest.Pyt
     """)
     result = run(pytester, "--perf-json=out.json")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["latency p50 6*ms/call > budget 30.00 ms/call (*x)",
-                                 "FAILED test_budgeted.py::test_slow - latency p50 6*"])
+    result.stdout.fnmatch_lines(["latency p50 *ms/call > budget 30.00 ms/call (*x)",
+                                 "FAILED test_budgeted.py::test_slow - latency p50 *"])
     budgets = {t["nodeid"].split("::")[1]: t["budget"] for t in json.loads((pytester.path / "out.json").read_text())["tests"]}
     assert budgets == {"test_fast": {"latency": "30ms"}, "test_slow": {"latency": "30ms"},
                        "test_slow_with_its_own_budget": {"latency": "1s"}}
