@@ -1,6 +1,7 @@
 """What every process does, xdist workers included: parse budgets at collection, keep a measured
 test alone (the xdist lock), meter pytest-benchmark tests (every one under ``--perf``, marked or
-not), judge each test and apply the verdict to its report, profile a failure. Registered in every process by ``plugin.pytest_configure``."""
+not), judge each test and apply the verdict to its report, profile a failure. Registered in every
+process by ``plugin.pytest_configure``."""
 
 from __future__ import annotations
 

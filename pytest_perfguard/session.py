@@ -143,7 +143,7 @@ class Session:
 
 def threads_hint(threads: int) -> str:
     """Why torch's default threads mislead a timing gate, and the option that pins them (printed once a run)."""
-    return (f"torch ran {threads} intra-op threads in the timed tests (its default; --perf-threads not given): on a "
+    return (f"torch ran {threads} intra-op threads in the timed tests and --perf-threads was not given: on a "
             "busy machine an op can wait a whole scheduler time slice for a descheduled thread, so timings jump "
             "in steps of milliseconds and a test can false-fail by 100x or more; run with --perf-threads 1 "
             "(ini perfguard_threads = 1) and save the baseline with it")
