@@ -37,8 +37,8 @@ def judge(nodeid: str, budget: Budget | None, measurement: Measurement | None, m
         budget = budget.metrics_only() if budget else None
         if budget is None or not budget.limits:
             return None
-    if budget is None and measurement is None:
-        return None
+    if budget is None and measurement is None and not (settings.measured and settings.benchmark_disabled):
+        return None  # not a perf test (a disabled benchmark under --perf is one that timed nothing: an error)
     clock, clock_error = judged_clock(budget, settings.clock, measurement)
     if measurement is not None:
         measurement = replace(measurement, clock=clock)

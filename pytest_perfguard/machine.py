@@ -32,6 +32,7 @@ __all__ = [
     "machine_fingerprint",
     "machine_slug",
     "speed_score",
+    "torch_threads",
 ]
 
 # Packages whose versions change timings; recorded when installed (never imported).
@@ -113,8 +114,9 @@ def _gpus() -> list[str] | None:
         return []
 
 
-def _torch_threads() -> int | None:
-    """torch's intra-op thread count, only when the process has already imported torch."""
+def torch_threads() -> int | None:
+    """torch's intra-op thread count, only when the process has already imported torch (None otherwise:
+    never imported here)."""
     torch = sys.modules.get("torch")
     try:
         return int(torch.get_num_threads()) if torch is not None else None
@@ -160,7 +162,7 @@ def machine_fingerprint(threads: int | None = None) -> dict[str, Any]:
         "packages": _package_versions(),
     }
     if threads is None:
-        threads = _torch_threads()
+        threads = torch_threads()
     if threads is not None:
         software["torch_threads"] = int(threads)
     return {"hardware": hardware, "software": software}

@@ -93,6 +93,13 @@ class Measurement:
         """The rounds on ``clock`` ("wall" or "cpu")."""
         return list(self.cpu_samples if clock == "cpu" else self.samples)
 
+    def replace_rounds(self, other: Measurement) -> None:
+        """A block of rounds measured elsewhere (a fresh process: ``rerun.measure_fresh``) replaces this
+        one; memory growth is kept."""
+        self.samples, self.cpu_samples = list(other.samples), list(other.cpu_samples)
+        self.loops, self.rounds = other.loops or self.loops, other.rounds or len(self.samples)
+        self.remeasured += 1
+
 
 def cuda_active() -> bool:
     """True when torch is already imported and has initialised CUDA (we never import torch)."""

@@ -80,11 +80,8 @@ class Perf:
     def replace_rounds(self, other: Measurement) -> None:
         """A block of rounds measured elsewhere (a fresh process: ``rerun.measure_fresh``) replaces this
         one, as ``remeasure`` does; memory growth is kept."""
-        m = self.measurement
-        assert m is not None
-        m.samples, m.cpu_samples = list(other.samples), list(other.cpu_samples)
-        m.loops, m.rounds = other.loops or m.loops, other.rounds or len(m.samples)
-        m.remeasured += 1
+        assert self.measurement is not None
+        self.measurement.replace_rounds(other)
 
     def remeasure(self) -> bool:
         """Measure the same region once more; the new block of rounds replaces the old one.

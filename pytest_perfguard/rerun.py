@@ -33,6 +33,9 @@ _DROP = {
     "-x": False, "--exitfirst": False, "--lf": False, "--last-failed": False, "--ff": False,
     "--failed-first": False, "--sw": False, "--stepwise": False, "--perf-save": False, "--perf": False,
     "-v": False, "-vv": False, "-q": False, "--verbose": False, "--quiet": False,
+    # pytest-benchmark's files: a re-run of one test must not add a save or overwrite the run's JSON
+    "--benchmark-autosave": False, "--benchmark-save": True, "--benchmark-save-data": False,
+    "--benchmark-json": True, "--benchmark-histogram": False, "--benchmark-cprofile-dump": False,
 }
 # The re-run measures briefly: the profile shows where time goes, it does not gate anything.
 RERUN_TIMING = ["--perf-min-rounds=3", "--perf-max-time=0.5"]
@@ -76,12 +79,18 @@ def measure_fresh(nodeid: str, *, rootdir: Path, args: list[str], timeout: float
         out = Path(tmp) / "out.json"
         command = [sys.executable, "-m", "pytest", nodeid, *args, f"--perf-baselines={tmp}", f"--perf-json={out}"]
         try:
-            subprocess.run(command, cwd=rootdir, capture_output=True, timeout=timeout)
+            subprocess.run(command, cwd=rootdir, capture_output=True, timeout=timeout, env=_fresh_env())
             tests = json.loads(out.read_text())["tests"]
         except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
             return None
     found = [t.get("measurement") for t in tests if t.get("nodeid") == nodeid]
     return measurement_from_json(found[0]) if found and found[0] and found[0].get("samples") else None
+
+
+def _fresh_env() -> dict[str, str]:
+    """The environment without the parent's pytest and xdist variables: the fresh process is no xdist
+    worker (pytest-benchmark turns itself off where ``PYTEST_XDIST_WORKER`` is set)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST" and not k.startswith("PYTEST_XDIST_")}
 
 
 def _kept(args: Sequence[str], rootdir: Path, targets: Sequence[str] | None, drop: dict[str, bool]) -> list[str]:

@@ -1,6 +1,7 @@
 """What every process does, xdist workers included: parse budgets at collection, keep a measured
-test alone (the xdist lock), meter pytest-benchmark tests, judge each test and apply the verdict
-to its report, profile a failure. Registered in every process by ``plugin.pytest_configure``."""
+test alone (the xdist lock), meter pytest-benchmark tests (every one under ``--perf``, marked or
+not), judge each test and apply the verdict to its report, profile a failure. Registered in every
+process by ``plugin.pytest_configure``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .budget import Budget, BudgetError, parse_budget
 from .callgrind import counter
 from .instructions import SUFFIX
 from .judge import JudgeSettings, judge
+from .machine import torch_threads
 from .marker import MARKER, merged_kwargs
 from .measure import Measurement, MemoryMeter
 from .model import LATENCY_KINDS, ProcessSpeed, TestResult, Verdict
@@ -32,6 +34,7 @@ __all__ = ["Runner", "budget_key", "perf_key", "baseline_key"]
 budget_key = pytest.StashKey[Budget]()
 perf_key = pytest.StashKey[Perf]()
 memory_key = pytest.StashKey[MemoryMeter]()
+benchmark_key = pytest.StashKey[Measurement]()  # pytest-benchmark's rounds as ours, read once after the call
 result_key = pytest.StashKey[TestResult]()  # the verdict the confirmation loop last computed
 baseline_key = pytest.StashKey[RunBaseline]()  # config.stash: this process's baseline, loaded once
 
@@ -89,14 +92,19 @@ class Runner:
         with contextlib.ExitStack() as stack:
             if self.lock is not None and _is_perf_test(item):
                 stack.enter_context(held(self.lock, exclusive=True))
-            # pytest-benchmark interop: its fixture times the code; we add the memory meter around it.
-            if self.options.enabled and "benchmark" in getattr(item, "fixturenames", ()):
-                _enable_benchmark_on_worker(item)
-                if budget_key in item.stash:
-                    item.stash[memory_key] = stack.enter_context(MemoryMeter())
-            outcome = yield
+            with self._benchmark_meter(item):  # read once the body is done, confirmation included
+                outcome = yield
             self._confirm_regression(item)
             return outcome
+
+    def _benchmark_meter(self, item: pytest.Item) -> contextlib.AbstractContextManager[object]:
+        """pytest-benchmark interop: its fixture times the code, budget or not; we add the memory meter
+        around the test body, as the perf fixture meters every region it times."""
+        if not (self.options.enabled and "benchmark" in getattr(item, "fixturenames", ())):
+            return contextlib.nullcontext()
+        _enable_benchmark_on_worker(item)
+        meter = item.stash[memory_key] = MemoryMeter()
+        return meter
 
     def _confirm_regression(self, item: pytest.Item) -> None:
         """A suspected latency regression is measured again, after a pause and in a fresh process, before
@@ -105,9 +113,11 @@ class Runner:
         re-measurement in that process (its memory layout), and a busy neighbour slows the tests of a few
         seconds alike. A fresh process after ``--perf-confirm-pause`` draws both anew; a real regression
         is in every process. A save confirms an improvement the same way, since a change seen in a save
-        starts the test's run history again (``model.BaselineEntry.from_result``)."""
+        starts the test's run history again (``model.BaselineEntry.from_result``). A pytest-benchmark
+        test is confirmed the same way, by fresh processes only (its fixture cannot be called again here)."""
         perf = item.stash.get(perf_key, None)
-        if perf is None or perf.measurement is None or self.baseline is None or self.baseline.entry(item.nodeid) is None:
+        measurement = self._measurement(item)
+        if measurement is None or self.baseline is None or self.baseline.entry(item.nodeid) is None:
             return
         suspect = (Verdict.REGRESSED, Verdict.IMPROVED) if self.options.save else (Verdict.REGRESSED,)
         for attempt in range(1, self.options.confirm + 1):
@@ -127,10 +137,25 @@ class Runner:
                                   args=confirm_args(self.config.invocation_params.args, self.config.rootpath,
                                                     targets=self.config.args))
             if fresh is not None:
-                perf.replace_rounds(fresh)
-            elif not perf.remeasure():  # the fresh process measured nothing: measure again here
+                measurement.replace_rounds(fresh)
+            elif perf is None or not perf.remeasure():  # the fresh process measured nothing: measure again here
                 return
             del item.stash[result_key]  # new rounds: judge again
+
+    def _measurement(self, item: pytest.Item) -> Measurement | None:
+        """What this test measured: the perf fixture's region, else pytest-benchmark's rounds (read once,
+        so that a confirmation's fresh rounds replace them; under callgrind its timings mean nothing)."""
+        perf = item.stash.get(perf_key, None)
+        if perf is not None and perf.measurement is not None:
+            return perf.measurement
+        if self.options.instructions:
+            return None
+        if benchmark_key not in item.stash:
+            measurement = _benchmark_measurement(item)
+            if measurement is None:
+                return None
+            item.stash[benchmark_key] = measurement
+        return item.stash[benchmark_key]
 
     def _judge(self, item: pytest.Item) -> TestResult | None:
         """This test's result: its budget checks (``judge.judge``), plus the baseline's when one is loaded.
@@ -138,9 +163,7 @@ class Runner:
         o = self.options
         budget = item.stash.get(budget_key, None)
         perf = item.stash.get(perf_key, None)
-        measurement = perf.measurement if perf else None
-        if measurement is None and not o.instructions:  # under callgrind pytest-benchmark's timings mean nothing
-            measurement = _benchmark_measurement(item)
+        measurement = self._measurement(item)
         bench = getattr(item, "funcargs", {}).get("benchmark")
         settings = JudgeSettings(o.enabled, o.clock, o.instructions, bool(getattr(bench, "disabled", False)))
         result = judge(item.nodeid, budget, measurement, perf.metrics if perf else {}, perf.sampled if perf else {},
@@ -179,7 +202,19 @@ class Runner:
         if mode == "always" or (mode == "on-failure" and rep.failed and result.failed):
             result = replace(result, profile=self._attach_profile(item, rep))
         rep.perfguard = result.to_json()  # type: ignore[attr-defined]  # JSON-safe: survives xdist
+        threads = self._unpinned_torch_threads(result)
+        if threads is not None:
+            rep.perfguard_torch_threads = threads  # type: ignore[attr-defined]  # for the controller's hint
         return rep
+
+    def _unpinned_torch_threads(self, result: TestResult) -> int | None:
+        """torch's intra-op thread count when this process timed a test with torch imported, more than one
+        thread and ``--perf-threads`` not given (the controller prints a hint: ``session.threads_hint``);
+        else None. torch is never imported here (``machine.torch_threads``)."""
+        if result.measurement is None or result.measurement.source == "callgrind" or self.options.threads is not None:
+            return None
+        threads = torch_threads()
+        return threads if threads is not None and threads > 1 else None
 
     def _attach_profile(self, item: pytest.Item, rep: pytest.TestReport) -> dict[str, str]:
         args = rerun_args(self.config.invocation_params.args, self.config.rootpath, targets=self.config.args,

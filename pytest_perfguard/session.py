@@ -34,6 +34,7 @@ class Session:
         self.gate_errors: list[str] = []  # why the gate could not judge this run at all: fails the run
         self.gate_warnings: list[str] = []  # the same, downgraded by --perf-baseline-errors=warn
         self.xdist_lock: Path | None = None  # the workers' lock file, removed once they are done
+        self.torch_threads = 0  # the most torch threads a process timed a test with, unpinned (0: none)
 
     @property
     def baseline(self) -> RunBaseline | None:
@@ -56,6 +57,7 @@ class Session:
         result = getattr(report, "perfguard", None)
         if result is not None:
             self.results.append(replace(TestResult.from_json(result), outcome=report.outcome))
+        self.torch_threads = max(self.torch_threads, getattr(report, "perfguard_torch_threads", 0) or 0)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -128,10 +130,20 @@ class Session:
                 self.notes.append(f"WARNING: {r.nodeid}: {error}")
         for note in self.notes:
             terminalreporter.write_line(f"perfguard: {note}", red=note.startswith("ERROR"))
+        if self.torch_threads:
+            terminalreporter.write_line(f"perfguard: hint: {threads_hint(self.torch_threads)}", yellow=True)
         for warning in self._session_warnings():
             terminalreporter.write_line(f"perfguard: WARNING: {warning}", yellow=True)
         for error in self.gate_errors:
             terminalreporter.write_line(f"perfguard: ERROR: {error}", red=True, bold=True)
+
+
+def threads_hint(threads: int) -> str:
+    """Why torch's default threads mislead a timing gate, and the option that pins them (printed once a run)."""
+    return (f"torch ran {threads} intra-op threads in the timed tests and --perf-threads was not given: on a "
+            "busy machine an op can wait a whole scheduler time slice for a descheduled thread, so timings jump "
+            "in steps of milliseconds and a test can false-fail by 100x or more; run with --perf-threads 1 "
+            "(ini perfguard_threads = 1) and save the baseline with it")
 
 
 def speed_checks(results: list[TestResult], model: SuiteModel, tolerance: float) -> list[RunTest]:
