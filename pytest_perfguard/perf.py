@@ -84,6 +84,7 @@ class Perf:
         assert m is not None
         m.samples, m.cpu_samples = list(other.samples), list(other.cpu_samples)
         m.loops, m.rounds = other.loops or m.loops, other.rounds or len(m.samples)
+        m.rounds_wanted = other.rounds_wanted
         m.remeasured += 1
 
     def remeasure(self) -> bool:
@@ -101,6 +102,7 @@ class Perf:
         more, _ = measure_calls(self._call, self.settings, items=m.items, min_samples=self.min_samples,
                                 timer=self.timer, memory=False)
         m.samples, m.loops, m.rounds, m.total_time = more.samples, more.loops, more.rounds, more.total_time
+        m.rounds_wanted = more.rounds_wanted
         m.cpu_samples, m.cpu_clock = more.cpu_samples, more.cpu_clock
         m.remeasured += 1
         return True
