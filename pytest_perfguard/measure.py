@@ -50,8 +50,8 @@ from typing import Any
 from .decide import MIN_SAMPLES
 from .units import format_duration
 
-__all__ = ["CLOCKS", "FEWEST_ROUNDS", "Settings", "Measurement", "MemoryMeter", "cpu_times", "measure_calls", "cuda_synchronize",
-           "cuda_active"]
+__all__ = ["CLOCKS", "FEWEST_ROUNDS", "Settings", "Measurement", "MemoryMeter", "cpu_times", "measure_calls",
+           "cuda_synchronize", "cuda_active"]
 
 CLOCKS = ("wall", "cpu")  # what a latency is timed by: perf_counter, or CPU time (see the module docstring)
 FEWEST_ROUNDS = MIN_SAMPLES  # rounds the time cap never cuts below: a baseline comparison needs them
