@@ -16,7 +16,7 @@ from .budget import Budget, Limit
 from .callgrind import SPREAD, SPREAD_FLOOR, disagree
 from .callgrind import spread as count_spread
 from .measure import Measurement
-from .model import BaselineEntry, Check, Verdict
+from .model import LATENCY_KINDS, BaselineEntry, Check, Verdict
 from .units import format_value
 
 __all__ = ["evaluate", "metric_value", "required_samples", "statistic"]
@@ -95,26 +95,31 @@ def metric_value(metric: str, stat: str, m: Measurement | BaselineEntry | None, 
     return float(metrics[metric]), ""
 
 
-def _check_absolute(lim: Limit, now: float, n_samples: int, unit: str) -> Check:
+def _check_absolute(lim: Limit, now: float, n_samples: int, unit: str, rounds: str = "") -> Check:
+    """``rounds``: the measurement's note when the time cap cut its rounds (``Measurement.rounds_note``),
+    shown with the figure: a p50 of 5 slow rounds beyond its budget is a fair failure, but says so."""
     label = lim.label
     ok = _OPS[lim.op](now, lim.threshold)
     ratio = now / lim.threshold if lim.threshold else None
     if lim.metric == "latency" and lim.stat.startswith("p"):
         need = required_samples(float(lim.stat[1:]))
         if n_samples < need and ok:
-            why = f"{n_samples} samples cannot back a {lim.stat} claim (need >= {need})"
+            why = f"{n_samples} samples cannot back a {lim.stat} claim (need >= {need})" + (f" ({rounds})" if rounds else "")
+            hint = ": raise --perf-time-cap" if rounds else "; raise --perf-max-time"
             return Check(label, lim.text, now, unit, Verdict.INSUFFICIENT,
-                         f"{label}: {why}; raise --perf-max-time or budget a lower percentile", kind=lim.metric,
+                         f"{label}: {why}{hint} or budget a lower percentile", kind=lim.metric,
                          stat=lim.stat, ratio=ratio, reason=why)
     shown_now, shown_lim = format_value(now, unit), format_value(lim.threshold, unit)
     if ok:
-        return Check(label, lim.text, now, unit, Verdict.PASS, f"{label} {shown_now} {lim.op} budget {shown_lim}",
+        note = f" ({rounds})" if rounds else ""
+        return Check(label, lim.text, now, unit, Verdict.PASS, f"{label} {shown_now} {lim.op} budget {shown_lim}{note}",
                      kind=lim.metric, stat=lim.stat, ratio=ratio)
-    detail = f" ({ratio:.2f}x)" if ratio is not None and lim.op in ("<=", "<", ">=", ">") else ""
+    details = [f"{ratio:.2f}x"] if ratio is not None and lim.op in ("<=", "<", ">=", ">") else []
     if lim.op == "==":
         diff = now - lim.threshold
         word = "overshot" if diff > 0 else "fell short"
-        detail = f" ({word} by {format_value(abs(diff), unit)})"
+        details = [f"{word} by {format_value(abs(diff), unit)}"]
+    detail = f" ({'; '.join(details + ([rounds] if rounds else []))})" if details or rounds else ""
     return Check(label, lim.text, now, unit, Verdict.FAIL,
                  f"{label} {shown_now} {_NEGATION[lim.op]} budget {shown_lim}{detail}", kind=lim.metric, stat=lim.stat,
                  ratio=ratio)
@@ -138,11 +143,14 @@ def evaluate(budget: Budget | None, m: Measurement | None, metrics: Mapping[str,
                               f"{lim.label} {format_value(now, unit)}: relative budget {lim.text!r} needs a baseline",
                               kind=lim.metric, stat=lim.stat))
         else:
-            rows.append(_check_absolute(lim, now, len(m.samples) if m is not None else 0, unit))
+            timed = m is not None and lim.metric in LATENCY_KINDS
+            rows.append(_check_absolute(lim, now, len(m.samples) if m is not None else 0, unit,
+                                        m.rounds_note() if timed and m is not None else ""))
     if m is not None and m.samples and not any(lim.metric == "latency" for lim in limits):
         now = statistic(m.samples_on(clock) or m.samples, "p50")
         unit = _unit("latency", m)
-        rows.append(Check("latency p50", "", now, unit, Verdict.MEASURED, f"latency p50 {format_value(now, unit)}",
+        note = f" ({m.rounds_note()})" if m.cut else ""
+        rows.append(Check("latency p50", "", now, unit, Verdict.MEASURED, f"latency p50 {format_value(now, unit)}{note}",
                           kind="latency", stat="p50"))
     counts = _instruction_counts(m, counted=any(lim.metric == "instructions" for lim in limits)) \
         if m is not None and m.instruction_counts else None

@@ -108,9 +108,11 @@ def _confidence(alpha: float | None) -> float:
     return 0.99 if alpha is None else 1 - 2 * alpha
 
 
-def _run_row(kind: str, label: str, budget_text: str, t: RunTest, unit: str) -> Check:
-    """A comparison across saved runs: the row shows the statistic it judged (run levels), and its MDE."""
-    shown = f"{format_value(t.head, unit)} vs baseline {format_value(t.base, unit)} ({t.ratio:.2f}x; {t.reason})"
+def _run_row(kind: str, label: str, budget_text: str, t: RunTest, unit: str, rounds: str = "") -> Check:
+    """A comparison across saved runs: the row shows the statistic it judged (run levels), and its MDE;
+    ``rounds``: the measurement's note when the time cap cut its rounds."""
+    note = f"; {rounds}" if rounds else ""
+    shown = f"{format_value(t.head, unit)} vs baseline {format_value(t.base, unit)} ({t.ratio:.2f}x; {t.reason}{note})"
     word = {"regressed": " regressed:", "improved": " improved:"}.get(t.verdict, "")
     mde = t.mde if unit != "B" else (t.mde / t.base if t.base > 0 else None)
     return Check(label, budget_text, t.head, unit, Verdict(t.verdict), f"{label}{word} {shown}", kind=kind, against="baseline",
@@ -118,19 +120,28 @@ def _run_row(kind: str, label: str, budget_text: str, t: RunTest, unit: str) -> 
                  p_value=t.p_better if t.verdict == "improved" else t.p_worse, alpha=t.alpha, mde=mde, reason=t.reason)
 
 
+def _cut(rounds: str) -> str:
+    """What an unjudged row adds when the time cap cut the rounds: how many, and the way out."""
+    return f" ({rounds}: raise it to judge this test)" if rounds else ""
+
+
 def _latency_row(kind: str, label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,
                  unit: str, runs: ABRuns | None = None, alpha: float | None = None,
-                 saved: Saved | None = None) -> Check:
-    """``saved`` (stored mode): judged across the saved runs when it can be."""
+                 saved: Saved | None = None, rounds: str = "") -> Check:
+    """``saved`` (stored mode): judged across the saved runs when it can be. Fewer than ``MIN_SAMPLES``
+    head rounds are not compared in either mode: the row is unjudged, and says how many there were."""
     if saved is not None and alpha is not None:
+        if len(head) < MIN_SAMPLES:
+            return unjudged(kind, label, budget_text, unit, f"{len(head)} round(s) are too few to compare with the "
+                            f"baseline (need at least {MIN_SAMPLES}){_cut(rounds)}")
         t = compare_latency(saved.nodeid, head, saved.model, saved.process, alpha=alpha, tolerance=tolerance)
         if t is not None:
-            return _run_row(kind, label, budget_text, t, unit)
+            return _run_row(kind, label, budget_text, t, unit, rounds)
     d = latency_decision(base, head, tolerance, runs, _confidence(alpha))
     if d.verdict == "insufficient":
-        return unjudged(kind, label, budget_text, unit, d.reason, d.pooled.head_median)
+        return unjudged(kind, label, budget_text, unit, d.reason + _cut(rounds), d.pooled.head_median)
     now_s, base_s = format_value(d.head, unit), format_value(d.base, unit)
-    caveat = f"; {ONE_RUN}" if saved is not None else ""
+    caveat = (f"; {rounds}" if rounds else "") + (f"; {ONE_RUN}" if saved is not None else "")
     shown = f"{now_s} vs baseline {base_s} ({d.reason}{caveat})"  # the reason gives the ratio and its interval
     if d.verdict == "regressed":
         msg = f"{label} regressed: {shown}"
@@ -142,7 +153,8 @@ def _latency_row(kind: str, label: str, budget_text: str, base: list[float], hea
                  baseline=d.base, ratio=d.ratio, interval=(d.ci_low, d.ci_high), alpha=alpha, reason=d.reason + caveat)
 
 
-def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha: float | None) -> Check:
+def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha: float | None,
+              rounds: str = "") -> Check:
     """``{"p99": "+10%"}``: the head's p99 against the base's (not the median, not the best round)."""
     if lim.stat == "mean":
         return unjudged(lim.metric, lim.label, lim.text, unit, "a budget relative to the baseline's mean is not judged "
@@ -151,8 +163,9 @@ def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha
     c = compare_quantile(base, head, q, tolerance=lim.threshold, confidence=_confidence(alpha),
                          need=max(MIN_SAMPLES, required_samples(100 * q) if q < 1 else MIN_SAMPLES))
     if c.verdict == "insufficient":
-        return unjudged(lim.metric, lim.label, lim.text, unit, c.reason)
-    shown = f"{format_value(c.head, unit)} vs baseline {format_value(c.base, unit)} ({c.reason})"
+        return unjudged(lim.metric, lim.label, lim.text, unit, c.reason + _cut(rounds))
+    note = f"; {rounds}" if rounds else ""
+    shown = f"{format_value(c.head, unit)} vs baseline {format_value(c.base, unit)} ({c.reason}{note})"
     word = {"regressed": " regressed:", "improved": " improved:"}.get(c.verdict, "")
     return Check(lim.label, lim.text, c.head, unit, Verdict(c.verdict), f"{lim.label}{word} {shown}",
                  kind=lim.metric, stat=lim.stat, against="baseline", baseline=c.base, ratio=c.ratio,
@@ -226,10 +239,11 @@ def _relative_row(lim: Limit, entry: BaselineEntry, result: TestResult, m: Measu
         if changed:
             return unjudged(lim.metric, lim.label, lim.text, unit, changed)
         if lim.metric == "latency" and lim.stat not in ("", "p50"):
-            return _tail_row(lim, base_samples, head, unit, alpha)
+            return _tail_row(lim, base_samples, head, unit, alpha, m.rounds_note())
         # throughput "-10%" means latency may rise by 1/(1-0.10) - 1
         tol = lim.threshold if lim.metric == "latency" else 1 / (1 + lim.threshold) - 1
-        return _latency_row(lim.metric, lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved)
+        return _latency_row(lim.metric, lim.label, lim.text, base_samples, head, tol, unit, runs, alpha, saved,
+                            m.rounds_note())
     if lim.metric == "instructions":
         if entry.instructions is None or m.instructions is None:
             return None
@@ -350,7 +364,8 @@ def baseline_rows(result: TestResult, budget: Budget | None, entry: BaselineEntr
             rows.append(unjudged("latency", label, shown_tol, unit, changed or
                                  f"the baseline entry has no {_CLOCK_WORDS[m.clock]} samples, this run measured it"))
         else:
-            rows.append(_latency_row("latency", label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved))
+            rows.append(_latency_row("latency", label, shown_tol, base_samples, head, tolerance, unit, runs, alpha, saved,
+                                     m.rounds_note()))
     if m.instructions is not None and "instructions" not in checked \
             and not disagree(m.instruction_counts):  # disagreeing counts: not judged (check.py)
         tol = budget.tolerance if budget is not None and budget.tolerance is not None else INSTRUCTIONS_TOLERANCE

@@ -2,9 +2,15 @@
 
 Timing follows pytest-benchmark/pyperf: one warm-up call, then calibrate how many calls make
 one round last at least ``min_round_time``, then run rounds until both ``min_rounds`` and
-``max_time`` are reached (with a hard cap). The garbage collector is collected before and
-disabled during each round. Each sample is one round's time divided by its calls (and by
-``items``), so samples are seconds per call or per item.
+``max_time`` are reached. The garbage collector is collected before and disabled during each
+round. Each sample is one round's time divided by its calls (and by ``items``), so samples are
+seconds per call or per item.
+
+Slow calls: rounds also stop once they have taken ``Settings.cap`` seconds (``--perf-time-cap``)
+and ``Settings.floor`` are in (5, the fewest a baseline comparison judges): a 10 s call takes 5
+rounds, not 20, as pytest-benchmark's ``rounds = max(ceil(max_time / duration), min_rounds)``
+with ``min_rounds`` 5 would. ``rounds_wanted`` keeps the count asked for; the checks say when the
+cap cut it.
 
 Every round is also timed on a CPU clock (``cpu_samples``): the measuring thread's CPU time
 (``time.thread_time``), or the whole process's (``time.process_time``) when other threads of the
@@ -41,12 +47,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .decide import MIN_SAMPLES
 from .units import format_duration
 
-__all__ = ["CLOCKS", "Settings", "Measurement", "MemoryMeter", "cpu_times", "measure_calls", "cuda_synchronize",
-           "cuda_active"]
+__all__ = ["CLOCKS", "FEWEST_ROUNDS", "Settings", "Measurement", "MemoryMeter", "cpu_times", "measure_calls",
+           "cuda_synchronize", "cuda_active"]
 
 CLOCKS = ("wall", "cpu")  # what a latency is timed by: perf_counter, or CPU time (see the module docstring)
+FEWEST_ROUNDS = MIN_SAMPLES  # rounds the time cap never cuts below: a baseline comparison needs them
+PROGRESS_AFTER = 2.0  # seconds of planned rounds beyond which the plan is reported (``progress``)
 OTHER_THREADS = 1.05  # process CPU time beyond this many times the thread's: other threads worked
 
 _STATUS = "/proc/self/status"
@@ -61,8 +70,30 @@ class Settings:
     max_time: float = 1.0  # seconds of rounds after calibration
     min_round_time: float = 0.01  # seconds per round, calls are batched up to this
     warmup_calls: int = 1
-    hard_cap_factor: float = 10.0  # extra rounds for min_samples stop at max(max_time * this, min_cap)
+    hard_cap_factor: float = 10.0  # without time_cap, the cap is max(max_time * this, min_cap)
     min_cap: float = 5.0
+    time_cap: float | None = None  # seconds of rounds after which slow calls stop (``cap``); None: derived
+
+    @property
+    def cap(self) -> float:
+        """Seconds of rounds after which no more are taken once ``floor`` rounds are in: it bounds the
+        extra rounds a percentile budget asks for (``min_samples``), and ``min_rounds`` for slow calls."""
+        if self.time_cap is not None:
+            return self.time_cap
+        return max(self.max_time * self.hard_cap_factor, self.min_cap)
+
+    @property
+    def floor(self) -> int:
+        """The fewest rounds, whatever the cap: ``FEWEST_ROUNDS``, or ``min_rounds`` when lower."""
+        return min(self.min_rounds, FEWEST_ROUNDS)
+
+    def rounds_for(self, round_time: float, wanted: int) -> int:
+        """How many rounds of ``round_time`` seconds ``measure_calls`` takes when ``wanted`` are asked for:
+        whichever stop comes first, ``wanted`` and ``max_time``, or ``cap`` and ``floor``."""
+        if round_time <= 0:
+            return wanted
+        return min(max(wanted, math.ceil(self.max_time / round_time)),
+                   max(self.floor, math.ceil(self.cap / round_time)))
 
 
 @dataclass
@@ -88,6 +119,7 @@ class Measurement:
     instruction_counts: list[int] = field(default_factory=list)  # each repeat's count of one call
     run_bests: list[float | None] = field(default_factory=list)  # ``perfguard ab``: each run's best round
     summary: dict[str, Any] | None = None  # of every sample, read back where the samples arrive thinned
+    rounds_wanted: int = 0  # the rounds asked for (min_rounds, or a percentile's need); more than ``rounds``: cut
 
     def samples_on(self, clock: str) -> list[float]:
         """The rounds on ``clock`` ("wall" or "cpu")."""
@@ -98,7 +130,19 @@ class Measurement:
         one; memory growth is kept."""
         self.samples, self.cpu_samples = list(other.samples), list(other.cpu_samples)
         self.loops, self.rounds = other.loops or self.loops, other.rounds or len(self.samples)
+        self.rounds_wanted = other.rounds_wanted
         self.remeasured += 1
+
+    @property
+    def cut(self) -> bool:
+        """The time cap stopped the rounds before the count asked for: the calls are slow."""
+        return 0 < self.rounds < self.rounds_wanted
+
+    def rounds_note(self) -> str:
+        """What a check says of its round count: "" unless the time cap cut it."""
+        if not self.cut:
+            return ""
+        return f"{self.rounds} of {self.rounds_wanted} rounds: slow calls, cut by --perf-time-cap"
 
 
 def cuda_active() -> bool:
@@ -275,12 +319,13 @@ def measure_calls(
             result = None
             loops = _calibrate(fn, warm, settings.min_round_time, timer, sync, cpu)
             rounds_wanted = max(settings.min_rounds, min_samples)
-            if progress is not None and warm * loops * rounds_wanted > 2.0:
-                progress(f"{loops} call(s)/round, ~{rounds_wanted} rounds of {format_duration(warm * loops)}")
+            planned = settings.rounds_for(warm * loops, rounds_wanted)
+            if progress is not None and warm * loops * planned > PROGRESS_AFTER:
+                progress(_plan(settings, loops, warm * loops, rounds_wanted))
             samples: list[float] = []
             cpu_rounds: list[tuple[float, float]] = []
             start = timer()
-            cap = max(settings.max_time * settings.hard_cap_factor, settings.min_cap)
+            cap, floor = settings.cap, settings.floor
             while True:
                 result = None  # not held while the next round runs (peak memory)
                 elapsed, result, used = _round(fn, loops, timer, sync, cpu)
@@ -289,8 +334,8 @@ def measure_calls(
                 spent = timer() - start
                 if len(samples) >= rounds_wanted and spent >= settings.max_time:
                     break
-                if spent >= cap and len(samples) >= settings.min_rounds:
-                    break  # the cap bounds extra rounds asked by min_samples, never min_rounds
+                if spent >= cap and len(samples) >= floor:
+                    break  # slow calls: the cap bounds min_rounds and min_samples, down to the floor
                 if len(samples) >= 100_000:
                     break
             total = timer() - t0
@@ -312,8 +357,17 @@ def measure_calls(
         cpu_samples=cpu_samples,
         cpu_clock=cpu_clock,
         synced=sync,
+        rounds_wanted=rounds_wanted,
     )
     return m, result
+
+
+def _plan(settings: Settings, loops: int, round_time: float, wanted: int) -> str:
+    """The progress line of a long measurement: calls per round, and about how many rounds of how long."""
+    rounds = settings.rounds_for(round_time, wanted)
+    cut = (f" (not {wanted}: --perf-time-cap {format_duration(settings.cap)} bounds slow calls to "
+           f"{settings.floor} or more)") if rounds < wanted else ""
+    return f"{loops} call(s)/round, ~{rounds} rounds of {format_duration(round_time)}{cut}"
 
 
 def _cpu_samples(rounds: list[tuple[float, float]], per: float) -> tuple[list[float], str | None]:

@@ -77,6 +77,12 @@ def add_options(parser: pytest.Parser) -> None:
                     help="pin torch's CPU thread count (torch.set_num_threads) and OMP/MKL threads for the "
                          "run; recorded in the baseline's fingerprint (default: leave torch's own)")
     parser.addini("perfguard_threads", "pin torch's CPU thread count as --perf-threads does", default="")
+    group.addoption("--perf-time-cap", type=float, default=None, metavar="S",
+                    help=_help("seconds of timed rounds after which a test with slow calls stops, once it has 5 "
+                               "rounds (the fewest a baseline comparison judges): a 10 s call takes 5 rounds, not "
+                               "--perf-min-rounds; it also bounds the extra rounds a percentile budget asks for "
+                               "(default: 10x --perf-max-time, at least 5 s; ini perfguard_time_cap)"))
+    parser.addini("perfguard_time_cap", "as --perf-time-cap", default="")
     parser.addini("perfguard_confirm", "how many times a suspected latency regression is re-measured", default="2")
     parser.addini("perfguard_ab_pythonpath", "folders (relative to the rootdir) put first on sys.path in each "
                   "side of `perfguard ab`, so that each side imports its own code (default: src, if it exists)",
@@ -93,6 +99,20 @@ def _positive_finite(name: str, value: float, *, zero: bool = True) -> float:
         need = ">= 0" if zero else "> 0"
         raise pytest.UsageError(f"{name} must be a finite number {need}, not {value!r}")
     return value
+
+
+def _time_cap(config: pytest.Config) -> float | None:
+    """``--perf-time-cap`` / ``perfguard_time_cap`` in seconds, or None (derived from ``--perf-max-time``)."""
+    value = config.getoption("perf_time_cap")
+    if value is None:
+        raw = str(config.getini("perfguard_time_cap")).strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise pytest.UsageError(f"ini perfguard_time_cap = {raw!r} is not a valid float") from None
+    return _positive_finite("--perf-time-cap / perfguard_time_cap", value, zero=False)
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,7 @@ class Options:
             max_time=_positive_finite("--perf-max-time", get("--perf-max-time", "perfguard_max_time", float)),
             min_round_time=_positive_finite("--perf-min-round-time",
                                             get("--perf-min-round-time", "perfguard_min_round_time", float)),
+            time_cap=_time_cap(config),
         )
         if timing.min_rounds < 1:
             raise pytest.UsageError(f"--perf-min-rounds must be >= 1, not {timing.min_rounds}")

@@ -98,6 +98,7 @@ class Perf:
         more, _ = measure_calls(self._call, self.settings, items=m.items, min_samples=self.min_samples,
                                 timer=self.timer, memory=False)
         m.samples, m.loops, m.rounds, m.total_time = more.samples, more.loops, more.rounds, more.total_time
+        m.rounds_wanted = more.rounds_wanted
         m.cpu_samples, m.cpu_clock = more.cpu_samples, more.cpu_clock
         m.remeasured += 1
         return True

@@ -54,10 +54,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _progress(config: pytest.Config):  # type: ignore[no-untyped-def]
+    """What a long measurement is doing (calibration, a confirmation, a profile re-run), as its own line
+    under ``-v`` only: there pytest writes each test's line again after it; in the default mode a line
+    of ours would split the progress line (``test_x.py .. [100%]``)."""
+
     def progress(nodeid: str, message: str, prefix: str = "calibrating, ") -> None:
         tr = config.pluginmanager.get_plugin("terminalreporter")
         capman = config.pluginmanager.get_plugin("capturemanager")
-        if tr is None or capman is None:
+        if tr is None or capman is None or not tr.showlongtestinfo:
             return
         with capman.global_and_fixture_disabled():
             tr.write_line(f"perfguard: {nodeid}: {prefix}{message}")

@@ -132,13 +132,13 @@ def test_suspected_regression_is_measured_again_before_failing(pytester):
     run(pytester, "--perf-save", *common).assert_outcomes(passed=1)
     (pytester.path / "noisy").write_text("")
     os.environ["NOISY"] = str(pytester.path / "noisy")  # the whole first block of this process is disturbed
-    noisy = run(pytester, *common)
+    noisy = run(pytester, *common, "-v")  # progress lines are shown under -v only
     noisy.stdout.fnmatch_lines(["*latency looks regressed: measuring again in 0.2 s in a fresh process to confirm (1/2)*"])
     noisy.assert_outcomes(passed=1)
     assert json.loads((pytester.path / "o.json").read_text())["tests"][0]["measurement"]["remeasured"] == 1
     os.environ["SLOW"] = "1"  # a real regression persists, in every process, and fails after confirmation
     try:
-        slow = run(pytester, *common)
+        slow = run(pytester, *common, "-v")
         slow.assert_outcomes(failed=1)
         slow.stdout.fnmatch_lines(["*measuring again in 0.2 s in a fresh process to confirm (2/2)*"])
         assert json.loads((pytester.path / "o.json").read_text())["tests"][0]["measurement"]["remeasured"] == 2
@@ -155,7 +155,7 @@ def test_suspected_regression_is_measured_again_before_failing(pytester):
     (pytester.path / "lucky").write_text("")
     os.environ["LUCKY"] = str(pytester.path / "lucky")
     try:
-        lucky = run(pytester, "--perf-save", *common)
+        lucky = run(pytester, "--perf-save", *common, "-v")
     finally:
         del os.environ["LUCKY"]
     lucky.assert_outcomes(passed=1)

@@ -60,6 +60,52 @@ def test_min_samples_raise_rounds_but_the_hard_cap_bounds_them():
     assert m.rounds <= 101  # capped at max_time * hard_cap_factor = 1 s of 10 ms rounds
 
 
+def test_slow_calls_take_fewer_rounds_within_the_time_cap():
+    """The issue's case: 20 rounds of a 13.6 s call took minutes. The cap (10x --perf-max-time, at least
+    5 s) stops the rounds once 5 are in, and the measurement keeps the count it was asked for."""
+    clock = FakeClock(cost=13.6)
+    m, _ = measure_calls(clock.work, Settings(), timer=clock, memory=False)
+    assert m.rounds == measure.FEWEST_ROUNDS == 5 and m.rounds_wanted == 20
+    assert m.cut and m.rounds_note() == "5 of 20 rounds: slow calls, cut by --perf-time-cap"
+    assert clock.calls == 1 + 5  # one warm-up call, then the rounds
+
+
+def test_moderately_slow_calls_fill_the_cap():
+    clock = FakeClock(cost=0.625)  # 16 rounds make the 10 s cap
+    m, _ = measure_calls(clock.work, Settings(), timer=clock, memory=False)
+    assert (m.rounds, m.rounds_wanted, m.cut) == (16, 20, True)
+
+
+def test_quick_calls_keep_min_rounds_and_max_time():
+    clock = FakeClock(cost=0.25)  # 20 rounds take 5 s: within the cap
+    m, _ = measure_calls(clock.work, Settings(), timer=clock, memory=False)
+    assert (m.rounds, m.cut, m.rounds_note()) == (20, False, "")
+
+
+@pytest.mark.parametrize("cap, cost, rounds", [(3.0, 1.0, 5), (30.0, 1.0, 20), (2.5, 0.5, 5), (4.0, 0.5, 8)])
+def test_an_explicit_time_cap_replaces_the_derived_one(cap, cost, rounds):
+    clock = FakeClock(cost=cost)
+    settings = Settings(time_cap=cap)
+    assert settings.cap == cap
+    m, _ = measure_calls(clock.work, settings, timer=clock, memory=False)
+    assert m.rounds == rounds
+
+
+def test_the_cap_never_cuts_below_a_lower_min_rounds():
+    clock = FakeClock(cost=1.0)
+    m, _ = measure_calls(clock.work, Settings(min_rounds=3, time_cap=0.5), timer=clock, memory=False)
+    assert (m.rounds, m.cut) == (3, False)
+
+
+@pytest.mark.parametrize("cost", [0.0009765625, 0.03125, 0.3, 0.6, 1.5, 4.0, 10.7, 30.0])
+@pytest.mark.parametrize("min_samples", [0, 59])
+def test_the_planned_round_count_is_the_one_taken(cost, min_samples):
+    clock = FakeClock(cost=cost)
+    settings = Settings(min_round_time=0.0)  # one call per round: the round time is the call's
+    m, _ = measure_calls(clock.work, settings, min_samples=min_samples, timer=clock, memory=False)
+    assert m.rounds == settings.rounds_for(cost, max(20, min_samples))
+
+
 def test_items_normalise_samples_per_item():
     clock = FakeClock(cost=0.02)
     m, _ = measure_calls(clock.work, Settings(min_rounds=3, max_time=0.0), items=100, timer=clock, memory=False)
@@ -83,7 +129,22 @@ def test_progress_is_reported_once_for_long_tests():
     clock = FakeClock(cost=1.0)
     lines: list[str] = []
     measure_calls(clock.work, Settings(min_rounds=3, max_time=0.0), timer=clock, memory=False, progress=lines.append)
-    assert len(lines) == 1 and "rounds" in lines[0]
+    assert lines == ["1 call(s)/round, ~3 rounds of 1 s"]
+
+
+def test_progress_says_when_the_cap_cuts_the_rounds():
+    clock = FakeClock(cost=13.6)
+    lines: list[str] = []
+    measure_calls(clock.work, Settings(), timer=clock, memory=False, progress=lines.append)
+    assert lines == ["1 call(s)/round, ~5 rounds of 13.6 s (not 20: --perf-time-cap 10 s bounds slow calls to 5 or more)"]
+
+
+def test_progress_is_not_reported_when_the_cap_keeps_the_rounds_short():
+    clock = FakeClock(cost=0.1)  # 300 rounds asked for (a p99), 30 s of them, but the cap stops them at 1 s
+    lines: list[str] = []
+    measure_calls(clock.work, Settings(min_round_time=0.0, time_cap=1.0), min_samples=300, timer=clock, memory=False,
+                  progress=lines.append)
+    assert lines == []
 
 
 MB200 = 200 * 10**6
