@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,9 +64,8 @@ def _render_html(json_path: Path, html_path: Path) -> None:
     try:
         if not json_path.is_file():
             return
-        from scalene.scalene_utility import generate_html  # type: ignore[import-not-found]
-
-        generate_html(str(json_path), str(html_path), standalone=True)
+        utility = importlib.import_module("scalene.scalene_utility")  # loaded already: Scalene runs this process
+        utility.generate_html(str(json_path), str(html_path), standalone=True)
     except Exception:  # an older or newer Scalene: the parent falls back to `scalene view`
         with contextlib.suppress(OSError):
             html_path.unlink(missing_ok=True)
