@@ -24,6 +24,7 @@ Nothing here imports pytest or scalene; Scalene is only ever run as a subprocess
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import importlib.util
@@ -266,6 +267,7 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
     name = sanitize_nodeid(nodeid)
     if command_prefix is None and python == sys.executable and not scalene_available():
         raise ProfileError("Scalene is not installed for this interpreter (pip install scalene).")
+    made = [d for d in (outdir, *outdir.parents) if not d.exists()]  # removed again if left empty
     outdir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = outdir / f"{name}.json", outdir / f"{name}.html"
     for stale in (json_path, html_path):  # never mistake an old profile for this run's
@@ -278,9 +280,15 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
         full_env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
         full_env["TMPDIR"] = tmp  # Scalene leaves a scaleneXXXXXXXX directory in it
         full_env.update(env or {})
-        return _profile(nodeid, cmd, rootdir=rootdir, json_path=json_path, html_path=html_path,
-                        full_env=full_env, timeout=timeout, memory=memory, python=python,
-                        profile_paths=profile_paths, preload=command_prefix is None)
+        try:
+            return _profile(nodeid, cmd, rootdir=rootdir, json_path=json_path, html_path=html_path,
+                            full_env=full_env, timeout=timeout, memory=memory, python=python,
+                            profile_paths=profile_paths, preload=command_prefix is None)
+        except ProfileError:
+            for d in made:  # innermost first; a folder something else wrote into stays
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
 
 
 def _profile(nodeid: str, cmd: list[str], *, rootdir: Path, json_path: Path, html_path: Path,
