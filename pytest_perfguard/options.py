@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,9 @@ _OPTIONS: list[tuple[str, str, str, Any, str]] = [
      "re-run failing perf tests under Scalene: on-failure, always or never"),
     ("--perf-profile-dir", "perfguard_profile_dir", "string", ".perfguard/profiles", "where profiles are written"),
     ("--perf-profile-timeout", "perfguard_profile_timeout", "float", 300.0, "seconds before a profile re-run is killed"),
+    ("--perf-profile-limit", "perfguard_profile_limit", "int", 3,
+     "most failing tests profiled in one run (each profile is a Scalene re-run); the failure of each further "
+     "test prints the command that profiles it"),
 ]
 _TYPES: dict[str, type] = {"int": int, "float": float, "string": str}
 
@@ -92,6 +96,9 @@ def add_options(parser: pytest.Parser) -> None:
     for opt, ini, typ, default, help_ in _OPTIONS:
         group.addoption(opt, default=None, type=_TYPES[typ], help=_help(f"{help_} (default {default!r}; ini {ini})"))
         parser.addini(ini, _help(help_), type="string", default=str(default))
+    # The plugin's own re-runs (rerun.py) pass these; they are not for users, so they have no ini twin.
+    group.addoption("--perf-profile-region", default=None, metavar="JSON", help=argparse.SUPPRESS)
+    group.addoption("--perf-only", action="append", default=[], metavar="NODEID", help=argparse.SUPPRESS)
 
 
 def _positive_finite(name: str, value: float, *, zero: bool = True) -> float:
@@ -138,6 +145,9 @@ class Options:
     clock: str = "wall"  # what the regression gate judges latency on (a budget's clock= wins)
     confirm_pause: float = 1.0  # seconds before a suspected regression is measured again (in a fresh process)
     instructions: bool = False  # regions are counted under callgrind, not timed
+    profile_limit: int = 3  # most profile re-runs in one run
+    profile_region: Path | None = None  # a profile re-run under `scalene run --off`: Scalene's JSON output
+    only: tuple[str, ...] = ()  # a re-run: the node ids to run, whatever else the arguments collect
 
     @property
     def warn_only(self) -> bool:
@@ -200,6 +210,11 @@ class Options:
         if threads is not None and threads < 1:
             raise pytest.UsageError(f"--perf-threads must be >= 1, not {threads}")
         timeout = get("--perf-profile-timeout", "perfguard_profile_timeout", float)
+        limit = get("--perf-profile-limit", "perfguard_profile_limit", int)
+        if limit < 1:
+            raise pytest.UsageError(f"--perf-profile-limit must be >= 1 (--perf-profile=never turns profiles off), "
+                                    f"not {limit}")
+        region = config.getoption("perf_profile_region")
         instructions = flag("perf_instructions", "perfguard_instructions")
         return cls(enabled=flag("perf", "perfguard_perf") or save or instructions, timing=timing,
                    json_path=Path(config.rootpath, json_path) if json_path else None,
@@ -215,4 +230,6 @@ class Options:
                    require_baseline=flag("perf_require_baseline", "perfguard_require_baseline"), alpha=alpha,
                    clock=choice("--perf-clock", "perfguard_clock", CLOCKS), instructions=instructions,
                    confirm_pause=_positive_finite("--perf-confirm-pause",
-                                                  get("--perf-confirm-pause", "perfguard_confirm_pause", float)))
+                                                  get("--perf-confirm-pause", "perfguard_confirm_pause", float)),
+                   profile_limit=limit, profile_region=Path(region) if region else None,
+                   only=tuple(config.getoption("perf_only")))

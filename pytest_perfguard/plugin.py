@@ -89,6 +89,6 @@ def perf(request: pytest.FixtureRequest) -> Perf:
     budget = item.stash.get(budget_key, None)
     need = max((required_samples(p) for p in budget.percentiles), default=0) if budget else 0
     obj = Perf(enabled=runner.options.enabled, settings=runner.options.timing, min_samples=need,
-               progress=lambda msg: runner.progress(item.nodeid, msg), counter=runner.counter)
+               progress=lambda msg: runner.progress(item.nodeid, msg), counter=runner.counter, region=runner.region)
     item.stash[perf_key] = obj
     return obj

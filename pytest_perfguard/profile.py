@@ -1,10 +1,19 @@
-"""Re-run one test under Scalene and summarise the profile.
+"""Re-run one test under Scalene and summarise the profile of its measured region.
 
 The plugin calls :func:`profile_test` when a perf test fails. It runs, in a subprocess and its
-own process group, ``python -m scalene run -o <out>.json [--cpu-only] --program-path <dir>
---profile-only <paths> -m pytest --- <nodeid> <pytest_args> -p no:cacheprovider -q``, then
-renders a self-contained HTML page (``scalene view --standalone``: every script and stylesheet
-is inlined, so it opens offline) and extracts the hottest lines for the failure report.
+own process group, ``python -m scalene run --off -o <out>.json --memory|--cpu-only --program-path
+<dir> --profile-only <paths> -m pytest --- <nodeid> <pytest_args> --perf-only=<nodeid>
+--perf-profile-region=<out>.json -p no:cacheprovider -q``. Scalene starts with sampling off; the
+plugin in the re-run turns it on around the measured region only (``region.ScaleneRegion``), so
+imports, collection and fixtures are not in the profile, and renders the self-contained HTML page
+(every script and stylesheet inlined, so it opens offline) once Scalene has written the JSON. When
+that page is missing, ``scalene view --standalone`` renders it here. The hottest lines go to the
+failure report.
+
+Scalene re-executes itself once to set its environment (``scalene_preload.py``); the re-run starts
+with that environment already set (:func:`preload_env`), which halves Scalene's start-up (it
+imports torch and IPython when they are installed). Should a Scalene version want another
+environment, it re-executes itself as before: slower, not wrong.
 
 Scalene makes a ``scaleneXXXXXXXX`` directory in ``$TMPDIR`` for each run (its Python aliases)
 and never removes it, so both Scalene commands run with ``TMPDIR`` set to a private directory
@@ -15,6 +24,7 @@ Nothing here imports pytest or scalene; Scalene is only ever run as a subprocess
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import importlib.util
@@ -31,7 +41,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +51,13 @@ __all__ = [
     "build_command",
     "format_section",
     "hot_lines",
+    "preload_env",
     "profile_test",
     "sanitize_nodeid",
     "scalene_available",
 ]
 
+_ALLOCATION_SAMPLING_WINDOW = 1048576  # Scalene's default (scalene_arguments.py)
 MAX_NAME_LEN = 120  # file-name stem limit; ".json"/".html" are appended
 HTML_TIMEOUT_S = 120.0
 MIN_CPU_PERCENT = 0.1  # lines below these are "about zero" and never reported
@@ -96,20 +107,12 @@ def sanitize_nodeid(nodeid: str) -> str:
     return name
 
 
-@lru_cache(maxsize=None)
-def _scalene_runs(python: str) -> bool:
-    try:
-        proc = subprocess.run([python, "-m", "scalene", "--version"], capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return proc.returncode == 0 and "scalene" in proc.stdout.lower()
-
-
 def scalene_available() -> bool:
-    """True if Scalene is importable by this interpreter and ``python -m scalene`` runs."""
+    """True if this interpreter finds Scalene. Nothing is imported or run: a ``python -m scalene
+    --version`` costs a whole Scalene start-up (it imports torch and IPython when installed), and a
+    broken install shows as the re-run's own error."""
     try:
-        return importlib.util.find_spec("scalene") is not None and _scalene_runs(sys.executable)
+        return importlib.util.find_spec("scalene") is not None
     except Exception:  # a broken install must never break a test session
         return False
 
@@ -143,7 +146,7 @@ def build_command(nodeid: str, *, json_path: Path, pytest_args: Sequence[str],
                   profile_paths: Sequence[str | os.PathLike[str]], memory: bool = True,
                   python: str = sys.executable, rootdir: Path | None = None) -> list[str]:
     """The Scalene command line that :func:`profile_test` runs (with cwd=rootdir)."""
-    cmd = [python, "-m", "scalene", "run", "-o", str(json_path)]
+    cmd = [python, "-m", "scalene", "run", "--off", "-o", str(json_path)]
     # Naming the metrics turns Scalene's library profilers off: with torch installed they wrap the
     # whole run in torch.profiler(with_stack=True), which made a 2 s pure-Python test take ~100 s.
     # GPU time is not what a perf-failure profile is for.
@@ -158,8 +161,26 @@ def build_command(nodeid: str, *, json_path: Path, pytest_args: Sequence[str],
         cmd += ["--profile-only", ",".join(_patterns(profile_paths))]
     elif rootdir is not None:
         cmd += ["--program-path", str(Path(rootdir).resolve())]
-    cmd += ["-m", "pytest", "---", nodeid, *pytest_args, "-p", "no:cacheprovider", "-q"]
+    cmd += ["-m", "pytest", "---", nodeid, *pytest_args, f"--perf-only={nodeid}", f"--perf-profile-region={json_path}",
+            "-p", "no:cacheprovider", "-q"]
     return cmd
+
+
+def preload_env(memory: bool, environ: dict[str, str]) -> dict[str, str]:
+    """The variables Scalene 2.x sets before re-executing itself (``ScalenePreload.get_preload_environ``
+    on Linux, default options), so that it need not: ``environ`` overlaid with them."""
+    env = {"SCALENE_ALLOCATION_SAMPLING_WINDOW": str(_ALLOCATION_SAMPLING_WINDOW)}
+    spec = importlib.util.find_spec("scalene")
+    if memory and sys.platform == "linux" and spec is not None and spec.submodule_search_locations:
+        lib = list(spec.submodule_search_locations)[0]
+        ld_path = environ.get("LD_LIBRARY_PATH")
+        env["LD_LIBRARY_PATH"] = ld_path if ld_path and lib in ld_path else ":".join(filter(None, (lib, ld_path)))
+        preload = environ.get("LD_PRELOAD")
+        env["LD_PRELOAD"] = (preload if preload and "libscalene.so" in preload.split(":")
+                             else ":".join(filter(None, ("libscalene.so", preload))))
+        if "PYTHONMALLOC" in environ:
+            env["PYTHONMALLOC"] = "default"
+    return {**environ, **env}
 
 
 def _last_line(stderr: str, stdout: str) -> str:
@@ -246,6 +267,7 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
     name = sanitize_nodeid(nodeid)
     if command_prefix is None and python == sys.executable and not scalene_available():
         raise ProfileError("Scalene is not installed for this interpreter (pip install scalene).")
+    made = [d for d in (outdir, *outdir.parents) if not d.exists()]  # removed again if left empty
     outdir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = outdir / f"{name}.json", outdir / f"{name}.html"
     for stale in (json_path, html_path):  # never mistake an old profile for this run's
@@ -258,18 +280,25 @@ def profile_test(nodeid: str, *, rootdir: Path, outdir: Path, pytest_args: list[
         full_env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
         full_env["TMPDIR"] = tmp  # Scalene leaves a scaleneXXXXXXXX directory in it
         full_env.update(env or {})
-        return _profile(nodeid, cmd, rootdir=rootdir, json_path=json_path, html_path=html_path,
-                        full_env=full_env, timeout=timeout, memory=memory, python=python,
-                        profile_paths=profile_paths)
+        try:
+            return _profile(nodeid, cmd, rootdir=rootdir, json_path=json_path, html_path=html_path,
+                            full_env=full_env, timeout=timeout, memory=memory, python=python,
+                            profile_paths=profile_paths, preload=command_prefix is None)
+        except ProfileError:
+            for d in made:  # innermost first; a folder something else wrote into stays
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
 
 
 def _profile(nodeid: str, cmd: list[str], *, rootdir: Path, json_path: Path, html_path: Path,
              full_env: dict[str, str], timeout: float, memory: bool, python: str,
-             profile_paths: list[str]) -> ProfileResult:
+             profile_paths: list[str], preload: bool) -> ProfileResult:
     """The body of :func:`profile_test` once the command and its environment are known."""
     start = time.perf_counter()
     try:
-        rc, out, err = _run(cmd, cwd=rootdir, env=full_env, timeout=timeout)
+        rc, out, err = _run(cmd, cwd=rootdir, env=preload_env(memory, full_env) if preload else full_env,
+                            timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ProfileError(f"The Scalene re-run of {nodeid} timed out after {timeout:g} s "
                            "and was killed.") from None
@@ -293,9 +322,10 @@ def _profile(nodeid: str, cmd: list[str], *, rootdir: Path, json_path: Path, htm
     if not has_data or not isinstance(profile, dict):
         where = ", ".join(str(p) for p in profile_paths) or str(rootdir)
         raise ProfileError(f"The Scalene re-run of {nodeid} produced no profile data for {where} "
-                           f"(that code ran for under ~1 s, or not at all): {_last_line(err, out)}")
+                           f"(its measured region ran none of that code): {_last_line(err, out)}")
     hot = hot_lines(profile, paths=profile_paths or None)
-    _write_html(json_path, html_path, python, json_path.parent, full_env, profile, hot)
+    if not (html_path.is_file() and html_path.stat().st_size > 0):  # the re-run renders it at exit
+        _write_html(json_path, html_path, python, json_path.parent, full_env, profile, hot)
     return ProfileResult(json_path=json_path, html_path=html_path, hot_lines=hot,
                          elapsed_s=elapsed, memory=bool(profile.get("memory", memory)),
                          returncode=rc)

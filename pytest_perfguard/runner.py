@@ -9,6 +9,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from .model import LATENCY_KINDS, ProcessSpeed, TestResult, Verdict
 from .options import Options
 from .perf import Perf
 from .report import summary_table
-from .rerun import confirm_args, default_profile_paths, measure_fresh, profile_failure, rerun_args
-from .serial import held
+from .region import RegionError, ScaleneRegion
+from .rerun import confirm_args, measure_fresh, profile_command, profile_failure, rerun_args
+from .serial import held, turn
 from .store import RunBaseline
 
 __all__ = ["Runner", "budget_key", "perf_key", "baseline_key"]
@@ -54,6 +56,14 @@ class Runner:
         self.gated = 0  # collected perf tests with a baseline entry: they share the run's error budget
         self.process_id = uuid.uuid4().hex[:12]  # saved with each run: the tests of one process share its speed
         self.counter = counter() if options.instructions else None  # under callgrind: regions are counted
+        self.profiles = 0  # profile re-runs started by this process (without xdist: by the run)
+        self.region: ScaleneRegion | None = None  # in a profile re-run: Scalene samples only inside it
+        if options.profile_region is not None:
+            try:
+                self.region = ScaleneRegion(options.profile_region)
+            except RegionError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            self.region.render_html_at_exit()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -70,6 +80,8 @@ class Runner:
         anything, as for any collection error); the test is taken out of the run.
         """
         result = yield
+        if self.options.only:
+            _select(self.config, items, self.options.only)
         for item in list(items):
             error = _parse_marker(item)
             if error:
@@ -92,6 +104,8 @@ class Runner:
         with contextlib.ExitStack() as stack:
             if self.lock is not None and _is_perf_test(item):
                 stack.enter_context(held(self.lock, exclusive=True))
+            if self.region is not None and "perf" not in getattr(item, "fixturenames", ()):
+                stack.enter_context(self.region())  # no perf(fn) region: the test body is the region
             with self._benchmark_meter(item):  # read once the body is done, confirmation included
                 outcome = yield
             self._confirm_regression(item)
@@ -134,8 +148,8 @@ class Runner:
                                        f"in a fresh process to confirm ({attempt}/{self.options.confirm})", prefix="")
             time.sleep(self.options.confirm_pause)
             fresh = measure_fresh(item.nodeid, rootdir=self.config.rootpath, timeout=self.options.profile_timeout,
-                                  args=confirm_args(self.config.invocation_params.args, self.config.rootpath,
-                                                    targets=self.config.args))
+                                  args=confirm_args(self.config.invocation_params.args, _paths(self.config),
+                                                    xdist=self.config.pluginmanager.has_plugin("xdist")))
             if fresh is not None:
                 measurement.replace_rounds(fresh)
             elif perf is None or not perf.remeasure():  # the fresh process measured nothing: measure again here
@@ -217,13 +231,23 @@ class Runner:
         return threads if threads is not None and threads > 1 else None
 
     def _attach_profile(self, item: pytest.Item, rep: pytest.TestReport) -> dict[str, str]:
-        args = rerun_args(self.config.invocation_params.args, self.config.rootpath, targets=self.config.args,
-                          xdist=self.config.pluginmanager.has_plugin("xdist"))
-        paths = default_profile_paths(self.config.rootpath, Path(str(item.path)),
-                                      self.config.getini("perfguard_profile_paths"))
-        self.progress(item.nodeid, "profiling the failure under Scalene", prefix="")
-        prof = profile_failure(item.nodeid, rootdir=self.config.rootpath, outdir=self.options.profile_dir,
-                               args=args, paths=paths, timeout=self.options.profile_timeout)
+        """Profile the test under Scalene, unless the run's ``--perf-profile-limit`` profiles are taken:
+        then the section says how to profile it. Under xdist the re-run holds the workers' lock."""
+        args = self.config.invocation_params.args
+        with self._profile_turn() as granted:
+            if not granted:
+                limit = self.options.profile_limit
+                note = (f"not profiled: the run's {limit} profile{'s' * (limit > 1)} (--perf-profile-limit) went to "
+                        f"earlier failures; to profile it: {profile_command(item.nodeid, args, _paths(self.config))}")
+                rep.sections.append(("perfguard profile", note))
+                return {"skipped": note}
+            self.progress(item.nodeid, "profiling the measured region under Scalene", prefix="")
+            prof = profile_failure(item.nodeid, rootdir=self.config.rootpath, outdir=self.options.profile_dir,
+                                   args=rerun_args(args, _paths(self.config),
+                                                   xdist=self.config.pluginmanager.has_plugin("xdist")),
+                                   test_file=Path(str(item.path)),
+                                   configured=self.config.getini("perfguard_profile_paths"),
+                                   timeout=self.options.profile_timeout)
         if "error" in prof:
             rep.sections.append(("perfguard profile", f"WARNING: {prof['error']}"))
         else:
@@ -231,6 +255,32 @@ class Runner:
             _add_property(item, rep, "perfguard_profile_json", prof["json"])
             _add_property(item, rep, "perfguard_profile_html", prof["html"])
         return {k: v for k, v in prof.items() if k != "section"}
+
+    def _profile_turn(self) -> AbstractContextManager[bool]:
+        """Whether this failure may be profiled: one of the run's ``profile_limit`` turns (under xdist
+        counted across the workers, holding their lock so that no measurement runs beside the re-run)."""
+        if self.lock is not None:
+            return turn(self.lock, "profiles", self.options.profile_limit)
+        self.profiles += 1
+        return contextlib.nullcontext(self.profiles <= self.options.profile_limit)
+
+
+def _paths(config: pytest.Config) -> list[str]:
+    """The test paths pytest's parser read from the command line (and ``addopts``)."""
+    return [str(p) for p in config.getoption("file_or_dir") or []]
+
+
+def _select(config: pytest.Config, items: list[pytest.Item], nodeids: tuple[str, ...]) -> None:
+    """Keep the first item of each node id in ``nodeids`` (a re-run's test); deselect the rest."""
+    keep: dict[str, pytest.Item] = {}
+    for item in items:
+        if item.nodeid in nodeids:
+            keep.setdefault(item.nodeid, item)
+    chosen = set(map(id, keep.values()))
+    dropped = [i for i in items if id(i) not in chosen]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if id(i) in chosen]
 
 
 def _add_property(item: pytest.Item, rep: pytest.TestReport, name: str, value: object) -> None:

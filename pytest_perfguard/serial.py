@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["lock_path", "held", "remove_lock"]
+__all__ = ["lock_path", "held", "remove_lock", "turn"]
 
 
 def lock_path(run_id: str) -> Path:
@@ -55,6 +55,21 @@ def held(path: Path, exclusive: bool) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+@contextlib.contextmanager
+def turn(path: Path, name: str, limit: int) -> Iterator[bool]:
+    """Hold the lock exclusively and take one of the run's ``limit`` turns named ``name`` (a counter in a
+    file beside the lock, shared by the workers): yields whether a turn was left."""
+    counter = path.with_name(f"{path.name}.{name}")
+    with held(path, exclusive=True):
+        try:
+            taken = int(counter.read_text(encoding="ascii") or 0)
+        except (OSError, ValueError):
+            taken = 0
+        if taken < limit:
+            counter.write_text(str(taken + 1), encoding="ascii")
+        yield taken < limit
+
+
 def remove_lock(path: Path) -> bool:
     """Remove the run's lock file unless a test holds it right now; True if it is gone.
 
@@ -72,6 +87,8 @@ def remove_lock(path: Path) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if not _same_file(fd, path):
             return False  # replaced since we opened it: not ours to judge
+        for counter in path.parent.glob(f"{path.name}.*"):  # ``turn``'s counters
+            counter.unlink(missing_ok=True)
         os.unlink(path)
         return True
     except OSError:

@@ -125,9 +125,11 @@ class Session:
         if any(c.verdict == Verdict.NO_BASELINE for r in self.results for c in r.checks):
             self.notes.append("relative budgets were not checked: they need a baseline for this machine")
         for r in self.results:
-            error = (r.profile or {}).get("error")
+            error, skipped = (r.profile or {}).get("error"), (r.profile or {}).get("skipped")
             if error:
                 self.notes.append(f"WARNING: {r.nodeid}: {error}")
+            elif skipped:
+                self.notes.append(f"{r.nodeid}: {skipped}")
         for note in self.notes:
             terminalreporter.write_line(f"perfguard: {note}", red=note.startswith("ERROR"))
         if self.torch_threads:

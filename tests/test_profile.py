@@ -198,15 +198,17 @@ def test_build_command(tmp_path: Path) -> None:
                         pytest_args=["--perf", "--perf-profile=never"], profile_paths=paths,
                         python="py")
     root = str(tmp_path.resolve())
-    assert cmd[:6] == ["py", "-m", "scalene", "run", "-o", str(tmp_path / "o.json")]
+    # --off: Scalene samples only where the plugin in the re-run turns it on (the measured region)
+    assert cmd[:7] == ["py", "-m", "scalene", "run", "--off", "-o", str(tmp_path / "o.json")]
     assert "--cpu-only" not in cmd and "--profile-all" not in cmd
     assert cmd[cmd.index("--program-path") + 1] == root
     only = cmd[cmd.index("--profile-only") + 1].split(",")
     assert f"{root}/src/" in only and f"{root}/suites/" in only
     assert not any("pytest_perfguard" in p for p in only)
     tail = cmd[cmd.index("-m", 4):]
-    assert tail == ["-m", "pytest", "---", "suites/test_a.py::test_b[x]", "--perf",
-                    "--perf-profile=never", "-p", "no:cacheprovider", "-q"]
+    assert tail == ["-m", "pytest", "---", "suites/test_a.py::test_b[x]", "--perf", "--perf-profile=never",
+                    "--perf-only=suites/test_a.py::test_b[x]", f"--perf-profile-region={tmp_path / 'o.json'}",
+                    "-p", "no:cacheprovider", "-q"]
     assert "--cpu-only" in build_command("t", json_path=tmp_path / "o.json", pytest_args=[],
                                          profile_paths=paths, memory=False)
     # code under test installed in site-packages: Scalene skips that unless --profile-all
@@ -216,6 +218,25 @@ def test_build_command(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="comma"):
         build_command("t", json_path=tmp_path / "o.json", pytest_args=[],
                       profile_paths=[str(tmp_path / "a,b")])
+
+
+def test_preload_env_is_what_scalene_would_set_before_re_executing(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = prof.preload_env(False, {"PATH": "/bin"})
+    assert cpu == {"PATH": "/bin", "SCALENE_ALLOCATION_SAMPLING_WINDOW": "1048576"}
+    if not scalene_available() or sys.platform != "linux":
+        return
+    mem = prof.preload_env(True, {"LD_PRELOAD": "libother.so", "PYTHONMALLOC": "malloc"})
+    assert mem["LD_PRELOAD"] == "libscalene.so:libother.so" and mem["PYTHONMALLOC"] == "default"
+    assert Path(mem["LD_LIBRARY_PATH"].split(":")[0], "libscalene.so").is_file()
+    assert prof.preload_env(True, mem) == mem  # already set: unchanged
+    # Scalene's own rule agrees: with this environment it does not re-execute itself
+    code = ("import argparse, os, sys; from scalene.scalene_preload import ScalenePreload; "
+            "from scalene.scalene_arguments import ScaleneArguments; "
+            "env = ScalenePreload.get_preload_environ(argparse.Namespace(**{**vars(ScaleneArguments()), 'memory': True})); "
+            "sys.exit(str(env) if any(os.environ.get(k) != v for k, v in env.items()) else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], env=prof.preload_env(True, dict(os.environ)),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_module_imports_neither_pytest_nor_scalene() -> None:
@@ -364,17 +385,21 @@ def test_real_scalene_end_to_end(tmp_path: Path) -> None:
     (proj / "tests" / "test_slow.py").write_text(textwrap.dedent("""\
         import pathlib, sys
         sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "src"))
+        import pytest
         import slowmod
 
-        def test_too_slow():
+        def work():
             slowmod.alloc(4_000)
-            assert slowmod.slow_sum(8_000_000) < 0, "perf budget exceeded"
+            return slowmod.slow_sum(4_000_000)
+
+        @pytest.mark.perf_budget(latency="1us")
+        def test_too_slow(perf):
+            perf(work)
     """))
     outdir = proj / ".perfguard" / "profiles"
-    # -p no:perfguard keeps an installed (or half-written) plugin out of this tiny project.
     res = profile_test("tests/test_slow.py::test_too_slow", rootdir=proj, outdir=outdir,
-                       pytest_args=["-p", "no:perfguard"], profile_paths=[str(proj / "src")],
-                       timeout=120.0)
+                       pytest_args=["--perf", "--perf-profile=never", "--perf-confirm=0"],
+                       profile_paths=[str(proj / "src")], timeout=300.0)
     print(format_section(res, proj))
     assert res.returncode == 1  # the test fails; the profile is still a success
     assert res.json_path == outdir / "tests_test_slow.py__test_too_slow.json"
