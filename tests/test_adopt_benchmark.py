@@ -83,7 +83,7 @@ def test_perf_alone_gates_every_benchmark_test_of_an_existing_suite(pytester: py
 
     # A 20x slowdown fails exactly its test, after one fresh process confirmed it, at the default tolerance.
     monkeypatch.setenv("SLOW", "large")  # inherited by that fresh process
-    slow = run(pytester, "--perf-confirm=1", "--perf-confirm-pause=0.1", "--perf-json=out.json")
+    slow = run(pytester, "-v", "--perf-confirm=1", "--perf-confirm-pause=0.1", "--perf-json=out.json")  # -v: progress lines
     slow.assert_outcomes(passed=4, failed=1)
     out = slow.stdout.str()
     assert ("perfguard: test_suite.py::test_parametrized[large]: latency looks regressed: measuring again in 0.1 s "
@@ -158,7 +158,7 @@ def test_a_confirmation_writes_none_of_pytest_benchmark_s_files(pytester: pytest
     pytester.makepyfile(test_suite=SUITE)
     run(pytester, "--perf-save", "-k", "plain").assert_outcomes(passed=1)
     monkeypatch.setenv("SLOW", "plain")
-    slow = run(pytester, "-k", "plain", "--perf-confirm=1", "--perf-confirm-pause=0", "--benchmark-autosave")
+    slow = run(pytester, "-v", "-k", "plain", "--perf-confirm=1", "--perf-confirm-pause=0", "--benchmark-autosave")
     slow.assert_outcomes(failed=1)
     slow.stdout.fnmatch_lines(["*latency looks regressed: measuring again in 0 s in a fresh process to confirm (1/1)"])
     assert len(list((pytester.path / ".benchmarks").glob("*/*.json"))) == 1
