@@ -98,9 +98,10 @@ def test_scalene_region_nests_and_needs_scalene(fake_scalene: FakeScalene, tmp_p
         ScaleneRegion(tmp_path / "p.json")
 
 
-def test_the_re_run_profiles_perf_calls_or_else_the_test_body(pytester: pytest.Pytester,
-                                                               fake_scalene: FakeScalene) -> None:
+def test_the_re_run_profiles_perf_calls_or_else_the_test_body(pytester: pytest.Pytester, fake_scalene: FakeScalene,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("pytest_benchmark")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # run under -n: pytest-benchmark would turn itself off
     pytester.makepyfile("""
         import sys
         import pytest
