@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                 fails += bool(failed)
                 caught += failed == {"test_real.py::test_work[loop-2]"}
                 rounds.append(max(r["round"] for r in doc["ab"]["runs"]))
+                live = [t["nodeid"].split("[")[-1].rstrip("]") for t in doc["tests"]
+                        if not any("stopped after" in r.get("message", "") for r in t.get("rows", []))]
+                print(f"  {name}: {rounds[-1]} rounds, {walls[-1]:.0f} s; failed: {sorted(failed) or 'none'}; "
+                      f"measured to the end: {', '.join(live) or 'none'}", flush=True)
             if proc:
                 stop.set()
                 proc.join()
