@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="unchanged A/B runs, quiet and with a CPU hog each")
     ap.add_argument("--slowed-runs", type=int, default=3, help="A/B runs with one test 10 %% slower")
+    ap.add_argument("--keep", type=Path, help="copy each run's --json report into this folder")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|")
         conditions = (("unchanged (quiet)", "", a.runs), ("unchanged, CPU hog flapping on one core", "", a.runs),
                       ("one test +10 % (quiet)", "loop-2", a.slowed_runs))
-        for name, slow, runs in conditions:
+        for name, slow, runs in [c for c in conditions if c[2]]:
             text = SUITE.replace('os.environ.get("SLOW_TEST", "")', repr(slow))
             (root / "test_real.py").write_text(text)
             stop = multiprocessing.Event()
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "--", *ARGS], cwd=root, capture_output=True, text=True)
                 walls.append(time.monotonic() - start)
                 doc = json.loads((root / "ab.json").read_text())
+                if a.keep:
+                    a.keep.mkdir(parents=True, exist_ok=True)
+                    kept = a.keep / f"{len(list(a.keep.glob('*.json'))):03d}-{slow or 'unchanged'}.json"
+                    kept.write_text(json.dumps(doc))
                 failed = {t["nodeid"] for t in doc["tests"] if t["verdict"] in ("regressed", "failed")}
                 fails += bool(failed)
                 caught += failed == {"test_real.py::test_work[loop-2]"}
@@ -75,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                         if not any("stopped after" in r.get("message", "") for r in t.get("rows", []))]
                 print(f"  {name}: {rounds[-1]} rounds, {walls[-1]:.0f} s; failed: {sorted(failed) or 'none'}; "
                       f"measured to the end: {', '.join(live) or 'none'}", flush=True)
+                for t in doc["tests"]:
+                    if slow and t["nodeid"].endswith(f"[{slow}]") and t.get("comparison"):
+                        c = t["comparison"]
+                        print(f"    {slow}: ratio {c.get('ratio')}, p slower {c.get('p_slower')}, "
+                              f"pairs {c.get('n_pairs')}, confidence {c.get('confidence')}", flush=True)
             if proc:
                 stop.set()
                 proc.join()
