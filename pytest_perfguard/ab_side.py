@@ -4,7 +4,7 @@
 names a JSON file in ``IMPORTS_ENV``. When the session ends, the file lists, by module name, the
 file of every imported module that is not part of the Python installation (the standard library
 and site-packages) and not part of this plugin, plus the modules whose top-level name is a package
-or module of this side's checkout wherever they came from. ``ab.check_imports`` then proves that
+or module of this side's checkout wherever they came from. ``ab_process.check_imports`` then proves that
 each side measured its own checkout's code: an editable install (``pip install -e .``) or a
 ``PYTHONPATH`` that points at the head's checkout makes the base import the head's files, and
 then both sides measure the same code.
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from .ab import IMPORTS_ENV, SIDE_ENV, ab_pythonpath
+from .ab_process import IMPORTS_ENV, SIDE_ENV, ab_pythonpath
 
 PLUGIN_PACKAGE = __name__.split(".")[0]
 

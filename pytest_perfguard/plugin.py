@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .ab import SIDE_ENV, ab_pythonpath
+from .ab_process import SIDE_ENV, ab_pythonpath
 from .callgrind import counter
 from .check import required_samples
 from .instructions import run_under_callgrind

@@ -296,6 +296,26 @@ def futile(base_bests, head_bests, *, tolerance: float, beta: float = FUTILITY_B
                          int((~np.isnan(h)).sum()), pairs, tolerance, 1 - 2 * beta, "unchanged", reason)
 
 
+def look(corrected: dict, speeds: tuple[list, list], stopped, *, tolerance: float,
+         speed_share: float) -> tuple[dict, bool]:
+    """One look of the sequential A/B runs, after a round: the tests not yet ``stopped`` whose rounds
+    now rule out a slowdown beyond the tolerance (``futile``: their verdicts, by test), and whether
+    the runs go on: some test is left, or the runs' speed (judged at ``speed_share``, never stopped
+    early) has fewer rounds than that share needs.
+
+    ``corrected`` and ``speeds``: the tests' per-run bests with the runs' speeds taken out, and
+    those speeds (``without_run_speeds``)."""
+    new = {}
+    for test, (b, h) in corrected.items():
+        if test not in stopped:
+            verdict = futile(b, h, tolerance=tolerance)
+            if verdict is not None:
+                new[test] = verdict
+    left = sum(1 for t in corrected if t not in stopped and t not in new)
+    speed_rounds = sum(1 for x, y in zip(*speeds) if x is not None and y is not None)
+    return new, left > 0 or (speed_share > 0 and speed_rounds < min_pairs(1 - 2 * speed_share))
+
+
 def _key(x: np.ndarray) -> tuple[float | None, ...]:
     """Hashable and equal for equal runs: None for a missing run (NaN never equals itself)."""
     return tuple(None if math.isnan(v) else float(v) for v in x)

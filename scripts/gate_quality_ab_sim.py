@@ -5,12 +5,11 @@ one head process per round. Every process has its own speed (log-normal, SD ``si
 run-to-run offset of a shared VM), every test a per-run jitter (SD drawn per test from 0.5-5 %),
 and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). As ``perfguard ab``
 does (``ab._stop_futile``, ``ab._deselected``, ``ab._decide``), through the same functions: from
-round ``--futility-from`` on, ``runs.futile`` stops the tests whose rounds rule out a slowdown
+round ``--futility-from`` on, ``runs.look`` stops the tests whose rounds rule out a slowdown
 beyond the tolerance, on the run bests with each run's speed taken out
-(``runs.without_run_speeds``); later runs skip the stopped tests but for those
-``runs.deselected`` keeps for the runs' speed; the runs end when no test is left and the runs'
-speed has ``runs.min_pairs`` rounds at its share; ``runs.compare_runs`` judges the rest, and the
-runs' speed, at the shares ``runs.shares`` gives.
+(``runs.without_run_speeds``), and says when the runs end; later runs skip the stopped tests but
+for those ``runs.deselected`` keeps for the runs' speed; ``runs.compare_runs`` judges the rest,
+and the runs' speed, at the shares ``runs.shares`` gives.
 
 Reported: how often an unchanged suite fails anywhere, how often a +10 % slowdown of one test is
 caught with no other test failing (95 % Clopper-Pearson intervals), and the mean cost in
@@ -29,7 +28,7 @@ import sys
 import numpy as np
 
 from gate_quality_stored import interval  # the same folder: the Clopper-Pearson interval
-from pytest_perfguard.runs import compare_runs, deselected, futile, min_pairs, shares, without_run_speeds
+from pytest_perfguard.runs import compare_runs, deselected, look, shares, without_run_speeds
 
 
 def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None):
@@ -53,10 +52,9 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
             measured += n_tests - len(skip)
         corrected, speeds = without_run_speeds(bests)
         if futility_from <= rnd < max_rounds:
-            stopped |= {t for t in range(n_tests) if t not in stopped
-                        and futile(*corrected[t], tolerance=tolerance) is not None}
-            speed_rounds = sum(1 for x, y in zip(*speeds) if x is not None and y is not None)
-            if len(stopped) == n_tests and speed_rounds >= min_pairs(1 - 2 * speed_share):
+            new, go_on = look(corrected, speeds, stopped, tolerance=tolerance, speed_share=speed_share)
+            stopped |= set(new)
+            if not go_on:
                 break
     failed = {t for t, (b, h) in corrected.items() if t not in stopped and compare_runs(
         b, h, tolerance=tolerance, confidence=1 - 2 * test_share, interval=False).verdict in ("regressed", "insufficient")}

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from pytest_perfguard.model import TestResult
-from pytest_perfguard.ab import ABError, ab_pythonpath, base_name, check_args, check_imports
+from pytest_perfguard.ab_process import ABError, ab_pythonpath, base_name, check_args, check_imports
 
 FAST = ["--perf-max-time=0.05", "--perf-min-rounds=6", "--perf-min-round-time=0.002"]
 

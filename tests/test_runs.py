@@ -195,3 +195,18 @@ def test_the_error_budget_is_shared_by_weight_and_the_runs_speed_keeps_its_tests
     assert runs.deselected(stopped, live=0) == stopped[runs.KEEP_MEASURED:]
     assert runs.deselected(stopped, live=4) == stopped[runs.KEEP_MEASURED - 4:]
     assert runs.deselected(stopped, live=7) == stopped
+
+
+def test_a_look_stops_the_settled_tests_and_ends_the_runs_only_when_the_speed_has_its_rounds() -> None:
+    rng = np.random.default_rng(12)
+    base = run_bests(rng, 6, jitter=0.01)
+    corrected = {"same": (base, run_bests(rng, 6, jitter=0.01)), "slow": (base, run_bests(rng, 6, 1.10, jitter=0.01))}
+    speeds = ([1.0] * 6, [1.0] * 6)
+    new, go_on = runs.look(corrected, speeds, set(), tolerance=0.05, speed_share=0.0)
+    assert set(new) == {"same"} and new["same"].verdict == "unchanged" and go_on  # "slow" is left
+    new, go_on = runs.look(corrected, speeds, {"slow"}, tolerance=0.05, speed_share=0.0)
+    assert set(new) == {"same"} and not go_on  # no test left, no speed row
+    _, go_on = runs.look(corrected, speeds, {"same", "slow"}, tolerance=0.05, speed_share=0.0025)
+    assert go_on and min_pairs(1 - 2 * 0.0025) > 6  # the speed row needs more rounds at its share
+    _, go_on = runs.look(corrected, ([1.0] * 9, [1.0] * 9), {"same", "slow"}, tolerance=0.05, speed_share=0.0025)
+    assert not go_on and min_pairs(1 - 2 * 0.0025) == 9

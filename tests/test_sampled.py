@@ -121,7 +121,8 @@ def test_end_to_end_a_fresh_draw_passes_where_single_numbers_failed_and_a_drop_f
 def test_ab_pools_every_run_s_items_not_the_last_run_s() -> None:
     from pathlib import Path
 
-    from pytest_perfguard.ab import SideRun, pool_runs
+    from pytest_perfguard.ab import pool_runs
+    from pytest_perfguard.ab_process import SideRun
 
     def side_run(k: int, mean: float) -> SideRun:
         res = {"nodeid": "t", "measurement": None, "metrics": {"accuracy": mean, "count": float(k)},

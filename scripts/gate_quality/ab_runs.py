@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_perfguard import ab as perfguard_ab
+from pytest_perfguard.ab_process import SideRun
 from pytest_perfguard.model import TestResult
 
 CASES = {"aa": 0.0, "plus5": 0.05, "plus10": 0.10, "plus20": 0.20}
@@ -97,7 +98,7 @@ class Hog:
         self.proc.wait()
 
 
-def slim(run: perfguard_ab.SideRun) -> dict[str, Any]:
+def slim(run: SideRun) -> dict[str, Any]:
     """What the analysis needs of one pytest run (JSON-safe; ``side_runs`` reads it back)."""
     tests = {n: {"measurement": {k: getattr(r.measurement, k) for k in ("samples", "unit", "items", "memory_growth")},
                  "metrics": dict(r.metrics), "budget": dict(r.budget), "body_passed": r.body_passed}
@@ -145,8 +146,8 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def side_runs(rec: dict[str, Any], side: str, upto: int) -> list[perfguard_ab.SideRun]:
+def side_runs(rec: dict[str, Any], side: str, upto: int) -> list[SideRun]:
     """One side's pytest runs of rounds 1 to ``upto`` of an A/B run, as ``perfguard ab`` holds them."""
-    return [perfguard_ab.SideRun(r["side"], r["round"], r["returncode"], r["seconds"], Path(os.devnull),
+    return [SideRun(r["side"], r["round"], r["returncode"], r["seconds"], Path(os.devnull),
                                  {n: TestResult.from_json(dict(t, nodeid=n)) for n, t in r["tests"].items()})
             for r in rec["rounds"] if r["side"] == side and r["round"] <= upto]
