@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"measured to the end: {', '.join(live) or 'none'}", flush=True)
                 for t in doc["tests"]:
                     if slow and t["nodeid"].endswith(f"[{slow}]") and t.get("comparison"):
-                        c = t["comparison"]
+                        c = t["comparison"].get("runs") or t["comparison"]
                         print(f"    {slow}: ratio {c.get('ratio')}, p slower {c.get('p_slower')}, "
                               f"pairs {c.get('n_pairs')}, confidence {c.get('confidence')}", flush=True)
             if proc:
