@@ -29,13 +29,13 @@ import os
 import platform
 import shutil
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DIR_ENV", "MISSING", "REPEATS", "SPREAD", "SPREAD_FLOOR", "TOLERANCE", "disagree", "Count", "Counter", "available", "command", "counter",
-           "parse_dump", "spread"]
+__all__ = ["DIR_ENV", "MISSING", "REPEATS", "SPREAD", "SPREAD_FLOOR", "TOLERANCE", "TUNABLES", "disagree", "Count", "Counter",
+           "available", "command", "counter", "environment", "parse_dump", "spread"]
 
 DIR_ENV = "PERFGUARD_CALLGRIND_DIR"  # where the session under callgrind writes its dumps
 REPEATS = 3  # counts per region after the dropped first one
@@ -60,6 +60,23 @@ def command(out_dir: Path) -> list[str]:
     """The valgrind command line a session is run under (then the Python interpreter and its args)."""
     return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
             f"--callgrind-out-file={out_dir}/callgrind.out.%p"]
+
+
+# glibc's memcpy/memset switch to ``rep movsb``/``rep stosb`` above a size, and only where the source and
+# destination addresses do not alias within a page; valgrind counts each byte a ``rep`` instruction moves, the
+# vector loop one instruction per 32-64 bytes. So a large copy counted 30,000 or 900 instructions by where
+# the heap put its buffers, and a json round trip of 28 kB moved 0.5-1.7 % between processes. Above these
+# thresholds (never, here) the counted session always takes the vector loop: measured, the same round trips
+# then agree across processes to 0.01 % (README, "Instruction counts").
+TUNABLES = "glibc.cpu.x86_rep_movsb_threshold=4294967295:glibc.cpu.x86_rep_stosb_threshold=4294967295"
+
+
+def environment(env: Mapping[str, str], out_dir: Path) -> dict[str, str]:
+    """The environment of a session under callgrind: ``env`` with the dump folder (``DIR_ENV``) and
+    glibc's tunables set so that copies count the same wherever their buffers lie (``TUNABLES``; any
+    the user set are kept, after ours so that theirs win)."""
+    tunables = ":".join(t for t in (TUNABLES, env.get("GLIBC_TUNABLES", "")) if t)
+    return {**env, DIR_ENV: str(out_dir), "GLIBC_TUNABLES": tunables}
 
 
 def available() -> bool:

@@ -30,5 +30,5 @@ def run_under_callgrind(config: pytest.Config) -> int:
                                 "time: drop -n / --dist (pytest-xdist)")
     with tempfile.TemporaryDirectory(prefix="perfguard-callgrind-") as out:
         command = [*callgrind.command(Path(out)), sys.executable, "-m", "pytest", *config.invocation_params.args]
-        env = {**os.environ, callgrind.DIR_ENV: out}
+        env = callgrind.environment(os.environ, Path(out))
         return subprocess.run(command, cwd=config.invocation_params.dir, env=env).returncode
