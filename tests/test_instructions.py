@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from pytest_perfguard import callgrind
 from pytest_perfguard.budget import BudgetError, parse_budget
 from pytest_perfguard.callgrind import SPREAD_FLOOR, disagree, parse_dump
 from pytest_perfguard.check import evaluate
@@ -132,6 +133,29 @@ def test_instruction_gate_end_to_end(pytester, monkeypatch):
     more = _count(pytester, monkeypatch, "-k", "test_loop", work=1.01)
     more.assert_outcomes(failed=1)
     more.stdout.fnmatch_lines(["*instructions vs baseline regressed: * instr vs baseline * instr (+1.0*%), beyond 0.5%*"])
+
+
+def test_the_counted_session_keeps_glibc_off_rep_movsb_and_keeps_the_users_tunables(tmp_path):
+    env = callgrind.environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1", "HOME": "/h"}, tmp_path)
+    assert env["GLIBC_TUNABLES"] == callgrind.TUNABLES + ":glibc.malloc.arena_max=1"  # the user's last: theirs win
+    assert env[callgrind.DIR_ENV] == str(tmp_path) and env["HOME"] == "/h"
+    assert callgrind.environment({}, tmp_path)["GLIBC_TUNABLES"] == callgrind.TUNABLES
+
+
+@needs_valgrind
+def test_a_large_copy_is_counted_by_the_vector_loop_not_byte_by_byte(pytester, monkeypatch):
+    """glibc copies 32 kB with ``rep movsb`` where the CPU has ERMS, which callgrind counts once per byte
+    (655,360 for these 20 copies), and takes it or not by where the buffers lie: counts then moved with the
+    heap's layout from one process to the next. The counted session keeps glibc on its vector loop."""
+    pytester.makepyfile(test_copy="""
+        DATA = bytes(range(256)) * 128  # 32 kB
+
+        def test_copy(perf):
+            perf(lambda: [bytearray(DATA) for _ in range(20)])
+        """)
+    _count(pytester, monkeypatch).assert_outcomes(passed=1)
+    m = json.loads((pytester.path / "out.json").read_text())["tests"][0]["measurement"]
+    assert m["instructions"] < 300_000, m  # ~114,000 here; one per byte would be over 655,360
 
 
 @needs_valgrind
