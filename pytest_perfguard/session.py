@@ -48,7 +48,7 @@ class Session:
         self.gate_errors = baseline.session_errors(require=self.options.require_baseline, saving=self.options.save)
         if self.options.warn_only and baseline.error:  # the opt-out covers a bad file, not a required one
             self.gate_warnings, self.gate_errors = self.gate_errors, []
-        self.notes.extend(_baseline_notes(baseline, self.options.save))
+        self.notes.extend(_baseline_notes(baseline, self.options.save, self.options.instructions))
         if self.options.instructions:
             self.notes.append("regions counted in instructions under valgrind's callgrind: nothing was timed "
                               "(latency, throughput and memory budgets are left to a timed run)")
@@ -190,14 +190,14 @@ def error_budget_notes(results: list[TestResult], alpha: float, processes: int =
     return notes
 
 
-def _baseline_notes(run: RunBaseline, saving: bool) -> list[str]:
+def _baseline_notes(run: RunBaseline, saving: bool, counted: bool = False) -> list[str]:
     if run.error:
         return []  # a gate error (Session.gate_errors), printed last
     if run.baseline is None:
         if saving:
             return [f"no baseline for this machine yet: {run.path} will be created"]
         return [f"no baseline for this machine ({run.path}): absolute budgets only; "
-                "record one with `pytest --perf --perf-save`"]
+                f"record one with `pytest {'--perf-instructions' if counted else '--perf'} --perf-save`"]
     notes = [f"baseline {run.path} ({len(run.baseline.entries)} tests, updated {run.baseline.updated})"]
     if run.hardware_diff:
         notes.append("WARNING: the baseline was recorded on different hardware: " + "; ".join(run.hardware_diff))
