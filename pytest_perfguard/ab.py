@@ -308,10 +308,21 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
                 if not any(b.startswith(why) for b in result.base_broken):
                     result.base_broken.append(f"{why} (round {rnd}):\n{_tail(run.log)}")
             result.runs.append(run)
+        if rnd == 1 and _counted_only(result):
+            say("perfguard ab: every region was counted in instructions (--perf-instructions), which a "
+                "second process counts the same: one round is the measurement")
+            break
         if rnd == 1:
             _enough_rounds(result, say)
         if FUTILITY_FROM <= rnd < result.rounds and not _stop_futile(result, tolerance, say):
             break
+
+
+def _counted_only(result: ABResult) -> bool:
+    """True when the head's measurements are all instruction counts (nothing timed, so no rounds to pair)."""
+    measured = [t.measurement for r in result.runs if r.side == "head" for t in r.results.values()
+                if t.measurement is not None]
+    return bool(measured) and all(m.instructions is not None and not m.samples for m in measured)
 
 
 def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:

@@ -540,3 +540,26 @@ def test_the_base_worktree_path_is_as_long_as_the_checkout_where_it_can_be() -> 
     tmp, checkout = Path("/tmp/perfguard-ab-x1"), Path("/home/someone/src/project")
     assert len(str(tmp / base_name(tmp, checkout))) == len(str(checkout))
     assert base_name(tmp, Path("/src")) == "base"  # a checkout path shorter than the temporary folder
+
+
+def test_counted_regions_take_one_round_and_are_judged_on_their_counts(repo: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``-- --perf-instructions`` nothing is timed: a count is the same in every process, so one
+    round measures it, and the instruction row judges it (1 % more instructions: beyond the 0.5 %)."""
+    from pytest_perfguard import ab as ab_module
+
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+        count = 1_000_000 if side == "base" else 1_010_000
+        results = {"t::x": {"nodeid": "t::x", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
+                            "measurement": {"samples": [], "unit": "call", "source": "callgrind",
+                                            "instructions": count, "instruction_counts": [count] * 3}}}
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
+
+    monkeypatch.setattr(ab_module, "run_side", fake_run)
+    said: list[str] = []
+    result = ab_module.run_ab("HEAD~1", ["--perf-instructions"], cwd=repo, seed=1, say=said.append)
+    assert sorted((r.round, r.side) for r in result.runs) == [(1, "base"), (1, "head")]
+    assert any("one round is the measurement" in line for line in said)
+    (test,) = result.tests
+    row = next(r for r in test.result.checks if r.label == "instructions vs baseline")
+    assert test.verdict == "regressed" and row.ratio == pytest.approx(1.01)
