@@ -220,12 +220,17 @@ def ab_lines(result: Any) -> list[str]:
             rows.append([t.nodeid, format_value(c.base, unit), format_value(c.head, unit),
                          f"{c.ratio:.2f}x", _interval(c.ci_low, c.ci_high), t.verdict])
         else:
-            rows.append([t.nodeid, "", "", "", "", t.verdict])
+            counted = next((r for r in t.result.checks if r.kind == "instructions" and r.against == "baseline"
+                            and r.baseline is not None and r.now is not None), None)
+            shown = (format_value(counted.baseline, "instr"), format_value(counted.now, "instr"), f"{counted.ratio:.4f}x"
+                     ) if counted is not None and counted.ratio is not None else ("", "", "")
+            rows.append([t.nodeid, *shown, "", t.verdict])
     lines = [f"perfguard ab: {line}" for line in ab_context(result, hints=False)]
     if rows:
         lines += Table(["test", "base", "head", "head/base", "CI", "verdict"], rows).text()
-        lines.append("base, head: the fastest third of the per-run best rounds (geometric mean); CI: at the test's "
-                     "share of the error budget (none for a test stopped early)")
+        lines.append("base, head: the fastest third of the per-run best rounds (geometric mean), or the instructions "
+                     "counted (--perf-instructions); CI: at the test's share of the error budget (none for a test "
+                     "stopped early)")
     for why in result.base_broken:
         lines.append(f"base broken: {why}")
     for t in result.failed:

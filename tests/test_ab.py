@@ -563,3 +563,5 @@ def test_counted_regions_take_one_round_and_are_judged_on_their_counts(repo: Pat
     (test,) = result.tests
     row = next(r for r in test.result.checks if r.label == "instructions vs baseline")
     assert test.verdict == "regressed" and row.ratio == pytest.approx(1.01)
+    from pytest_perfguard.cli import ab_lines
+    assert any("t::x" in line and "1.0100x" in line and "regressed" in line for line in ab_lines(result))
