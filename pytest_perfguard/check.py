@@ -8,7 +8,7 @@ whose shape is ``latency p50 3.41 ms/item > budget 2.00 ms/item (1.71x)``. Relat
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -19,7 +19,11 @@ from .measure import Measurement
 from .model import LATENCY_KINDS, BaselineEntry, Check, Verdict
 from .units import format_value
 
-__all__ = ["evaluate", "metric_value", "required_samples", "statistic"]
+__all__ = ["DECISIVE", "decided", "evaluate", "metric_value", "required_samples", "statistic"]
+
+DECISIVE = 10.0  # an absolute latency or throughput limit missed this many times over by the fastest round
+# is decided: noise only adds time, and the heaviest load measured here slowed a call 4.6x (13.6 s quiet,
+# 10-63 s at load 7), so no further round can bring the test back within its budget
 
 _OPS = {
     "<=": lambda a, b: a <= b,
@@ -93,6 +97,28 @@ def metric_value(metric: str, stat: str, m: Measurement | BaselineEntry | None, 
     if metric not in metrics:
         return None, f"perf.record({metric}=...) was never called"
     return float(metrics[metric]), ""
+
+
+def decided(budget: Budget | None, samples: Sequence[float], unit: str) -> str | None:
+    """Why the rounds so far (seconds per ``unit``) already fail an absolute latency or throughput
+    limit whatever more rounds would show, or None: the fastest of them is beyond the limit
+    ``DECISIVE`` times over. Wall time only (a budget on CPU time is left to its rounds)."""
+    if budget is None or budget.clock == "cpu" or not samples or min(samples) <= 0:
+        return None
+    fastest = min(samples)
+    for lim in budget.limits:
+        if lim.relative or lim.threshold <= 0:
+            continue
+        if lim.metric == "latency" and lim.op in ("<=", "<"):
+            over = fastest / lim.threshold
+        elif lim.metric == "throughput" and lim.op in (">=", ">"):
+            over = lim.threshold * fastest
+        else:
+            continue
+        if over >= DECISIVE:
+            return (f"stopped early: the fastest round ({format_value(fastest, f's/{unit}')}) is {over:.0f}x beyond "
+                    f"the {lim.label} budget {lim.text}, which no further round can undo")
+    return None
 
 
 def _check_absolute(lim: Limit, now: float, n_samples: int, unit: str, rounds: str = "") -> Check:

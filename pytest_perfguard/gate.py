@@ -124,7 +124,9 @@ def _run_row(kind: str, label: str, budget_text: str, t: RunTest, unit: str, rou
 
 def _cut(rounds: str) -> str:
     """What an unjudged row adds when the time cap cut the rounds: how many, and the way out."""
-    return f" ({rounds}: raise it to judge this test)" if rounds else ""
+    if not rounds:
+        return ""
+    return f" ({rounds}: raise it to judge this test)" if "--perf-time-cap" in rounds else f" ({rounds})"
 
 
 def _latency_row(kind: str, label: str, budget_text: str, base: list[float], head: list[float], tolerance: float,

@@ -55,6 +55,7 @@ __all__ = ["CLOCKS", "FEWEST_ROUNDS", "Settings", "Measurement", "MemoryMeter", 
 
 CLOCKS = ("wall", "cpu")  # what a latency is timed by: perf_counter, or CPU time (see the module docstring)
 FEWEST_ROUNDS = MIN_SAMPLES  # rounds the time cap never cuts below: a baseline comparison needs them
+DECIDED_ROUNDS = 2  # the fewest rounds after which a decided verdict stops them (``measure_calls``)
 PROGRESS_AFTER = 2.0  # seconds of planned rounds beyond which the plan is reported (``progress``)
 OTHER_THREADS = 1.05  # process CPU time beyond this many times the thread's: other threads worked
 
@@ -120,6 +121,7 @@ class Measurement:
     run_bests: list[float | None] = field(default_factory=list)  # ``perfguard ab``: each run's best round
     summary: dict[str, Any] | None = None  # of every sample, read back where the samples arrive thinned
     rounds_wanted: int = 0  # the rounds asked for (min_rounds, or a percentile's need); more than ``rounds``: cut
+    early: str = ""  # why the rounds stopped before ``rounds_wanted`` with the test's verdict decided (``decided``)
 
     def samples_on(self, clock: str) -> list[float]:
         """The rounds on ``clock`` ("wall" or "cpu")."""
@@ -130,7 +132,7 @@ class Measurement:
         one; memory growth is kept."""
         self.samples, self.cpu_samples = list(other.samples), list(other.cpu_samples)
         self.loops, self.rounds = other.loops or self.loops, other.rounds or len(self.samples)
-        self.rounds_wanted = other.rounds_wanted
+        self.rounds_wanted, self.early = other.rounds_wanted, other.early
         self.remeasured += 1
 
     @property
@@ -142,6 +144,8 @@ class Measurement:
         """What a check says of its round count: "" unless the time cap cut it."""
         if not self.cut:
             return ""
+        if self.early:
+            return f"{self.rounds} of {self.rounds_wanted} rounds: {self.early}"
         return f"{self.rounds} of {self.rounds_wanted} rounds: slow calls, cut by --perf-time-cap"
 
 
@@ -287,12 +291,15 @@ def measure_calls(
     memory: bool = True,
     progress: Callable[[str], None] | None = None,
     cpu: Callable[[], tuple[float, float]] | None = None,
+    decided: Callable[[list[float]], str] | None = None,
 ) -> tuple[Measurement, Any]:
     """Warm up, calibrate, run rounds; return the measurement and ``fn``'s last result.
 
     ``min_samples`` raises the round count (e.g. so a p99 budget has the samples to back
     it), still bounded by ``max_time * hard_cap_factor``. ``cpu``: (thread, process) CPU seconds so
-    far, ``cpu_times`` unless given.
+    far, ``cpu_times`` unless given. ``decided``: given the rounds so far (seconds per call, or per
+    item), why the test's verdict cannot change any more ("" while it can): the rounds stop once
+    ``DECIDED_ROUNDS`` are in and it says so (``check.decided``: a budget missed tenfold).
     """
     cpu = cpu or cpu_times
     sync = cuda_active()
@@ -326,6 +333,8 @@ def measure_calls(
             cpu_rounds: list[tuple[float, float]] = []
             start = timer()
             cap, floor = settings.cap, settings.floor
+            per = float(items) if items else 1.0
+            early = ""
             while True:
                 result = None  # not held while the next round runs (peak memory)
                 elapsed, result, used = _round(fn, loops, timer, sync, cpu)
@@ -338,11 +347,14 @@ def measure_calls(
                     break  # slow calls: the cap bounds min_rounds and min_samples, down to the floor
                 if len(samples) >= 100_000:
                     break
+                if decided is not None and DECIDED_ROUNDS <= len(samples) < rounds_wanted:
+                    early = decided([x / per for x in samples])
+                    if early:
+                        break
             total = timer() - t0
         finally:
             if meter is not None:
                 meter.__exit__(None, None, None)
-    per = float(items) if items else 1.0
     cpu_samples, cpu_clock = _cpu_samples(cpu_rounds, loops * per)
     m = Measurement(
         samples=[s / per for s in samples],
@@ -358,6 +370,7 @@ def measure_calls(
         cpu_clock=cpu_clock,
         synced=sync,
         rounds_wanted=rounds_wanted,
+        early=early,
     )
     return m, result
 

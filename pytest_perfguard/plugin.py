@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 
 import pytest
 
 from .ab_process import SIDE_ENV, ab_pythonpath
 from .callgrind import counter
-from .check import required_samples
+from .check import decided as check_decided, required_samples
 from .instructions import run_under_callgrind
 from .marker import marker_line
 from .options import Options, add_options
@@ -88,7 +89,10 @@ def perf(request: pytest.FixtureRequest) -> Perf:
     item = request.node
     budget = item.stash.get(budget_key, None)
     need = max((required_samples(p) for p in budget.percentiles), default=0) if budget else 0
+    # a budget missed tenfold stops the rounds (``check.decided``), except in a save: a baseline keeps them all
+    decided = partial(check_decided, budget) if budget is not None and not runner.options.save else None
     obj = Perf(enabled=runner.options.enabled, settings=runner.options.timing, min_samples=need,
-               progress=lambda msg: runner.progress(item.nodeid, msg), counter=runner.counter, region=runner.region)
+               progress=lambda msg: runner.progress(item.nodeid, msg), counter=runner.counter, region=runner.region,
+               decided=decided)
     item.stash[perf_key] = obj
     return obj

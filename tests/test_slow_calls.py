@@ -9,11 +9,12 @@ import pytest
 
 from pytest_perfguard import measure
 from pytest_perfguard.budget import parse_budget
-from pytest_perfguard.check import evaluate
+from pytest_perfguard.check import decided, evaluate
 from pytest_perfguard.gate import Saved, baseline_rows
-from pytest_perfguard.measure import Measurement
+from pytest_perfguard.measure import Measurement, Settings, measure_calls
 from pytest_perfguard.model import BaselineEntry, TestResult, Verdict
 from pytest_perfguard.runnoise import ProcessOffset, SuiteModel
+from test_measure import FakeClock
 
 CUT = "5 of 20 rounds: slow calls, cut by --perf-time-cap"
 
@@ -114,11 +115,11 @@ def rounds(pytester: pytest.Pytester) -> tuple[int, int]:
 
 
 def test_the_time_cap_cuts_slow_rounds_end_to_end_from_the_cli_and_the_ini(pytester):
-    pytester.makepyfile(SLOW_TEST.format(budget="1ms"))
+    pytester.makepyfile(SLOW_TEST.format(budget="10ms"))  # missed 2x: not decided early (``check.decided``)
     result = run(pytester, "--perf-time-cap=0.05")
     result.assert_outcomes(failed=1)
     assert rounds(pytester) == (5, 20)  # 20 ms calls: 5 rounds (the floor) pass the 50 ms cap
-    result.stdout.fnmatch_lines([f"*latency p50 *ms/call > budget 1.00 ms/call (*x; {CUT})*"])
+    result.stdout.fnmatch_lines([f"*latency p50 *ms/call > budget 10.00 ms/call (*x; {CUT})*"])
     pytester.makeini("[pytest]\nperfguard_time_cap = 0.05\n")
     run(pytester).assert_outcomes(failed=1)
     assert rounds(pytester) == (5, 20)
@@ -178,3 +179,42 @@ def test_progress_messages_leave_the_progress_line_whole(pytester, monkeypatch):
         r"^perfguard: test_progress\.py::test_b: calibrating, .*$",
         r"^test_progress\.py::test_b PASSED +\[100%\]$",
     ])
+
+
+def test_a_budget_missed_tenfold_stops_the_rounds_after_two_and_says_why():
+    """The drill's case: a 13.6 s call against a 50 ms budget. Noise only adds time, so once the fastest
+    round is ten times over, more rounds cannot pass the test: two rounds, not five (the cap's floor)."""
+    clock = FakeClock(cost=13.6)
+    budget = parse_budget({"latency": "50ms"})
+    m, _ = measure_calls(clock.work, Settings(), timer=clock, memory=False,
+                         decided=lambda r: decided(budget, r, "call") or "")
+    assert (m.rounds, m.rounds_wanted, clock.calls) == (measure.DECIDED_ROUNDS, 20, 1 + 2)
+    assert m.rounds_note() == ("2 of 20 rounds: stopped early: the fastest round (13.60 s/call) is 272x beyond the "
+                               "latency p50 budget 50ms, which no further round can undo")
+    (check,) = evaluate(budget, m, {})
+    assert check.verdict == Verdict.FAIL and check.message.endswith(f"(272.00x; {m.rounds_note()})")
+    twice = FakeClock(cost=0.1)  # missed 2x: every round the cap allows
+    m, _ = measure_calls(twice.work, Settings(), timer=twice, memory=False, decided=lambda r: decided(budget, r, "call") or "")
+    assert (m.rounds, m.early) == (20, "")
+
+
+def test_only_absolute_wall_clock_latency_and_throughput_limits_decide_early():
+    per_item = [1 / 50e3, 1 / 60e3]  # 50k-60k items/s: the fastest 60k/s against a 600k/s budget, 10x
+    assert "10x beyond the throughput budget 600k/s" in decided(parse_budget({"throughput": "600k/s"}), per_item, "item")
+    assert decided(parse_budget({"throughput": "600k/s"}), [1 / 79e3], "item") is None  # 7.6x: not decided
+    assert decided(parse_budget({"latency": "+10%"}), [1.0], "call") is None  # relative: the baseline's business
+    assert decided(parse_budget({"latency": "1ms", "clock": "cpu"}), [1.0], "call") is None  # CPU time: not these rounds
+    assert decided(parse_budget({"memory": "1B"}), [1.0], "call") is None
+    assert decided(None, [1.0], "call") is None
+
+
+def test_a_decided_test_stops_early_end_to_end_but_a_save_keeps_every_round(pytester):
+    pytester.makepyfile(SLOW_TEST.format(budget="1ms"))  # 20 ms calls: 20x over
+    result = run(pytester, "--perf-time-cap=5")
+    result.assert_outcomes(failed=1)
+    assert rounds(pytester) == (2, 20)
+    result.stdout.fnmatch_lines(["*latency p50 *ms/call > budget 1.00 ms/call (*x; 2 of 20 rounds: stopped early: the "
+                                 "fastest round (*) is *x beyond the latency p50 budget 1ms, which no further round can "
+                                 "undo)*"])
+    run(pytester, "--perf-time-cap=5", "--perf-save").assert_outcomes(failed=1)
+    assert rounds(pytester) == (20, 20)  # a baseline keeps every round
