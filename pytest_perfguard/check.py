@@ -99,8 +99,8 @@ def metric_value(metric: str, stat: str, m: Measurement | BaselineEntry | None, 
     return float(metrics[metric]), ""
 
 
-def decided(budget: Budget | None, samples: Sequence[float], unit: str) -> str | None:
-    """Why the rounds so far (seconds per ``unit``) already fail an absolute latency or throughput
+def decided(budget: Budget | None, samples: Sequence[float]) -> str | None:
+    """Why the rounds so far (seconds per call, or per item) already fail an absolute latency or throughput
     limit whatever more rounds would show, or None: the fastest of them is beyond the limit
     ``DECISIVE`` times over. Wall time only (a budget on CPU time is left to its rounds)."""
     if budget is None or budget.clock == "cpu" or not samples or min(samples) <= 0:
@@ -116,8 +116,7 @@ def decided(budget: Budget | None, samples: Sequence[float], unit: str) -> str |
         else:
             continue
         if over >= DECISIVE:
-            return (f"stopped early: the fastest round ({format_value(fastest, f's/{unit}')}) is {over:.0f}x beyond "
-                    f"the {lim.label} budget {lim.text}, which no further round can undo")
+            return f"stopped early, the fastest {over:.0f}x beyond the {lim.label} budget"
     return None
 
 

@@ -68,7 +68,6 @@ class LatencyDecision:
     ci_high: float
     verdict: str  # regressed | improved | unchanged | insufficient
     reason: str
-    p_value: float | None = None  # one-sided, in the direction of the verdict (slower unless "improved")
 
 
 def latency_decision(base: list[float], head: list[float], tolerance: float, runs: ABRuns | None = None,
@@ -76,16 +75,15 @@ def latency_decision(base: list[float], head: list[float], tolerance: float, run
     """Pooled rounds, or, when both sides come from several runs, the runs alone: with too few rounds
     that is "insufficient", never a fallback to the pooled rounds (they cannot see run-to-run noise)."""
     cmp = compare_samples(base, head, tolerance=tolerance, metric="latency", confidence=confidence)
-    p_worse = cmp.p_value if cmp.verdict != "improved" else None  # compare_samples' p-value is for "worse"
     if runs is not None:
         r = runs.stopped or compare_runs(runs.base, runs.head, tolerance=tolerance, confidence=confidence)
         return LatencyDecision(cmp, r, RUN_BESTS, r.base_value, r.head_value, r.ratio, r.ci_low, r.ci_high,
-                               r.verdict, r.reason, r.p_faster if r.verdict == "improved" else r.p_slower)
+                               r.verdict, r.reason)
     if cmp.statistic == "robust" and cmp.verdict != "insufficient":  # judged on the fastest rounds
         return LatencyDecision(cmp, None, FASTEST_ROUNDS, cmp.base_best, cmp.head_best, cmp.best_ratio,
-                               cmp.best_ci_low, cmp.best_ci_high, cmp.verdict, cmp.reason, p_worse)
+                               cmp.best_ci_low, cmp.best_ci_high, cmp.verdict, cmp.reason)
     return LatencyDecision(cmp, None, "median", cmp.base_median, cmp.head_median, cmp.ratio, cmp.ci_low,
-                           cmp.ci_high, cmp.verdict, cmp.reason, p_worse)
+                           cmp.ci_high, cmp.verdict, cmp.reason)
 
 
 FASTEST_ROUNDS = "fastest rounds"  # decide.compare_samples: each side's fastest 5 % of rounds (the best under 40)
@@ -154,8 +152,7 @@ def _latency_row(kind: str, label: str, budget_text: str, base: list[float], hea
     else:
         msg = f"{label} {shown}"
     return Check(label, budget_text, d.head, unit, Verdict(d.verdict), msg, kind=kind, against="baseline", stat=d.basis,
-                 baseline=d.base, ratio=d.ratio, interval=(d.ci_low, d.ci_high), p_value=d.p_value, alpha=alpha,
-                 reason=d.reason + caveat)
+                 baseline=d.base, ratio=d.ratio, interval=(d.ci_low, d.ci_high), alpha=alpha, reason=d.reason + caveat)
 
 
 def _tail_row(lim: Limit, base: list[float], head: list[float], unit: str, alpha: float | None,

@@ -291,14 +291,14 @@ def measure_calls(
     memory: bool = True,
     progress: Callable[[str], None] | None = None,
     cpu: Callable[[], tuple[float, float]] | None = None,
-    decided: Callable[[list[float]], str] | None = None,
+    decided: Callable[[list[float]], str | None] | None = None,
 ) -> tuple[Measurement, Any]:
     """Warm up, calibrate, run rounds; return the measurement and ``fn``'s last result.
 
     ``min_samples`` raises the round count (e.g. so a p99 budget has the samples to back
     it), still bounded by ``max_time * hard_cap_factor``. ``cpu``: (thread, process) CPU seconds so
     far, ``cpu_times`` unless given. ``decided``: given the rounds so far (seconds per call, or per
-    item), why the test's verdict cannot change any more ("" while it can): the rounds stop once
+    item), why the test's verdict cannot change any more (None while it can): the rounds stop once
     ``DECIDED_ROUNDS`` are in and it says so (``check.decided``: a budget missed tenfold).
     """
     cpu = cpu or cpu_times
@@ -348,7 +348,7 @@ def measure_calls(
                 if len(samples) >= 100_000:
                     break
                 if decided is not None and DECIDED_ROUNDS <= len(samples) < rounds_wanted:
-                    early = decided([x / per for x in samples])
+                    early = decided([x / per for x in samples]) or ""
                     if early:
                         break
             total = timer() - t0

@@ -44,7 +44,7 @@ class Perf:
         progress: Callable[[str], None] | None = None,
         counter: Counter | None = None,
         region: Region | None = None,
-        decided: Callable[[list[float], str], str | None] | None = None,
+        decided: Callable[[list[float]], str | None] | None = None,
     ) -> None:
         self.enabled = enabled
         self.settings = settings or Settings()
@@ -57,7 +57,7 @@ class Perf:
         self._call: Callable[[], Any] | None = None
         self.counter = counter  # under --perf-instructions: regions are counted, not timed
         self.region = region  # in a profile re-run: the profiler samples only inside it (``_profile``)
-        self.decided = decided  # (rounds so far, "call"/"item") -> why the verdict is decided: ``check.decided``
+        self.decided = decided  # rounds so far -> why the test's verdict is decided (``check.decided``), or None
 
     def __call__(self, fn: Callable[..., Any], *args: Any, items: int | None = None, **kwargs: Any) -> Any:
         if not callable(fn):
@@ -82,11 +82,9 @@ class Perf:
             self.measurement = Measurement(instructions=got.per, instruction_counts=list(got.counts), items=items,
                                            source="callgrind", unit="item" if items else "call")
             return result
-        unit = "item" if items else "call"
-        decided = self.decided
         self.measurement, result = measure_calls(
             call, self.settings, items=items, min_samples=self.min_samples, timer=self.timer, progress=self.progress,
-            decided=(lambda rounds: decided(rounds, unit) or "") if decided is not None else None,
+            decided=self.decided,
         )
         return result
 

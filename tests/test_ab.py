@@ -463,8 +463,7 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
     assert verdicts == {**{n: "unchanged" for n in same}, "t::slow": "regressed", ab_module.SPEED: "unchanged"}
     slow = next(t for t in result.tests if t.nodeid == "t::slow")
     share = 0.01 * (1 - SPEED_WEIGHT) / 9
-    row = next(r for r in slow.result.checks if r.label == "latency vs baseline")
-    assert row.alpha == pytest.approx(share) and row.p_value is not None and row.p_value < share  # p shown, judged
+    assert next(r for r in slow.result.checks if r.label == "latency vs baseline").alpha == pytest.approx(share)
     speed = next(t for t in result.tests if t.nodeid == ab_module.SPEED)
     assert speed.result.checks[0].alpha == pytest.approx(0.01 * SPEED_WEIGHT)
     assert slow.comparison.ratio == pytest.approx(1.3, rel=0.02)  # the runs' speeds taken out
