@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DIR_ENV", "MISSING", "REPEATS", "SPREAD", "SPREAD_FLOOR", "TOLERANCE", "TUNABLES", "disagree", "Count", "Counter",
+__all__ = ["DIR_ENV", "MISSING", "REPEATS", "SPREAD", "SPREAD_FLOOR", "TOLERANCE", "TUNABLES", "HASH_SEED", "disagree", "Count", "Counter",
            "available", "command", "counter", "environment", "parse_dump", "spread"]
 
 DIR_ENV = "PERFGUARD_CALLGRIND_DIR"  # where the session under callgrind writes its dumps
@@ -71,12 +71,21 @@ def command(out_dir: Path) -> list[str]:
 TUNABLES = "glibc.cpu.x86_rep_movsb_threshold=4294967295:glibc.cpu.x86_rep_stosb_threshold=4294967295"
 
 
+# With string hashing randomised per process, the order of every set and dict of strings that pytest and the
+# plugins build differs, and with it everything allocated before a region: Python's small-object allocator
+# then hands the region's objects out from other pools, and a count moved with it (a pure-Python loop:
+# 14.92 M or 15.81 M instructions; sorting floats 0.23 %). With one seed, the same four processes counted
+# 0.00 % and 0.05 % apart (README, "Instruction counts").
+HASH_SEED = "0"
+
+
 def environment(env: Mapping[str, str], out_dir: Path) -> dict[str, str]:
-    """The environment of a session under callgrind: ``env`` with the dump folder (``DIR_ENV``) and
+    """The environment of a session under callgrind: ``env`` with the dump folder (``DIR_ENV``),
     glibc's tunables set so that copies count the same wherever their buffers lie (``TUNABLES``; any
-    the user set are kept, after ours so that theirs win)."""
+    the user set are kept, after ours so that theirs win), and one string-hash seed (``HASH_SEED``,
+    unless the user set ``PYTHONHASHSEED``)."""
     tunables = ":".join(t for t in (TUNABLES, env.get("GLIBC_TUNABLES", "")) if t)
-    return {**env, DIR_ENV: str(out_dir), "GLIBC_TUNABLES": tunables}
+    return {"PYTHONHASHSEED": HASH_SEED, **env, DIR_ENV: str(out_dir), "GLIBC_TUNABLES": tunables}
 
 
 def available() -> bool:

@@ -135,11 +135,12 @@ def test_instruction_gate_end_to_end(pytester, monkeypatch):
     more.stdout.fnmatch_lines(["*instructions vs baseline regressed: * instr vs baseline * instr (+1.0*%), beyond 0.5%*"])
 
 
-def test_the_counted_session_keeps_glibc_off_rep_movsb_and_keeps_the_users_tunables(tmp_path):
+def test_the_counted_session_keeps_glibc_off_rep_movsb_fixes_the_hash_seed_and_keeps_the_users_settings(tmp_path):
     env = callgrind.environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1", "HOME": "/h"}, tmp_path)
     assert env["GLIBC_TUNABLES"] == callgrind.TUNABLES + ":glibc.malloc.arena_max=1"  # the user's last: theirs win
-    assert env[callgrind.DIR_ENV] == str(tmp_path) and env["HOME"] == "/h"
+    assert env[callgrind.DIR_ENV] == str(tmp_path) and env["HOME"] == "/h" and env["PYTHONHASHSEED"] == "0"
     assert callgrind.environment({}, tmp_path)["GLIBC_TUNABLES"] == callgrind.TUNABLES
+    assert callgrind.environment({"PYTHONHASHSEED": "7"}, tmp_path)["PYTHONHASHSEED"] == "7"  # the user's seed wins
 
 
 @needs_valgrind
