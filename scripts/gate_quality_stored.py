@@ -109,7 +109,9 @@ def judge_run(entries: dict[str, BaselineEntry], results: list[dict], alpha: flo
 
 
 def interval(k: int, n: int) -> str:
-    """``k`` of ``n`` as a percentage, with its 95 % Clopper-Pearson interval."""
+    """``k`` of ``n`` as a percentage, with its 95 % Clopper-Pearson interval ("-" for no runs)."""
+    if n == 0:
+        return "- (0 runs)"
     lo = stats.beta.ppf(0.025, k, n - k + 1) if k else 0.0
     hi = stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
     return f"{100 * k / n:.1f} % ({k}/{n}; {100 * lo:.1f}-{100 * hi:.1f})"

@@ -11,6 +11,7 @@ failure (95 % Clopper-Pearson intervals), and the seconds per test under callgri
 
     python scripts/instructions_real_runs.py --runs 10
     python scripts/instructions_real_runs.py --runs 4 --jobs 2 -k "not numpy"
+    python scripts/instructions_real_runs.py --runs 4 --keep counts/   # every run's report kept
 
 ``--jobs 2`` runs two counted processes at once (a count does not care; the seconds per test then
 include the contention, and every run has the other process beside it, like a hog).
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=1, help="counted processes at once")
     ap.add_argument("-k", default="", help="pytest -k expression: which of the 20 tests")
+    ap.add_argument("--keep", type=Path, help="copy every run's --perf-json report into this folder")
     a = ap.parse_args(argv)
     select = ["-k", a.k] if a.k else []
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     spread = {n: max(c) / min(c) - 1 for n, c in counts.items()}
     worst = max(spread, key=spread.get)
     quiet, hogged = (a.runs + 1) // 2, a.runs // 2
+    if a.keep:
+        a.keep.mkdir(parents=True, exist_ok=True)
+        docs = [("save", saved)] + [(f"unchanged-{i}{'-hog' if h else ''}", d) for i, (d, _, h) in enumerate(null)]
+        docs += [(f"work-{f:g}-{i}", d) for f, ds in slowed.items() for i, d in enumerate(ds)]
+        for name, doc in docs:
+            (a.keep / f"{name}.json").write_text(json.dumps(doc))
     print(f"{tests} tests, saved once, {a.runs} unchanged runs ({hogged} with a CPU hog), {a.runs} runs per slowdown\n")
     print("| what | measured |")
     print("|---|---|")
