@@ -338,7 +338,7 @@ def measure_calls(
             while True:
                 result = None  # not held while the next round runs (peak memory)
                 elapsed, result, used = _round(fn, loops, timer, sync, cpu)
-                samples.append(elapsed / loops)
+                samples.append(elapsed / loops / per)  # per call, or per item
                 cpu_rounds.append(used)
                 spent = timer() - start
                 if len(samples) >= rounds_wanted and spent >= settings.max_time:
@@ -348,7 +348,7 @@ def measure_calls(
                 if len(samples) >= 100_000:
                     break
                 if decided is not None and DECIDED_ROUNDS <= len(samples) < rounds_wanted:
-                    early = decided([x / per for x in samples]) or ""
+                    early = decided(samples) or ""
                     if early:
                         break
             total = timer() - t0
@@ -357,7 +357,7 @@ def measure_calls(
                 meter.__exit__(None, None, None)
     cpu_samples, cpu_clock = _cpu_samples(cpu_rounds, loops * per)
     m = Measurement(
-        samples=[s / per for s in samples],
+        samples=samples,
         loops=loops,
         items=items,
         rounds=len(samples),
