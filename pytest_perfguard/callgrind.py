@@ -5,7 +5,8 @@ instructions whatever else the machine does, so a 1 % change stands far above th
 0.0004 % between processes for a pure-Python loop). ``pytest --perf --perf-instructions`` runs the
 session under ``valgrind --tool=callgrind --instr-atstart=no`` (``command``), so nothing is counted
 until a measured region starts; around each region this module issues callgrind's client requests
-(start instrumentation, zero, dump with a label, stop) and reads the dump's ``totals:`` line.
+(start instrumentation, zero, dump with a label, stop) and reads the dump (``callgrind_dump``: the
+allocator's work at a fixed price per call).
 
 The client requests need no compiler and no patched valgrind: valgrind recognises a fixed sequence
 of instructions (``valgrind.h``'s "special instruction preamble", four rotations of ``rdi`` that
@@ -34,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .callgrind_dump import parse_dump
+
 __all__ = ["DIR_ENV", "MISSING", "REPEATS", "SPREAD", "SPREAD_FLOOR", "TOLERANCE", "TUNABLES", "HASH_SEED", "disagree", "Count", "Counter",
-           "available", "command", "counter", "environment", "parse_dump", "spread"]
+           "available", "command", "counter", "environment", "spread"]
 
 DIR_ENV = "PERFGUARD_CALLGRIND_DIR"  # where the session under callgrind writes its dumps
 REPEATS = 3  # counts per region after the dropped first one
@@ -112,17 +115,6 @@ def spread(counts: Sequence[int]) -> float:
 def disagree(counts: Sequence[int]) -> bool:
     """Repeated counts of one call that are not one count (beyond ``SPREAD`` and ``SPREAD_FLOOR``)."""
     return bool(counts) and max(counts) - min(counts) > max(SPREAD * min(counts), SPREAD_FLOOR)
-
-
-def parse_dump(text: str) -> tuple[str, int] | None:
-    """(the client request's label, the ``totals:`` count) of one callgrind dump, or None."""
-    label, total = None, None
-    for line in text.splitlines():
-        if line.startswith("desc: Trigger: Client Request: "):
-            label = line.split(": ", 3)[3]
-        elif line.startswith("totals:"):
-            total = int(line.split()[1])
-    return (label, total) if label is not None and total is not None else None
 
 
 class Counter:

@@ -12,7 +12,8 @@ import pytest
 
 from pytest_perfguard import callgrind
 from pytest_perfguard.budget import BudgetError, parse_budget
-from pytest_perfguard.callgrind import SPREAD_FLOOR, disagree, parse_dump
+from pytest_perfguard.callgrind import SPREAD_FLOOR, disagree
+from pytest_perfguard.callgrind_dump import ALLOCATOR_PRICE, parse_dump
 from pytest_perfguard.check import evaluate
 from pytest_perfguard.measure import Measurement
 
@@ -40,6 +41,46 @@ def test_a_dump_gives_its_label_and_total():
     assert parse_dump(DUMP) == ("perfguard-4242-2", 22751085)
     assert parse_dump(DUMP.replace("totals: 22751085\n", "")) is None
     assert parse_dump("desc: Trigger: Program termination\ntotals: 5\n") is None
+
+
+# the same loop's dump from two processes whose heaps were in other states (cut from real dumps): the
+# allocator executed 41 or 44 instructions a free, 21 or 25 a malloc; the calls were the same
+ALLOCATING = """positions: line
+events: Ir
+desc: Trigger: Client Request: perfguard-1-6
+ob=(3) /usr/lib/x86_64-linux-gnu/libc.so.6
+fn=(30) __errno_location
+26 2
+fn=(72) long_dealloc
+3 100
+cfn=(82) _PyObject_Free
+calls=59611 0
+3 {free}
+fn=(160) _PyObject_Malloc
+5 {malloc_self}
+cfn=(164) malloc
+calls=2 0
+5 300
+fn=(200) PyLong_FromLong
+7 400
+cfn=(160)
+calls=59612 0
+7 {malloc}
+totals: {total}
+"""
+
+
+def test_a_dump_prices_each_call_into_the_allocator_the_same_whatever_the_heaps_state():
+    low = dict(free=2_444_062, malloc=1_251_870, malloc_self=1_251_570)
+    high = dict(free=2_642_321, malloc=1_490_328, malloc_self=1_490_028)
+    counts = []
+    for heap in (low, high):
+        total = 2 + 100 + heap["free"] + 400 + heap["malloc"]
+        got = parse_dump(ALLOCATING.format(total=total, **heap))
+        assert got is not None and got[0] == "perfguard-1-6"
+        counts.append(got[1])
+    # the calls from outside (59,611 frees, 59,612 mallocs) at the price; malloc's own call of malloc is inside
+    assert counts == [2 + 100 + 400 + (59_611 + 59_612) * ALLOCATOR_PRICE] * 2
 
 
 def test_repeated_counts_disagree_only_beyond_the_relative_spread_and_the_floor():
