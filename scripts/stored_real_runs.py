@@ -7,11 +7,15 @@ many suspected regressions the confirmation measured again and passed.
 
     python scripts/stored_real_runs.py --saves 5 --runs 15
     python scripts/stored_real_runs.py --saves 5 --runs 12 --conditions quiet
+    python scripts/stored_real_runs.py --saves 5 --runs 30 --keep reports/   # every run's report kept
+
+Under each condition's row it prints which tests failed, and how often.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import multiprocessing
 import os
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--saves", type=int, default=5)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--conditions", default="quiet,hog,slowed", help="which of quiet, hog, slowed to run")
+    ap.add_argument("--keep", type=Path, help="copy each gated run's --perf-json report into this folder")
     a = ap.parse_args(argv)
     names = {"quiet": "quiet", "hog": "CPU hog flapping on one core", "slowed": "one test +10 % (quiet)"}
     conditions = [names[c] for c in a.conditions.split(",")]
@@ -115,12 +120,17 @@ def main(argv: list[str] | None = None) -> int:
             proc = multiprocessing.Process(target=hog, args=(stop,)) if "hog" in name else None
             if proc:
                 proc.start()
-            fails, caught, m, walls, saved = 0, 0, [], [], 0
+            fails, caught, m, walls, saved, which = 0, 0, [], [], 0, collections.Counter()
             target = "test_real.py::test_work[loop-2]"
             for _ in range(a.runs):
                 env = {"SLOW_TEST": "loop-2"} if "+10" in name else None
                 _, doc, wall = pytest_run(project, env=env)
                 failed = failed_tests(doc)
+                which.update(failed)
+                if a.keep:
+                    a.keep.mkdir(parents=True, exist_ok=True)
+                    (a.keep / f"{len(list(a.keep.glob('*.json'))):03d}-{conditions.index(name)}.json").write_text(
+                        json.dumps(doc))
                 fails += bool(failed)
                 caught += failed == {target}
                 m += mdes(doc)
@@ -132,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             shown = interval(caught, a.runs) if "+10" in name else "-"
             print(f"| {name} | {interval(fails, a.runs)} | {shown} | +{100 * float(np.median(m)):.0f} % | {saved} | "
                   f"{float(np.mean(walls)):.1f} |", flush=True)
+            tally = ", ".join(f"{n.split('[')[-1].rstrip(']')} {k}x" for n, k in which.most_common())
+            print(f"  failed: {tally or 'none'}", flush=True)
     return 0
 
 
