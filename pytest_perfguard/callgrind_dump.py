@@ -20,9 +20,11 @@ import re
 
 __all__ = ["ALLOCATOR", "ALLOCATOR_PRICE", "parse_dump"]
 
-# CPython's object and raw allocators and glibc's entry points; what they call (``_int_malloc``, ``mmap``)
-# is inside their inclusive cost
+# CPython's allocator API (the public functions and the default allocators behind them: ``_PyObject_Malloc``
+# itself calls ``PyMem_RawMalloc`` above 512 bytes) and glibc's entry points; what they call (``_int_malloc``,
+# ``mmap``) is inside their inclusive cost
 ALLOCATOR = frozenset({
+    *(f"{api}{op}" for api in ("PyObject_", "PyMem_", "PyMem_Raw") for op in ("Malloc", "Calloc", "Realloc", "Free")),
     "_PyObject_Malloc", "_PyObject_Calloc", "_PyObject_Realloc", "_PyObject_Free",
     "_PyMem_RawMalloc", "_PyMem_RawCalloc", "_PyMem_RawRealloc", "_PyMem_RawFree",
     "malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "memalign",
@@ -32,15 +34,17 @@ ALLOCATOR_PRICE = 30
 
 _NAME = re.compile(r"\((\d+)\)(?: (.*))?$")
 _RECURSION = re.compile(r"'\d+$")  # callgrind's suffix for a recursion level: free'2
+_STUB = re.compile(r"0x[0-9a-f]+$")  # code without a symbol: a PLT stub (``malloc@plt``) that jumps on
 
 
 def parse_dump(text: str) -> tuple[str, int] | None:
     """(the client request's label, the count) of one callgrind dump, or None: the count is the
     ``totals:`` line with every call into ``ALLOCATOR`` from outside it at ``ALLOCATOR_PRICE``."""
-    label, total, priced = None, None, 0
+    label, total = None, None
     names: dict[str, str] = {}
     caller = callee = ""
     calls: int | None = None
+    edges: list[tuple[str, str, float, float]] = []  # caller, callee, calls, their inclusive cost
     for line in text.splitlines():
         if line.startswith(("fn=", "cfn=")):
             kind, _, name = line.partition("=")
@@ -51,11 +55,28 @@ def parse_dump(text: str) -> tuple[str, int] | None:
         elif line.startswith("calls="):
             calls = int(line[6:].split()[0])
         elif calls is not None and line[:1] in "0123456789+-*":
-            if callee in ALLOCATOR and caller not in ALLOCATOR:
-                priced += calls * ALLOCATOR_PRICE - int(line.split()[-1])
+            edges.append((caller, callee, calls, int(line.split()[-1])))
             calls = None
         elif line.startswith("desc: Trigger: Client Request: "):
             label = line.split(": ", 3)[3]
         elif line.startswith("totals:"):
             total = int(line.split()[1])
-    return (label, total + priced) if label is not None and total is not None else None
+    if label is None or total is None:
+        return None
+    priced = sum(n * ALLOCATOR_PRICE - cost for a, b, n, cost in _through_stubs(edges)
+                 if b in ALLOCATOR and a not in ALLOCATOR)
+    return label, total + round(priced)
+
+
+def _through_stubs(edges: list[tuple[str, str, float, float]]) -> list[tuple[str, str, float, float]]:
+    """The call edges with each stub's calls handed to its callers, in proportion to their calls into it:
+    ``_PyMem_RawMalloc`` calls ``malloc`` through a stub, and that call is inside the allocator."""
+    for stub in {b for _, b, _, _ in edges if _STUB.match(b)}:
+        into = [(a, n) for a, b, n, _ in edges if b == stub and a != stub]
+        ways = sum(n for _, n in into)
+        if not ways:
+            continue
+        out = [(b, n, cost) for a, b, n, cost in edges if a == stub and b != stub]
+        edges = [e for e in edges if stub not in (e[0], e[1])]
+        edges += [(a, b, n * share / ways, cost * share / ways) for a, share in into for b, n, cost in out]
+    return edges
