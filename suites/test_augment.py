@@ -83,8 +83,8 @@ def reference(strings: list[str]) -> Reference:
 # the next is computed), naive 40-42 MiB (CI) and 445 MiB for one full call.
 # Each method's share within 5 % of its probability: at 100k strings the standard error of a
 # share is 0.5-0.8 % of it, so 5 % is at least a 6-sigma band (the chi-square tests are below).
-# Counted under callgrind (`pytest suites/test_augment.py --perf-instructions`): 2,547 instructions
-# per string, 0.001 % apart in two processes (README, "Instruction counts"). The ceiling is the
+# Counted under callgrind (`pytest suites/test_augment.py --perf-instructions`): 2,542 instructions
+# per string, the same in two processes (README, "Instruction counts"). The ceiling is the
 # claim a clock cannot make on a shared machine: about 18 % above today's count, judged the same
 # under any load.
 @perf_budget(throughput="600k/s", memory="128MiB", instructions="3k",
