@@ -72,7 +72,7 @@ def parse_dump(text: str) -> tuple[str, int] | None:
 def _through_stubs(edges: list[tuple[str, str, float, float]]) -> list[tuple[str, str, float, float]]:
     """The call edges with each stub's calls handed to its callers, in proportion to their calls into it:
     ``_PyMem_RawMalloc`` calls ``malloc`` through a stub, and that call is inside the allocator."""
-    for stub in {b for _, b, _, _ in edges if _STUB.match(b)}:
+    for stub in {a for a, b, _, _ in edges if b in ALLOCATOR and _STUB.match(a)}:
         into = [(a, n) for a, b, n, _ in edges if b == stub and a != stub]
         ways = sum(n for _, n in into)
         if not ways:

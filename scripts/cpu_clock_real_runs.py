@@ -10,14 +10,18 @@ same runs through the real decision functions, as the runner does (``gate_qualit
 without the runner's confirmation (it would re-measure, which a recorded run cannot).
 
 Prints, per clock: unchanged runs failed anywhere, and the slowed test caught with no other failure
-(95 % Clopper-Pearson intervals), quiet and under the hog.
+(95 % Clopper-Pearson intervals), quiet and under the hog; the median smallest change the latency rows
+could flag (MDE) and the slowed test's own; which tests failed.
 
     python scripts/cpu_clock_real_runs.py --saves 5 --runs 20
+    python scripts/cpu_clock_real_runs.py --saves 5 --runs 16 --keep runs.json   # the measured runs kept
+    python scripts/cpu_clock_real_runs.py --load runs.json                       # judged again, not measured
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import json
 import os
@@ -26,6 +30,8 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+
+import numpy as np
 
 from gate_quality_stored import interval, judge_run  # the same folder
 from stored_real_runs import HOG_SCRIPT, SLOWED, SUITE
@@ -61,26 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="gated runs per head (unchanged, one test +10 %%)")
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--keep", type=Path, help="write the measured runs (saves and gated) to this JSON file")
+    ap.add_argument("--load", type=Path, help="judge the runs of a --keep file instead of measuring")
     a = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
-        (project / "test_real.py").write_text(SUITE)
-        (project / "hog.py").write_text(HOG_SCRIPT)
-        saves = [run(project) for _ in range(a.saves)]
-        gated: dict[tuple[str, bool], list[list[dict]]] = {}
-        for i in range(2 * a.runs):
-            slow, hog = ("loop-2" if i >= a.runs else ""), i % 2 == 1
-            proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(project / "hog.py")]) if hog else None
-            try:
-                gated.setdefault((slow, hog), []).append(run(project, slow))
-            finally:
-                if proc:
-                    proc.kill()
-                    proc.wait()
-    print(f"{len(saves[0])} tests, {a.saves} saved runs, alpha {a.alpha:g}, tolerance {a.tolerance:g}; "
+    if a.load:
+        kept = json.loads(a.load.read_text())
+        saves, gated = kept["saves"], {(slow, hog): runs for slow, hog, runs in kept["gated"]}
+    else:
+        saves, gated = measure(a.saves, a.runs)
+    if a.keep:
+        a.keep.write_text(json.dumps({"saves": saves, "gated": [[s, h, r] for (s, h), r in gated.items()]}))
+    print(f"{len(saves[0])} tests, {len(saves)} saved runs, alpha {a.alpha:g}, tolerance {a.tolerance:g}; "
           "pytest pinned to core 0, the hog on the same core\n")
-    print("| clock | hog | unchanged: runs failed anywhere | one test +10 %: caught alone |")
-    print("|---|---|---|---|")
+    print("| clock | hog | unchanged: runs failed anywhere | one test +10 %: caught alone | median MDE | slowed test's "
+          "MDE | failed (unchanged; +10 %) |")
+    print("|---|---|---|---|---|---|---|")
     for clock in ("wall", "cpu"):
         entries: dict[str, BaselineEntry] = {}
         for results in saves:
@@ -88,11 +89,37 @@ def main(argv: list[str] | None = None) -> int:
                 entries[res["nodeid"]] = BaselineEntry.from_result(TestResult.from_json(res), None,
                                                                    entries.get(res["nodeid"]))
         for hog in (False, True):
-            null = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance)[0] for r in gated[("", hog)]]
-            alt = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance)[0] for r in gated[("loop-2", hog)]]
-            print(f"| {clock} | {'on' if hog else 'off'} | {interval(sum(bool(f) for f in null), len(null))} | "
-                  f"{interval(sum(f == {SLOWED} for f in alt), len(alt))} |", flush=True)
+            null = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance) for r in gated[("", hog)]]
+            alt = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance, mde_of=SLOWED)
+                   for r in gated[("loop-2", hog)]]
+            mde = float(np.median([m for _, ms in null for m in ms]))
+            slowed = float(np.median([m for _, ms in alt for m in ms]))
+            which = [collections.Counter(n.split("[")[-1].rstrip("]") for f, _ in runs for n in f) for runs in (null, alt)]
+            print(f"| {clock} | {'on' if hog else 'off'} | {interval(sum(bool(f) for f, _ in null), len(null))} | "
+                  f"{interval(sum(f == {SLOWED} for f, _ in alt), len(alt))} | +{mde:.1%} | +{slowed:.1%} | "
+                  f"{'; '.join(', '.join(f'{n} {k}x' for n, k in w.most_common()) or 'none' for w in which)} |",
+                  flush=True)
     return 0
+
+
+def measure(n_saves: int, n_runs: int) -> tuple[list[list[dict]], dict[tuple[str, bool], list[list[dict]]]]:
+    """The saved runs, and the gated runs by (slowed test, hog on)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        (project / "test_real.py").write_text(SUITE)
+        (project / "hog.py").write_text(HOG_SCRIPT)
+        saves = [run(project) for _ in range(n_saves)]
+        gated: dict[tuple[str, bool], list[list[dict]]] = {}
+        for i in range(2 * n_runs):
+            slow, hog = ("loop-2" if i >= n_runs else ""), i % 2 == 1
+            proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(project / "hog.py")]) if hog else None
+            try:
+                gated.setdefault((slow, hog), []).append(run(project, slow))
+            finally:
+                if proc:
+                    proc.kill()
+                    proc.wait()
+    return saves, gated
 
 
 if __name__ == "__main__":

@@ -81,12 +81,13 @@ def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confir
 
 
 def judge_run(entries: dict[str, BaselineEntry], results: list[dict], alpha: float, tolerance: float,
-              remeasure=None, confirm: int = 0) -> tuple[set[str], list[float]]:  # noqa: ANN001
+              remeasure=None, confirm: int = 0, mde_of: str | None = None) -> tuple[set[str], list[float]]:  # noqa: ANN001
     """One gated ``pytest --perf`` process, as the runner judges it: ``results`` in the order the tests
     ran, each against its entry (``gate.baseline_rows``, the suite's model, this process's offset, each
     test's share of ``alpha``), then the process's speed (``runnoise.compare_speed``, as
     ``session.speed_checks``). ``remeasure(i, result)``: a new block of rounds for a suspected regression.
-    Returns the failed node ids ("the run's speed" for the speed check) and the latency rows' MDEs."""
+    Returns the failed node ids ("the run's speed" for the speed check) and the latency rows' MDEs (only
+    the test ``mde_of``'s, if given)."""
     model, process = SuiteModel.of(entries), ProcessOffset()
     failed, mdes = set(), []
     share = alpha / (len(results) + (model.offsets.df > 0))  # the tests, and this process's speed
@@ -100,7 +101,8 @@ def judge_run(entries: dict[str, BaselineEntry], results: list[dict], alpha: flo
                 break
         if any(r.failed for r in rows):
             failed.add(res["nodeid"])
-        mdes += [r.mde for r in rows if r.kind == "latency" and r.mde is not None]
+        if mde_of in (None, res["nodeid"]):
+            mdes += [r.mde for r in rows if r.kind == "latency" and r.mde is not None]
     speed = process.speed()
     check = compare_speed(speed[0], speed[1], model, alpha=share, tolerance=tolerance) if speed else None
     if check is not None and check.verdict == "regressed":  # the run fails
