@@ -89,11 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                 entries[res["nodeid"]] = BaselineEntry.from_result(TestResult.from_json(res), None,
                                                                    entries.get(res["nodeid"]))
         for hog in (False, True):
-            null = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance) for r in gated[("", hog)]]
+            null = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance) for r in gated.get(("", hog), [])]
             alt = [judge_run(entries, on_clock(r, clock), a.alpha, a.tolerance, mde_of=SLOWED)
-                   for r in gated[("loop-2", hog)]]
-            mde = float(np.median([m for _, ms in null for m in ms]))
-            slowed = float(np.median([m for _, ms in alt for m in ms]))
+                   for r in gated.get(("loop-2", hog), [])]
+            mde, slowed = (float(np.median([m for _, ms in runs for m in ms] or [np.nan])) for runs in (null, alt))
             which = [collections.Counter(n.split("[")[-1].rstrip("]") for f, _ in runs for n in f) for runs in (null, alt)]
             print(f"| {clock} | {'on' if hog else 'off'} | {interval(sum(bool(f) for f, _ in null), len(null))} | "
                   f"{interval(sum(f == {SLOWED} for f, _ in alt), len(alt))} | +{mde:.1%} | +{slowed:.1%} | "
@@ -111,7 +110,7 @@ def measure(n_saves: int, n_runs: int) -> tuple[list[list[dict]], dict[tuple[str
         saves = [run(project) for _ in range(n_saves)]
         gated: dict[tuple[str, bool], list[list[dict]]] = {}
         for i in range(2 * n_runs):
-            slow, hog = ("loop-2" if i >= n_runs else ""), i % 2 == 1
+            slow, hog = ("loop-2" if i >= n_runs else ""), i % n_runs % 2 == 1  # each head: hog off, on, off, ...
             proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(project / "hog.py")]) if hog else None
             try:
                 gated.setdefault((slow, hog), []).append(run(project, slow))
