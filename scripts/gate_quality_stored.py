@@ -11,7 +11,12 @@ the noise of a shared 2-core VM:
 * within a run, 2 % round-to-round noise, and bursts: with probability 0.3 per test and run a block
   of 5-30 consecutive rounds runs 1.4-2x slower; with probability 0.05 the whole measurement of a
   test is disturbed (1.2-1.6x: a neighbour busy for longer than the test);
-* memory growth: 40 MiB per test plus 1 MiB of noise per run.
+* memory growth: 40 MiB per test plus 1 MiB of noise per run;
+* with ``--host P``, host states as measured on this project's VM (``scripts/host_states.py``, and
+  25-38 % of the test measurements of ``cpu_clock_real_runs.py`` above 1.2x their test's fastest):
+  with probability ``P`` a test's whole measurement runs 1.2-2.75x slower (log-uniform), in wall
+  and CPU time alike; a confirmation's re-measurement keeps that state with probability
+  ``--host-persist`` (a short pause) and draws a new one otherwise (a pause longer than the state).
 
 Reported per setting: how often an unchanged suite fails anywhere (with its 95 % Clopper-Pearson
 interval), how often a +10 % / +25 % slowdown of one test is caught with no other test failing, how
@@ -46,33 +51,43 @@ def rounds(rng: np.random.Generator, cost: float, n: int = 60) -> list[float]:
     return x.tolist()
 
 
-def one_run(rng, costs, jitter, sigma, slow=None):
-    """Each test's result dict for one simulated process, and each test's cost in it (to re-measure);
-    ``slow``: (test index, factor)."""
+def host_state(rng: np.random.Generator, p: float) -> float:
+    """How much slower the host runs one measurement: 1.0, or with probability ``p`` 1.2-2.75x."""
+    return math.exp(rng.uniform(math.log(1.2), math.log(2.75))) if p and rng.random() < p else 1.0
+
+
+def one_run(rng, costs, jitter, sigma, slow=None, host=0.0):
+    """Each test's result dict for one simulated process, each test's cost in it (to re-measure) and
+    its host state; ``slow``: (test index, factor)."""
     offset = math.exp(rng.normal(0, sigma))
     process = f"{rng.integers(2**62):x}"
-    out, used = [], []
+    out, used, states = [], [], []
     for t, (cost, sd) in enumerate(zip(costs, jitter)):
         c = cost * offset * math.exp(rng.normal(0, sd)) * (slow[1] if slow and slow[0] in (t, "all") else 1.0)
+        state = host_state(rng, host)
         mem = 40 * 2**20 + rng.normal(0, 2**20)
         out.append({"nodeid": f"t{t}", "rows": [], "process": process,
-                    "measurement": {"samples": rounds(rng, c), "unit": "call", "memory_growth": mem}, "metrics": {}})
+                    "measurement": {"samples": rounds(rng, c * state), "unit": "call", "memory_growth": mem},
+                    "metrics": {}})
         used.append(c)
-    return out, used
+        states.append(state)
+    return out, used, states
 
 
-def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confirm=2):
+def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confirm=2, host=0.0, persist=0.0):
     """(any test failed, the slowed test failed, only the slowed test failed, MDEs of the latency rows)."""
     costs = np.exp(rng.uniform(math.log(1e-4), math.log(1e-2), n_tests))
     jitter = rng.uniform(0.005, 0.05, n_tests)
     entries: dict[str, BaselineEntry] = {}
     for _ in range(runs):
-        for res in one_run(rng, costs, jitter, sigma)[0]:
+        for res in one_run(rng, costs, jitter, sigma, host=host)[0]:
             entries[res["nodeid"]] = BaselineEntry.from_result(TestResult.from_json(res), None, entries.get(res["nodeid"]))
-    head, used = one_run(rng, costs, jitter, sigma, slow)
+    head, used, states = one_run(rng, costs, jitter, sigma, slow, host)
 
     def remeasure(i: int, res: dict) -> None:  # as the runner's confirmation: a new block, judged alone
-        res["measurement"]["samples"] = rounds(rng, used[i])
+        if rng.random() >= persist:
+            states[i] = host_state(rng, host)
+        res["measurement"]["samples"] = rounds(rng, used[i] * states[i])
 
     failed, mdes = judge_run(entries, [head[i] for i in rng.permutation(n_tests)], alpha, tolerance,
                              remeasure if confirm else None, confirm)
@@ -128,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sigmas", default="0.05,0.10,0.15", help="SDs of the per-process offset")
     ap.add_argument("--runs", default="1,3,5,10", help="saved runs per baseline")
     ap.add_argument("--prior-df", default=str(runnoise.PRIOR_DF), help="runnoise.PRIOR_DF values to try")
+    ap.add_argument("--host", type=float, default=0.0, help="chance that a test's measurement is in a slow host state")
+    ap.add_argument("--host-persist", type=float, default=0.0,
+                    help="chance that a confirmation's re-measurement is still in the same host state")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} suites per cell\n")
+    print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} suites per cell, slow host "
+          f"states {a.host:g} (kept by a confirmation {a.host_persist:g})\n")
     print("| run SD | saved runs | prior df | unchanged suite fails | +10 % caught alone | +25 % caught alone "
           "| every test +50 %: run fails | median MDE |")
     print("|---|---|---|---|---|---|---|---|")
@@ -139,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         for sigma in (float(s) for s in a.sigmas.split(",")):
             for runs in (int(r) for r in a.runs.split(",")):
                 rng = np.random.default_rng(a.seed)
-                null = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance) for _ in range(a.suites)]
-                p10 = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, (0, 1.10))
+                host = {"host": a.host, "persist": a.host_persist}
+                null = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, **host) for _ in range(a.suites)]
+                p10 = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, (0, 1.10), **host)
                        for _ in range(a.suites)]
-                p25 = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, (0, 1.25))
+                p25 = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, (0, 1.25), **host)
                        for _ in range(a.suites)]
-                every = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, ("all", 1.5))
+                every = [suite_outcome(rng, a.tests, runs, sigma, a.alpha, a.tolerance, ("all", 1.5), **host)
                          for _ in range(a.suites)]
                 mdes = [m for o in null for m in o[3]]
                 mde = f"+{100 * float(np.median(mdes)):.0f} %" if mdes else "none (one run: not modelled)"

@@ -10,7 +10,8 @@ and the steal that accrued.
 
 Also timed, interleaved, each round of a small reference loop, and each work's CPU time over the
 reference's: how much of the host's slowdown a reference run beside the test would take out, for
-code like the reference (the loop) and unlike it (the sort).
+code like the reference (the loop) and unlike it (the sort). Last, the loop on both cores at once: whether the two virtual CPUs slow
+down together.
 
     python scripts/host_states.py --seconds 30
 """
@@ -18,6 +19,7 @@ code like the reference (the loop) and unlike it (the sort).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import subprocess
@@ -58,6 +60,35 @@ def record(seconds: float) -> np.ndarray:
     return np.array(rows)
 
 
+def _record_on(core: int, seconds: float, out: multiprocessing.Queue) -> None:
+    os.sched_setaffinity(0, {core})
+    out.put(record(seconds))
+
+
+def both_cores(seconds: float) -> str:
+    """The loop measured on both cores at once: do the two virtual CPUs slow down together? (If they
+    did, base and head measured side by side, one per core, would see the same host.)"""
+    out: multiprocessing.Queue = multiprocessing.Queue()
+    other = multiprocessing.Process(target=_record_on, args=(1, seconds, out))
+    other.start()
+    mine = record(seconds)
+    theirs = out.get()
+    other.join()
+    start = max(mine[0, 0], theirs[0, 0])
+    pairs = []
+    for w in np.arange(start, start + seconds - 1.5, 1.5):
+        a = mine[(mine[:, 0] >= w) & (mine[:, 0] < w + 1.5), 1]
+        b = theirs[(theirs[:, 0] >= w) & (theirs[:, 0] < w + 1.5), 1]
+        if len(a) and len(b):
+            pairs.append((np.median(a), np.median(b)))
+    x = np.array(pairs)
+    x = x / x.min(axis=0)
+    ratio = x[:, 0] / x[:, 1]
+    return (f"both cores at once, {len(x)} windows of 1.5 s: core 0's loop ranged over {x[:, 0].max():.2f}x, core 1's "
+            f"over {x[:, 1].max():.2f}x, correlation {np.corrcoef(x[:, 0], x[:, 1])[0, 1]:+.2f}, core 0 over core 1 "
+            f"ranged over {ratio.max() / ratio.min():.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="per condition")
@@ -90,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, what in ((2, "loop"), (3, "sort"), (4, "loop / reference"), (5, "sort / reference")):
         x = np.array([w[i] for w in windows])
         print(f"{what}: windows range {x.max() / x.min():.2f}x (max over min)")
+    print(both_cores(a.seconds))
     return 0
 
 
