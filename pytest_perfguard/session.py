@@ -5,6 +5,7 @@ there is no ``workerinput``, as pytest's junitxml is."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from .baseline import BaselineError
 from .gate import ONE_RUN
 from .markdown import markdown_summary, write_markdown
-from .model import Check, ProcessSpeed, TestResult, Verdict, json_safe
+from .model import LATENCY_KINDS, Check, ProcessSpeed, TestResult, Verdict, json_safe
 from .options import Options
 from .report import json_document, summary_table, write_json
 from .runnoise import RunTest, SuiteModel, compare_speed
@@ -74,7 +75,8 @@ class Session:
         if self.gate_errors and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         speeds = speed_checks(self.results, self.baseline.model, self.options.tolerance) if self.baseline else []
-        verdicts = error_budget_notes(self.results, self.options.alpha, len(speeds)) + [
+        verdicts = error_budget_notes(self.results, self.options.alpha, len(speeds)) + \
+            resolution_notes(self.results, self.options.tolerance) + [
             f"{'ERROR: ' if c.verdict == 'regressed' else ''}the run's speed {c.verdict}: {c.reason}" for c in speeds]
         self.notes.extend(verdicts)
         speed_results = [_speed_result(c, self.options.tolerance) for c in speeds]  # for the files
@@ -188,6 +190,25 @@ def error_budget_notes(results: list[TestResult], alpha: float, processes: int =
         notes.append(f"{one_run} test(s) were compared with a baseline of one run per test: run-to-run noise is not "
                      f"modelled, so they can false-fail; {advice}")
     return notes
+
+
+def resolution_notes(results: list[TestResult], tolerance: float) -> list[str]:
+    """How small a change the latency comparisons with the baseline could flag (their MDEs), and, when
+    the median is beyond twice the tolerance, that "unchanged" then hides changes that size and what
+    resolves them: on a shared host the saved runs disagree, and every row widens with them."""
+    mdes = sorted(c.mde for r in results for c in r.checks
+                  if c.mde is not None and c.alpha is not None and c.kind in LATENCY_KINDS)
+    if not mdes:
+        return []
+    median = statistics.median(mdes)
+    note = (f"the {len(mdes)} latency comparison(s) with the baseline could flag changes from +{median:.0%} (median; "
+            f"+{mdes[0]:.0%} to +{mdes[-1]:.0%})")
+    if median > 2 * tolerance:
+        note += (f": a change between the {tolerance:.0%} tolerance and that size passes as unchanged, because the saved "
+                 "runs disagree that much (a shared machine's speed moves between runs); record more runs spread over "
+                 "time, or judge a change with `perfguard ab REV` (both sides in the same job) or `--perf-instructions` "
+                 "(counts, not clocks)")
+    return [note]
 
 
 def _baseline_notes(run: RunBaseline, saving: bool, counted: bool = False) -> list[str]:

@@ -8,6 +8,9 @@ import os
 
 import pytest
 
+from pytest_perfguard.model import Check, TestResult, Verdict
+from pytest_perfguard.session import resolution_notes
+
 SUITE = """
 import os
 import pytest
@@ -88,3 +91,33 @@ def test_a_bad_alpha_is_a_usage_error(pytester: pytest.Pytester, value: str) -> 
     result = pytester.runpytest("--perf", f"--perf-alpha={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--perf-alpha*"])
+
+
+def _judged(mde: float, kind: str = "latency") -> TestResult:
+    row = Check(f"{kind} vs baseline", "±5%", 0.001, "s/call", Verdict.UNCHANGED, "", kind=kind, against="baseline",
+                alpha=0.001, p_value=0.5, mde=mde)
+    return TestResult(f"t{mde}", (row,))
+
+
+def test_the_summary_says_how_small_a_change_the_rows_could_flag() -> None:
+    tight = resolution_notes([_judged(0.05), _judged(0.06), _judged(0.09)], tolerance=0.05)
+    assert tight == ["the 3 latency comparison(s) with the baseline could flag changes from +6% (median; +5% to +9%)"]
+    wide = resolution_notes([_judged(0.05), _judged(1.04), _judged(2.1), _judged(0.5, kind="memory")], tolerance=0.05)
+    assert wide[0].startswith("the 3 latency comparison(s) with the baseline could flag changes from +104% (median; "
+                              "+5% to +210%): a change between the 5% tolerance and that size passes as unchanged")
+    assert "`perfguard ab REV`" in wide[0] and "--perf-instructions" in wide[0]
+    assert resolution_notes([_judged(0.5, kind="memory")], tolerance=0.05) == []
+
+
+def test_saved_runs_that_disagree_are_named_as_the_limit_of_the_gate(pytester: pytest.Pytester) -> None:
+    # each test's level moves 1.0-1.6x from save to save, unlike its neighbours (a shared host's states)
+    pytester.makepyfile(test_suite=SUITE.replace("JITTER = [1.0, 1.02, 0.99, 1.01, 0.98, 1.0, 1.03, 0.97]",
+                                                 "JITTER = [1.0, 1.6, 1.1, 1.45, 1.0, 1.3, 1.55, 1.05]"))
+    for i in range(4):
+        run(pytester, "--perf-save", index=i)
+    result = run(pytester, index=4)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*the 6 latency comparison(s) with the baseline could flag changes from +*% (median; "
+                                 "*a change between the 5% tolerance and that size passes as unchanged, because the saved "
+                                 "runs disagree*`perfguard ab REV`*"])
+    assert all(r["mde"] > 0.10 for r in rows(pytester).values())
