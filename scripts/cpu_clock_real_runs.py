@@ -11,7 +11,8 @@ without the runner's confirmation (it would re-measure, which a recorded run can
 
 Prints, per clock: unchanged runs failed anywhere, and the slowed test caught with no other failure
 (95 % Clopper-Pearson intervals), quiet and under the hog; the median smallest change the latency rows
-could flag (MDE) and the slowed test's own; which tests failed.
+could flag (MDE) and the slowed test's own; which tests failed. Then what moved the levels: the
+hog's share (wall over CPU time) and the test's own speed (CPU time over its fastest in any run).
 
     python scripts/cpu_clock_real_runs.py --saves 5 --runs 20
     python scripts/cpu_clock_real_runs.py --saves 5 --runs 16 --keep runs.json   # the measured runs kept
@@ -98,7 +99,37 @@ def main(argv: list[str] | None = None) -> int:
                   f"{interval(sum(f == {SLOWED} for f, _ in alt), len(alt))} | +{mde:.1%} | +{slowed:.1%} | "
                   f"{'; '.join(', '.join(f'{n} {k}x' for n, k in w.most_common()) or 'none' for w in which)} |",
                   flush=True)
+    print()
+    for line in what_moved(saves, gated):
+        print(line)
     return 0
+
+
+def what_moved(saves: list[list[dict]], gated: dict[tuple[str, bool], list[list[dict]]]) -> list[str]:
+    """What each clock's levels (10th percentile of the rounds) did: the hog's share (wall over CPU, per
+    test measurement, hog off and on) and the rest (CPU level over the same test's fastest CPU level in any
+    run: a test's own speed moving with nothing changed). The slowed test's slowed runs are left out."""
+    def level(t: dict, key: str) -> float:
+        return float(np.quantile(t["measurement"][key], 0.1))
+
+    runs = [("saves", list(r)) for r in saves] + [
+        (f"hog {'on' if hog else 'off'}", [t for t in r if not (slow and t["nodeid"].endswith(SLOWED))])
+        for (slow, hog), rs in gated.items() for r in rs]
+    fastest: dict[str, float] = {}
+    for _, r in runs:
+        for t in r:
+            fastest[t["nodeid"]] = min(fastest.get(t["nodeid"], np.inf), level(t, "cpu_samples"))
+    lines = []
+    for name in ("saves", "hog off", "hog on"):
+        ts = [t for n, r in runs if n == name for t in r]
+        if not ts:
+            continue
+        wall = np.array([level(t, "samples") / level(t, "cpu_samples") for t in ts])
+        cpu = np.array([level(t, "cpu_samples") / fastest[t["nodeid"]] for t in ts])
+        lines.append(f"{name}: {len(ts)} test measurements; wall over CPU: median {np.median(wall):.3f}, 90th percentile "
+                     f"{np.quantile(wall, 0.9):.3f}, max {wall.max():.2f}; CPU over the test's fastest: median "
+                     f"{np.median(cpu):.3f}, above 1.2x {np.mean(cpu > 1.2):.0%}, max {cpu.max():.2f}")
+    return lines
 
 
 def measure(n_saves: int, n_runs: int) -> tuple[list[list[dict]], dict[tuple[str, bool], list[list[dict]]]]:
