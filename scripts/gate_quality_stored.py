@@ -85,7 +85,7 @@ def suite_outcome(rng, n_tests, runs, sigma, alpha, tolerance, slow=None, confir
     head, used, states = one_run(rng, costs, jitter, sigma, slow, host)
 
     def remeasure(i: int, res: dict) -> None:  # as the runner's confirmation: a new block, judged alone
-        if rng.random() >= persist:
+        if host and rng.random() >= persist:  # without host states, the random stream of earlier recordings
             states[i] = host_state(rng, host)
         res["measurement"]["samples"] = rounds(rng, used[i] * states[i])
 
