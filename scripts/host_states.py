@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, what in ((2, "loop"), (3, "sort"), (4, "loop / reference"), (5, "sort / reference")):
         x = np.array([w[i] for w in windows])
         print(f"{what}: windows range {x.max() / x.min():.2f}x (max over min)")
+    print(f"windows whose loop ran above 1.2x its fastest: {sum(w[2] > 1.2 * fast_loop for w in windows)} of {len(windows)}")
     print(both_cores(a.seconds))
     return 0
 
