@@ -35,7 +35,7 @@ import math
 import random
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .ab_process import (WAY_OUT, ABError, Interrupted, SideRun, check_args, check_imports, git, import_failure,
-                         interruptible, resolve, run_side, worktree)
+                         interruptible, resolve, run_pair, run_side, worktree)
 from .budget import BudgetError, parse_budget
 from .decide import Comparison, geometric_mean
 from .gate import ABRuns, LatencyDecision, baseline_rows, latency_decision
@@ -121,6 +121,8 @@ class ABResult:
     rounds: int
     dirty: bool
     seed: int = 0  # draws the order of the sides in each round
+    lockstep: bool = False  # both sides at once, taking turns test by test (ab_turns)
+    turns: list[tuple[int, int]] = field(default_factory=list)  # lockstep, per round: (tests paired, calls alone)
     alpha: float = 0.01  # the chance that an unchanged head fails anywhere: shared by every test
     runs: list[SideRun] = field(default_factory=list)
     stopped: dict[str, RunComparison] = field(default_factory=dict)  # tests stopped early (futility)
@@ -217,6 +219,7 @@ def judge(nodeid: str, base: TestResult | None, head: TestResult, tolerance: flo
 
 def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,
            alpha: float = 0.01, cwd: Path | None = None, python: str = sys.executable, seed: int | None = None,
+           lockstep: bool = False,
            on_run: Callable[[str, int, int], None] | None = None,
            say: Callable[[str], None] = print) -> ABResult:
     """Run base and head once each per round, up to ``rounds`` times, and judge every test.
@@ -228,8 +231,12 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     Bonferroni split over the tests and the runs' speed: ``runs.shares``). Raises ``ABError`` on bad
     input.
 
+    ``lockstep``: both sides' runs of a round start together on one CPU and take turns test by
+    test (``ab_turns``), so that a slow spell of the machine lasting seconds hits a test's base
+    and head alike.
+
     ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
-    wants to disturb one side). ``seed`` draws the order of the sides in each round (None: a fresh
+    wants to disturb one side; in lockstep, for both sides before the round). ``seed`` draws the order of the sides in each round (None: a fresh
     one, kept in the result so that the order can be repeated).
     """
     if rounds < 1:
@@ -247,7 +254,7 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     order = random.Random(seed)
-    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed, alpha=alpha)
+    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed, alpha=alpha, lockstep=lockstep)
     if dirty:
         say("perfguard ab: the working tree has uncommitted changes: the head is measured as it is on disk")
     made: list[Path] = []  # the temporary folders, to say whether an interruption left any
@@ -274,13 +281,10 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
     if not base_cwd.is_dir():
         raise ABError(f"{here.relative_to(repo)} does not exist at {rev}")
     imports: dict[str, dict[str, Any] | None] = {"base": None, "head": None}
+    cwds = {"base": base_cwd, "head": here}
     for rnd in range(1, rounds + 1):
-        sides = [("base", base_cwd), ("head", here)]
-        order.shuffle(sides)
-        for side, side_cwd in sides:
-            if on_run is not None:
-                on_run(side, rnd, rounds)
-            run = run_side(side, rnd, side_cwd, pytest_args, work, python, deselect=_deselected(result))
+        for run in _round(result, rnd, cwds, pytest_args, work, order, python, on_run, say):
+            side = run.side
             say(f"perfguard ab: round {rnd}/{rounds} {side}: exit {run.returncode}, "
                 f"{len(run.results)} perf tests, {format_duration(run.seconds)}")
             crashed = run.returncode in (0, 1) and not run.reported
@@ -316,6 +320,29 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
             _enough_rounds(result, say)
         if FUTILITY_FROM <= rnd < result.rounds and not _stop_futile(result, tolerance, say):
             break
+
+
+def _round(result: ABResult, rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], work: Path,
+           order: random.Random, python: str, on_run: Callable[[str, int, int], None] | None,
+           say: Callable[[str], None]) -> Iterator[SideRun]:
+    """One round's two runs: in turn, in an order drawn from ``order``, or at once in lockstep."""
+    sides = ["base", "head"]
+    order.shuffle(sides)
+    if not result.lockstep:
+        for side in sides:
+            if on_run is not None:
+                on_run(side, rnd, result.rounds)
+            yield run_side(side, rnd, cwds[side], pytest_args, work, python, deselect=_deselected(result))
+        return
+    for side in sides:
+        if on_run is not None:
+            on_run(side, rnd, result.rounds)
+    runs, turns = run_pair(rnd, cwds, pytest_args, work, random.Random(order.random()), python,
+                           deselect=_deselected(result))
+    result.turns.append((turns.paired, turns.alone))
+    say(f"perfguard ab: round {rnd}/{result.rounds} in lockstep: {turns.paired} test(s) called on both "
+        f"sides back to back, {turns.alone} call(s) alone")
+    yield from runs
 
 
 def _counted_only(result: ABResult) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ab_turns import CPU_ENV, SIDES, TURNS_ENV, Turns, shared_cpu
 from .model import TestResult
 
 SIDE_ENV = "PERFGUARD_AB_SIDE"
@@ -219,28 +221,68 @@ def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir
 
     The pytest runs in its own process group; if this process is interrupted meanwhile, that
     group is terminated before the interruption goes on."""
+    proc, start = _launch(side, rnd, cwd, pytest_args, workdir, python, deselect)
+    try:
+        returncode = proc.wait()
+    except BaseException:
+        _stop(proc)
+        raise
+    return _finished(side, rnd, workdir, returncode, start)
+
+
+def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdir: Path, rng: random.Random,
+             python: str = sys.executable, deselect: Sequence[str] = ()) -> tuple[list[SideRun], Turns]:
+    """Both sides' runs of a round at once, in lockstep (``ab_turns``): pinned to one CPU, taking turns
+    test by test, each test's order drawn from ``rng``. Returns the runs (base, head) and the turns
+    (how many tests were called back to back). Interrupted: both process groups are terminated."""
+    sock = workdir / f"turns-{rnd}.sock"
+    turns = Turns(sock, rng)
+    cpu = shared_cpu()
+    env = {TURNS_ENV: str(sock), **({CPU_ENV: str(cpu)} if cpu is not None else {})}
+    server = threading.Thread(target=turns.serve, daemon=True)
+    server.start()
+    procs: dict[str, tuple[subprocess.Popen[Any], float]] = {}
+    try:
+        for side in SIDES:
+            procs[side] = _launch(side, rnd, cwds[side], pytest_args, workdir, python, deselect, env)
+            threading.Thread(target=lambda p=procs[side][0], s=side: (p.wait(), turns.ended(s)), daemon=True).start()
+        codes = {side: proc.wait() for side, (proc, _) in procs.items()}
+    except BaseException:
+        for proc, _ in procs.values():
+            _stop(proc)
+        for side in SIDES:
+            turns.ended(side)
+        raise
+    finally:
+        server.join(timeout=5)
+        turns.close()
+        sock.unlink(missing_ok=True)
+    return [_finished(side, rnd, workdir, codes[side], procs[side][1]) for side in SIDES], turns
+
+
+def _launch(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir: Path, python: str,
+            deselect: Sequence[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[Any], float]:
     out = workdir / f"{side}-{rnd}.json"
-    log = workdir / f"{side}-{rnd}.log"
-    imports = workdir / f"{side}-{rnd}.imports.json"
     cmd = [python, "-P", "-m", "pytest", *pytest_args, "--perf", f"--perf-json={out}",
            f"--perf-baselines={workdir / 'no-baselines'}", "--perf-profile=never", "--perf-confirm=0",
            "-p", "no:cacheprovider", "-p", SIDE_PLUGIN, "-q", "-rN", "--color=no",
            *(f"--deselect={nodeid}" for nodeid in deselect)]
-    env = dict(os.environ, **{SIDE_ENV: side, IMPORTS_ENV: str(imports)})
-    env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
+    full_env = dict(os.environ, **{SIDE_ENV: side, IMPORTS_ENV: str(workdir / f"{side}-{rnd}.imports.json")},
+                    **(env or {}))
+    full_env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
     start = time.perf_counter()
-    with log.open("w") as fh:
+    with (workdir / f"{side}-{rnd}.log").open("w") as fh:
         group = {"process_group": 0} if hasattr(os, "killpg") else {}
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=fh,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT, **group)
-        try:
-            returncode = proc.wait()
-        except BaseException:
-            _stop(proc)
-            raise
-    results = _read_results(out)
-    return SideRun(side, rnd, returncode, time.perf_counter() - start, log, results or {},
-                   reported=results is not None, imports=_read_imports(imports))
+    return proc, start
+
+
+def _finished(side: str, rnd: int, workdir: Path, returncode: int, start: float) -> SideRun:
+    results = _read_results(workdir / f"{side}-{rnd}.json")
+    return SideRun(side, rnd, returncode, time.perf_counter() - start, workdir / f"{side}-{rnd}.log",
+                   results or {}, reported=results is not None,
+                   imports=_read_imports(workdir / f"{side}-{rnd}.imports.json"))
 
 
 WAY_OUT = ("set the ini option perfguard_ab_pythonpath to the folders, relative to the rootdir, that "

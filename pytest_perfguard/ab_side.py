@@ -9,7 +9,10 @@ each side measured its own checkout's code: an editable install (``pip install -
 ``PYTHONPATH`` that points at the head's checkout makes the base import the head's files, and
 then both sides measure the same code.
 
-Nothing here runs unless ``IMPORTS_ENV`` is set.
+Under ``perfguard ab --lockstep`` (``TURNS_ENV`` set) the side also pins itself to the shared CPU
+and takes its turn before each test's call (``ab_turns``).
+
+Nothing here runs unless ``IMPORTS_ENV`` or ``TURNS_ENV`` is set.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ import os
 import site
 import sys
 import sysconfig
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .ab_process import IMPORTS_ENV, SIDE_ENV, ab_pythonpath
+from .ab_turns import CPU_ENV, TURNS_ENV, TurnClient, pin
 
 PLUGIN_PACKAGE = __name__.split(".")[0]
+turns_key = pytest.StashKey[TurnClient]()
 
 
 def environment_paths() -> list[str]:
@@ -98,3 +104,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     out = os.environ.get(IMPORTS_ENV)
     if out:
         record(config, Path(out))
+    client = config.stash.get(turns_key, None)
+    if client is not None:
+        client.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = os.environ.get(TURNS_ENV)
+    if not path:
+        return
+    pin(os.environ.get(CPU_ENV))
+    try:
+        config.stash[turns_key] = TurnClient(path, os.environ.get(SIDE_ENV, ""))
+    except OSError as exc:
+        raise pytest.UsageError(f"perfguard ab --lockstep: cannot reach the turns at {path}: {exc}") from None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    client = session.config.stash.get(turns_key, None)
+    if client is not None:
+        client.tests([item.nodeid for item in session.items])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Outermost around the call: only one side's test call runs at any time."""
+    client = item.config.stash.get(turns_key, None)
+    if client is None:
+        return (yield)
+    client.call(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        client.done()

@@ -163,7 +163,7 @@ def ab(args: argparse.Namespace) -> int:
 
     try:
         result = run_ab(args.rev, args.pytest_args, rounds=args.rounds, tolerance=args.tolerance,
-                        alpha=args.alpha, seed=args.seed)
+                        alpha=args.alpha, seed=args.seed, lockstep=args.lockstep)
     except ABError as exc:
         print(f"perfguard ab: error: {exc}", file=sys.stderr)
         return 2
@@ -196,7 +196,9 @@ def ab_context(result: Any, hints: bool = True) -> list[str]:
     lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
              f"{', with uncommitted changes' if result.dirty else ''}), {ran} of at most {result.rounds} "
              f"round{'' if result.rounds == 1 else 's'}, "
-             f"the sides in random order (--seed {result.seed})"]
+             f"the sides in random order (--seed {result.seed})"
+             + (f", in lockstep: {sum(p for p, _ in result.turns)} test calls paired, "
+                f"{sum(a for _, a in result.turns)} alone" if result.lockstep else "")]
     if result.tests:
         lines.append(f"{len(result.tests)} test(s) shared a {result.alpha:.2%} error budget (--alpha); "
                      f"{len(result.stopped)} stopped early, unchanged (their rounds ruled out a slowdown beyond "
@@ -255,7 +257,8 @@ def ab_document(result: Any) -> dict[str, Any]:
             for r in result.runs]
     return json_document(result.tests, {"ab": {
         "rev": result.rev, "sha": result.sha, "rounds": result.rounds, "seed": result.seed, "dirty": result.dirty,
-        "alpha": result.alpha, "stopped": sorted(result.stopped),
+        "alpha": result.alpha, "stopped": sorted(result.stopped), "lockstep": result.lockstep,
+        "turns": [{"paired": p, "alone": a} for p, a in result.turns],
         "geomean": result.geomean, "base_broken": result.base_broken, "only_base": result.only_base,
         "only_head": result.only_head, "hints": result.hints, "runs": runs}})
 
@@ -314,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, help="draws the order of the sides in each round (default: a fresh "
                                             "one, printed, so that a run can be repeated)")
     a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
+    a.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=False,
+                   help="run both sides of a round at once on one CPU, taking turns test by test, so that a "
+                        "slow spell of a shared machine hits a test's base and head alike")
     a.add_argument("--markdown", help="write a markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     a.add_argument("--json", help="write the verdicts and pooled samples here")
     a.set_defaults(func=ab, pytest_args=[])

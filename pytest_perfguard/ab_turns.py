@@ -1,0 +1,172 @@
+"""``perfguard ab --lockstep``: the two sides run at once, on one CPU, and take turns test by test.
+
+On a shared VM the host takes the CPU away for seconds at a time (measured: a test's speed moved
+1.2-2.75x between 3-second windows, with no steal time reported), far shorter than one pytest run
+of a suite but far longer than one test. Whole runs in turn put such a state on one side of a
+round only; in lockstep both sides' pytest processes start together, pinned to the same CPU, and a
+test's call on one side is followed at once by the same test's call on the other, in an order
+drawn at random for each test. Only one call runs at any time: each side asks for its turn before
+a test's call (``Turns``, over a Unix socket) and says when the call is done; everything between
+calls (collection, fixtures, teardown, non-perf work) runs freely.
+
+Tests that only one side has, or that the sides reach in another order, take their turn alone.
+A side that ends or dies gives the other side every later turn.
+
+No pytest import here: the side's end is ``TurnClient``, used by ``ab_side``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import socket
+import threading
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+TURNS_ENV = "PERFGUARD_AB_TURNS"  # the socket a side asks for its turns on
+CPU_ENV = "PERFGUARD_AB_CPU"  # the CPU both sides are pinned to
+SIDES = ("base", "head")
+
+
+def shared_cpu() -> int | None:
+    """The CPU both sides run on: the first this process may use (None where affinity is unknown)."""
+    getter = getattr(os, "sched_getaffinity", None)
+    return min(getter(0)) if getter is not None else None
+
+
+def pin(cpu: str | None) -> None:
+    """Pin this process (and what it starts later) to ``cpu`` where the platform can."""
+    setter = getattr(os, "sched_setaffinity", None)
+    if cpu and setter is not None:
+        setter(0, {int(cpu)})
+
+
+class Turns:
+    """The broker: gives the two sides their turns, a test's two calls back to back.
+
+    ``serve`` runs in a thread until both sides have ended (``ended(side)`` from the thread that
+    waits for the processes, or their connection closing). ``paired`` and ``alone`` count the
+    tests called back to back on both sides and the calls that took a turn alone."""
+
+    def __init__(self, path: Path, rng: random.Random) -> None:
+        self.path = path
+        self.rng = rng
+        self.paired = 0
+        self.alone = 0
+        self._events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
+        self._conns: dict[str, Any] = {}
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(len(SIDES))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def ended(self, side: str) -> None:
+        self._events.put((side, None))
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in self._conns.values():
+            conn.close()
+
+    def _accept(self) -> None:
+        for _ in SIDES:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        side = None
+        with conn.makefile("r") as lines:
+            for line in lines:
+                msg = json.loads(line)
+                if side is None:
+                    side = msg["side"]
+                    self._conns[side] = conn
+                else:
+                    self._events.put((side, msg))
+        if side is not None:
+            self._events.put((side, None))
+
+    def serve(self) -> None:
+        waiting: dict[str, str] = {}  # side -> the test whose call it waits to make
+        tests: dict[str, set[str]] = {}
+        gone: set[str] = set()
+
+        def take(side: str, msg: dict[str, Any] | None) -> None:
+            if msg is None:
+                gone.add(side)
+                waiting.pop(side, None)
+            elif "tests" in msg:
+                tests[side] = set(msg["tests"])
+            elif "call" in msg:
+                waiting[side] = msg["call"]
+
+        while len(gone) < len(SIDES):
+            while not all(s in waiting or s in gone for s in SIDES):
+                take(*self._events.get())
+            if len(gone) == len(SIDES):
+                return
+            if len(waiting) == 2 and waiting["base"] == waiting["head"]:
+                order = list(SIDES)
+                self.rng.shuffle(order)
+                self.paired += 1
+            else:
+                order = [first_alone(waiting, tests)]
+                self.alone += 1
+            for side in order:
+                del waiting[side]
+                self._conns[side].sendall(b"go\n")
+                while True:  # until its call is done (the other side is waiting: only this side speaks)
+                    who, msg = self._events.get()
+                    take(who, msg)
+                    if who == side and (msg is None or "done" in msg):
+                        break
+
+
+def first_alone(waiting: dict[str, str], tests: dict[str, Collection[str]]) -> str:
+    """Which waiting side takes a turn alone: one whose test the other side does not have, else the
+    base (the sides reach shared tests in another order; the base going on cannot deadlock)."""
+    if len(waiting) == 1:
+        return next(iter(waiting))
+    if waiting["base"] not in tests.get("head", ()):
+        return "base"
+    if waiting["head"] not in tests.get("base", ()):
+        return "head"
+    return "base"
+
+
+class TurnClient:
+    """A side's end: ``call(nodeid)`` blocks until it is this side's turn; ``done()`` after the call.
+    If the broker is gone (``perfguard ab`` ended), every turn is granted at once."""
+
+    def __init__(self, path: str, side: str) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(path)
+        self._lines = self._sock.makefile("r")
+        self._send({"side": side})
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        try:
+            self._sock.sendall((json.dumps(msg) + "\n").encode())
+        except OSError:
+            pass
+
+    def tests(self, nodeids: list[str]) -> None:
+        self._send({"tests": nodeids})
+
+    def call(self, nodeid: str) -> None:
+        self._send({"call": nodeid})
+        self._lines.readline()  # "go", or "" when the broker is gone
+
+    def done(self) -> None:
+        self._send({"done": True})
+
+    def close(self) -> None:
+        self._lines.close()
+        self._sock.close()
