@@ -103,6 +103,7 @@ class ABTest:
     comparison: ABComparison | None = None
     messages: tuple[str, ...] = ()  # why it failed, a check's message or one that has no check
     base_metrics: dict[str, float] | None = None
+    base_run_bests: list[float | None] | None = None  # by round, each run's speed taken out, as the head's
 
     @property
     def nodeid(self) -> str:
@@ -111,7 +112,8 @@ class ABTest:
     def to_json(self) -> dict[str, Any]:
         return {**self.result.to_json(), "verdict": self.verdict,
                 "comparison": self.comparison.to_json() if self.comparison is not None else None,
-                "messages": list(self.messages), "base_metrics": self.base_metrics}
+                "messages": list(self.messages), "base_metrics": self.base_metrics,
+                "base_run_bests": self.base_run_bests}
 
 
 @dataclass
@@ -214,7 +216,7 @@ def judge(nodeid: str, base: TestResult | None, head: TestResult, tolerance: flo
     messages = [r.message for r in failing] + (["the test itself failed on the head"] if broken else [])
     # the verdict is the checks and the messages: not the outcome of whichever run reported first
     return ABTest(replace(result, checks=tuple(rows), outcome=None), verdict, comparison, tuple(messages),
-                  dict(base.metrics) if base is not None else None)
+                  dict(base.metrics) if base is not None else None, list(base_runs) if base_runs else None)
 
 
 def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,

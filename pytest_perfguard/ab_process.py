@@ -235,10 +235,9 @@ def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdi
     """Both sides' runs of a round at once, in lockstep (``ab_turns``): pinned to one CPU, taking turns
     test by test, each test's order drawn from ``rng``. Returns the runs (base, head) and the turns
     (how many tests were called back to back). Interrupted: both process groups are terminated."""
-    sock = workdir / f"turns-{rnd}.sock"
-    turns = Turns(sock, rng)
+    turns = Turns(rng)
     cpu = shared_cpu()
-    env = {TURNS_ENV: str(sock), **({CPU_ENV: str(cpu)} if cpu is not None else {})}
+    env = {TURNS_ENV: turns.address, **({CPU_ENV: str(cpu)} if cpu is not None else {})}
     server = threading.Thread(target=turns.serve, daemon=True)
     server.start()
     procs: dict[str, tuple[subprocess.Popen[Any], float]] = {}
@@ -256,7 +255,6 @@ def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdi
     finally:
         server.join(timeout=5)
         turns.close()
-        sock.unlink(missing_ok=True)
     return [_finished(side, rnd, workdir, codes[side], procs[side][1]) for side in SIDES], turns
 
 

@@ -110,14 +110,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    path = os.environ.get(TURNS_ENV)
-    if not path:
+    address = os.environ.get(TURNS_ENV)
+    if not address:
         return
     pin(os.environ.get(CPU_ENV))
     try:
-        config.stash[turns_key] = TurnClient(path, os.environ.get(SIDE_ENV, ""))
-    except OSError as exc:
-        raise pytest.UsageError(f"perfguard ab --lockstep: cannot reach the turns at {path}: {exc}") from None
+        config.stash[turns_key] = TurnClient(address, os.environ.get(SIDE_ENV, ""))
+    except (OSError, ValueError) as exc:
+        raise pytest.UsageError(f"perfguard ab --lockstep: cannot reach the turns at {address}: {exc}") from None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

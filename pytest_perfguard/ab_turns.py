@@ -6,7 +6,7 @@ of a suite but far longer than one test. Whole runs in turn put such a state on 
 round only; in lockstep both sides' pytest processes start together, pinned to the same CPU, and a
 test's call on one side is followed at once by the same test's call on the other, in an order
 drawn at random for each test. Only one call runs at any time: each side asks for its turn before
-a test's call (``Turns``, over a Unix socket) and says when the call is done; everything between
+a test's call (``Turns``, over a loopback TCP socket: no path to outgrow) and says when the call is done; everything between
 calls (collection, fixtures, teardown, non-perf work) runs freely.
 
 Tests that only one side has, or that the sides reach in another order, take their turn alone.
@@ -24,10 +24,9 @@ import random
 import socket
 import threading
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
-TURNS_ENV = "PERFGUARD_AB_TURNS"  # the socket a side asks for its turns on
+TURNS_ENV = "PERFGUARD_AB_TURNS"  # host:port where a side asks for its turns
 CPU_ENV = "PERFGUARD_AB_CPU"  # the CPU both sides are pinned to
 SIDES = ("base", "head")
 
@@ -52,16 +51,16 @@ class Turns:
     waits for the processes, or their connection closing). ``paired`` and ``alone`` count the
     tests called back to back on both sides and the calls that took a turn alone."""
 
-    def __init__(self, path: Path, rng: random.Random) -> None:
-        self.path = path
+    def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.paired = 0
         self.alone = 0
         self._events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
-        self._conns: dict[str, Any] = {}
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
-        self._server.listen(len(SIDES))
+        self._conns: dict[str, socket.socket] = {}  # by side, once it said which
+        self._open: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", 0), backlog=len(SIDES))
+        host, port = self._server.getsockname()[:2]
+        self.address = f"{host}:{port}"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def ended(self, side: str) -> None:
@@ -69,7 +68,11 @@ class Turns:
 
     def close(self) -> None:
         self._server.close()
-        for conn in self._conns.values():
+        for conn in self._open:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # now, whoever else holds it: a waiting side sees the end
+            except OSError:
+                pass
             conn.close()
 
     def _accept(self) -> None:
@@ -78,6 +81,8 @@ class Turns:
                 conn, _ = self._server.accept()
             except OSError:  # closed
                 return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._open.append(conn)
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
@@ -145,9 +150,10 @@ class TurnClient:
     """A side's end: ``call(nodeid)`` blocks until it is this side's turn; ``done()`` after the call.
     If the broker is gone (``perfguard ab`` ended), every turn is granted at once."""
 
-    def __init__(self, path: str, side: str) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(path)
+    def __init__(self, address: str, side: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self._sock = socket.create_connection((host, int(port)))
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._lines = self._sock.makefile("r")
         self._send({"side": side})
 
@@ -162,7 +168,10 @@ class TurnClient:
 
     def call(self, nodeid: str) -> None:
         self._send({"call": nodeid})
-        self._lines.readline()  # "go", or "" when the broker is gone
+        try:
+            self._lines.readline()  # "go", or "" when the broker is gone
+        except OSError:
+            pass  # gone too
 
     def done(self) -> None:
         self._send({"done": True})
