@@ -243,16 +243,18 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig, lockstep", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGHUP, False),
+                                           (signal.SIGINT, True)])
 def test_an_interruption_stops_the_child_pytest_cleans_up_and_says_so_in_one_line(
-        repo: Path, tmp_path: Path, sig: signal.Signals) -> None:
+        repo: Path, tmp_path: Path, sig: signal.Signals, lockstep: bool) -> None:
     pids = tmp_path / "pids"
     commit(repo, "slow test", {"tests/test_slow.py": SLOW.format(pids=str(pids))})
     tmp = tmp_path / "tmp"  # a private TMPDIR: whatever perfguard ab leaves there is its own
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TMPDIR"] = str(tmp)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD~1", "--", *FAST], cwd=repo,
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD~1",
+                             *(["--lockstep"] if lockstep else []), "--", *FAST], cwd=repo,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -564,3 +566,62 @@ def test_counted_regions_take_one_round_and_are_judged_on_their_counts(repo: Pat
     assert test.verdict == "regressed" and row.ratio == pytest.approx(1.01)
     from pytest_perfguard.cli import ab_lines
     assert any("t::x" in line and "1.0100x" in line and "regressed" in line for line in ab_lines(result))
+
+
+TRACED = '''
+import json, os
+import pytest
+import mylib
+from pytest_perfguard import perf_budget
+
+def trace(nodeid, what):
+    with open({path!r}, "a") as fh:  # one short O_APPEND write: calls that overlapped would interleave
+        fh.write(json.dumps([os.environ["PERFGUARD_AB_SIDE"], nodeid, what, sorted(os.sched_getaffinity(0))]) + "\\n")
+
+@perf_budget(latency="1s")
+@pytest.mark.parametrize("i", range(2))  # under runs.MIN_TESTS: no row for the runs' speed
+def test_work(perf, request, i):
+    trace(request.node.nodeid, "start")
+    perf(mylib.work)
+    trace(request.node.nodeid, "end")
+'''
+
+
+def test_lockstep_calls_a_tests_base_and_head_back_to_back_on_one_cpu(repo: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    commit(repo, "traced tests", {"tests/test_work.py": TRACED.format(path=str(trace))})
+    commit(repo, "base code", {"src/mylib/__init__.py": LIB.format(version="base", n=BASE_N)})
+    commit(repo, "head code", {"src/mylib/__init__.py": LIB.format(version="head", n=HEAD_N)})
+    # 8 rounds: two tests share the 1 % error budget, and 2^-8 is the least p-value below a half of it
+    proc = ab(repo, "HEAD~1", "--lockstep", "--rounds", "8", "--seed", "7", "--json", "ab.json", "--", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((repo / "ab.json").read_text())
+    assert [t["verdict"] for t in doc["tests"]] == ["improved", "improved"]
+    assert doc["ab"]["lockstep"] is True and doc["ab"]["turns"] == [{"paired": 2, "alone": 0}] * 8
+    assert "in lockstep: 16 test calls paired, 0 alone" in proc.stdout
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    starts, ends = events[::2], events[1::2]
+    assert [e[2] for e in starts] == ["start"] * 32 and [(e[0], e[1]) for e in ends] == [(e[0], e[1]) for e in starts]
+    pairs = list(zip(starts[::2], starts[1::2]))  # one call never overlaps another, and a test's two are adjacent
+    assert all(a[1] == b[1] and {a[0], b[0]} == {"base", "head"} for a, b in pairs)
+    assert {a[0] for a, _ in pairs} == {"base", "head"}  # the order is drawn per test
+    cpus = {tuple(e[3]) for e in events}
+    assert len(cpus) == 1 and len(next(iter(cpus))) == 1  # both sides pinned to the same single CPU
+    assert len(worktrees(repo)) == 1
+
+
+def test_lockstep_gives_a_test_only_the_head_has_a_turn_alone(repo: Path) -> None:
+    commit(repo, "a new test", {"tests/test_new.py": TEST.format(latency="1s").replace("test_work", "test_new")})
+    proc = ab(repo, "HEAD~1", "--lockstep", "--rounds", "1", "--json", "ab.json", "--", *FAST)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one round: every latency verdict is insufficient
+    doc = json.loads((repo / "ab.json").read_text())
+    assert doc["ab"]["only_head"] == ["tests/test_new.py::test_new"]
+    assert doc["ab"]["turns"] == [{"paired": 1, "alone": 1}]
+
+
+def test_lockstep_with_a_head_whose_pytest_dies_fails_the_gate_and_never_waits_for_it(repo: Path) -> None:
+    commit(repo, "crash", {"tests/conftest.py": CRASH})
+    proc = ab(repo, "HEAD~2", "--lockstep", "--rounds", "1", "--", *FAST, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "on the head; nothing was compared" in proc.stderr
+    assert "1 call(s) alone" in proc.stdout  # the base's call, once the head had gone
