@@ -1,19 +1,22 @@
-"""``perfguard ab --lockstep``: the two sides run at once, on one CPU, and take turns test by test.
+"""``perfguard ab --lockstep``: the two sides run at once, on one CPU, and take turns round by round.
 
-On a shared VM the host takes the CPU away for seconds at a time (measured: a test's speed moved
-1.2-2.75x between 3-second windows, with no steal time reported), far shorter than one pytest run
-of a suite but far longer than one test. Whole runs in turn put such a state on one side of a
-round only; in lockstep both sides' pytest processes start together, pinned to the same CPU, and a
-test's call on one side is followed at once by the same test's call on the other, in an order
-drawn at random for each test. Only one call runs at any time: each side asks for its turn before
-a test's call (``Turns``, over a loopback TCP socket: no path to outgrow) and says when the call is done; everything between
-calls (collection, fixtures, teardown, non-perf work) runs freely.
+On a shared VM the host takes the CPU away for a while (measured: a test's speed moved 1.2-2.75x
+between 3-second windows, with no steal time reported, and a test's base and head measured one
+after the other, a fraction of a second apart, still differed up to 1.8x in half the rounds of a
+recording). Whole runs in turn put such a state on one side of a round only. In lockstep both
+sides' pytest processes start together, pinned to the same CPU, and reach each test's call; one
+side starts it (the order is drawn at random for each test) and after each measured round
+(``measure_calls``'s ``between``) hands the turn to the other side for one of its rounds, so that
+a test's base and head rounds alternate a few milliseconds apart and any slow spell hits both.
+Only one side runs inside a call at any time: each side asks for its turn before a test's call
+(``Turns``, over a loopback TCP socket: no path to outgrow), and waits after it until the other
+side's call of the test is done too; everything between calls (collection, fixtures, teardown,
+non-perf work) runs freely.
 
 Tests that only one side has, or that the sides reach in another order, take their turn alone.
 A side that ends or dies gives the other side every later turn.
 
-No pytest import here: the side's end is ``TurnClient``, used by ``ab_side``.
-"""
+No pytest import here: the side's end is ``TurnClient``, used by ``ab_side``"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import queue
 import random
 import socket
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 TURNS_ENV = "PERFGUARD_AB_TURNS"  # host:port where a side asks for its turns
@@ -126,12 +129,39 @@ class Turns:
                 self.alone += 1
             for side in order:
                 del waiting[side]
-                self._conns[side].sendall(b"go\n")
-                while True:  # until its call is done (the other side is waiting: only this side speaks)
-                    who, msg = self._events.get()
-                    take(who, msg)
-                    if who == side and (msg is None or "done" in msg):
-                        break
+            self._call(order, take, gone)
+
+    def _call(self, order: list[str], take: Callable[[str, dict[str, Any] | None], None], gone: set[str]) -> None:
+        """One test's call on ``order``'s sides: the first starts; at each round's end (``pause``) the
+        turn passes to the other while it is still in its call; a side whose call is done waits
+        until the other's is too, so that nothing it does next runs beside a measured round."""
+        active = list(order)
+        turn = order[0]
+        self._go(turn)
+        while active:
+            who, msg = self._events.get()
+            take(who, msg)
+            if msg is None:  # it died
+                if who in active:
+                    active.remove(who)
+                if who != turn:
+                    continue
+            elif who != turn or not ("pause" in msg or "done" in msg):
+                continue  # only the side whose turn it is runs; news from the other is noted
+            elif "done" in msg:
+                active.remove(turn)
+            turn = next((s for s in active if s != turn), turn)
+            if active:
+                self._go(turn)
+        for side in order:
+            if side not in gone:
+                self._go(side)  # both calls done: both go on
+
+    def _go(self, side: str) -> None:
+        try:
+            self._conns[side].sendall(b"go\n")
+        except OSError:
+            pass  # it died: its connection's end says so
 
 
 def first_alone(waiting: dict[str, str], tests: dict[str, Collection[str]]) -> str:
@@ -147,8 +177,10 @@ def first_alone(waiting: dict[str, str], tests: dict[str, Collection[str]]) -> s
 
 
 class TurnClient:
-    """A side's end: ``call(nodeid)`` blocks until it is this side's turn; ``done()`` after the call.
-    If the broker is gone (``perfguard ab`` ended), every turn is granted at once."""
+    """A side's end: ``call(nodeid)`` blocks until it is this side's turn to start the call;
+    ``pause()`` between two measured rounds passes the turn to the other side for one of its rounds;
+    ``done()`` after the call blocks until the other side's call of the same test is done too. If
+    the broker is gone (``perfguard ab`` ended), every turn is granted at once."""
 
     def __init__(self, address: str, side: str) -> None:
         host, port = address.rsplit(":", 1)
@@ -167,14 +199,20 @@ class TurnClient:
         self._send({"tests": nodeids})
 
     def call(self, nodeid: str) -> None:
-        self._send({"call": nodeid})
+        self._wait({"call": nodeid})
+
+    def pause(self) -> None:
+        self._wait({"pause": True})
+
+    def done(self) -> None:
+        self._wait({"done": True})
+
+    def _wait(self, msg: dict[str, Any]) -> None:
+        self._send(msg)
         try:
             self._lines.readline()  # "go", or "" when the broker is gone
         except OSError:
             pass  # gone too
-
-    def done(self) -> None:
-        self._send({"done": True})
 
     def close(self) -> None:
         self._lines.close()

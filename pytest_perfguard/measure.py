@@ -292,6 +292,7 @@ def measure_calls(
     progress: Callable[[str], None] | None = None,
     cpu: Callable[[], tuple[float, float]] | None = None,
     decided: Callable[[list[float]], str | None] | None = None,
+    between: Callable[[], None] | None = None,
 ) -> tuple[Measurement, Any]:
     """Warm up, calibrate, run rounds; return the measurement and ``fn``'s last result.
 
@@ -300,6 +301,8 @@ def measure_calls(
     far, ``cpu_times`` unless given. ``decided``: given the rounds so far (seconds per call, or per
     item), why the test's verdict cannot change any more (None while it can): the rounds stop once
     ``DECIDED_ROUNDS`` are in and it says so (``check.decided``: a budget missed tenfold).
+    ``between``: called after each round but the last (``perfguard ab --lockstep`` hands the CPU to
+    the other side for one of its rounds there); the time it takes counts toward no limit.
     """
     cpu = cpu or cpu_times
     sync = cuda_active()
@@ -335,12 +338,13 @@ def measure_calls(
             cap, floor = settings.cap, settings.floor
             per = float(items) if items else 1.0
             early = ""
+            paused = 0.0
             while True:
                 result = None  # not held while the next round runs (peak memory)
                 elapsed, result, used = _round(fn, loops, timer, sync, cpu)
                 samples.append(elapsed / loops / per)  # per call, or per item
                 cpu_rounds.append(used)
-                spent = timer() - start
+                spent = timer() - start - paused
                 if len(samples) >= rounds_wanted and spent >= settings.max_time:
                     break
                 if spent >= cap and len(samples) >= floor:
@@ -351,7 +355,11 @@ def measure_calls(
                     early = decided(samples) or ""
                     if early:
                         break
-            total = timer() - t0
+                if between is not None:
+                    before = timer()
+                    between()
+                    paused += timer() - before
+            total = timer() - t0 - paused
         finally:
             if meter is not None:
                 meter.__exit__(None, None, None)

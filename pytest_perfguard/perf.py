@@ -45,6 +45,7 @@ class Perf:
         counter: Counter | None = None,
         region: Region | None = None,
         decided: Callable[[list[float]], str | None] | None = None,
+        between: Callable[[], None] | None = None,
     ) -> None:
         self.enabled = enabled
         self.settings = settings or Settings()
@@ -58,6 +59,7 @@ class Perf:
         self.counter = counter  # under --perf-instructions: regions are counted, not timed
         self.region = region  # in a profile re-run: the profiler samples only inside it (``_profile``)
         self.decided = decided  # rounds so far -> why the test's verdict is decided (``check.decided``), or None
+        self.between = between  # called between rounds (``perfguard ab --lockstep``: the other side's turn)
 
     def __call__(self, fn: Callable[..., Any], *args: Any, items: int | None = None, **kwargs: Any) -> Any:
         if not callable(fn):
@@ -84,7 +86,7 @@ class Perf:
             return result
         self.measurement, result = measure_calls(
             call, self.settings, items=items, min_samples=self.min_samples, timer=self.timer, progress=self.progress,
-            decided=self.decided,
+            decided=self.decided, between=self.between,
         )
         return result
 

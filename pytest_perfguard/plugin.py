@@ -11,6 +11,7 @@ from functools import partial
 import pytest
 
 from .ab_process import SIDE_ENV, ab_pythonpath
+from .ab_side import turns_key
 from .callgrind import counter
 from .check import decided as check_decided, required_samples
 from .instructions import run_under_callgrind
@@ -91,8 +92,9 @@ def perf(request: pytest.FixtureRequest) -> Perf:
     need = max((required_samples(p) for p in budget.percentiles), default=0) if budget else 0
     # a budget missed tenfold stops the rounds (``check.decided``), except in a save: a baseline keeps them all
     decided = partial(check_decided, budget) if budget is not None and not runner.options.save else None
+    turns = request.config.stash.get(turns_key, None)  # perfguard ab --lockstep: rounds alternate with the other side's
     obj = Perf(enabled=runner.options.enabled, settings=runner.options.timing, min_samples=need,
                progress=lambda msg: runner.progress(item.nodeid, msg), counter=runner.counter, region=runner.region,
-               decided=decided)
+               decided=decided, between=turns.pause if turns is not None else None)
     item.stash[perf_key] = obj
     return obj

@@ -587,7 +587,7 @@ def test_work(perf, request, i):
 '''
 
 
-def test_lockstep_calls_a_tests_base_and_head_back_to_back_on_one_cpu(repo: Path, tmp_path: Path) -> None:
+def test_lockstep_alternates_a_tests_base_and_head_rounds_on_one_cpu(repo: Path, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     commit(repo, "traced tests", {"tests/test_work.py": TRACED.format(path=str(trace))})
     commit(repo, "base code", {"src/mylib/__init__.py": LIB.format(version="base", n=BASE_N)})
@@ -600,11 +600,12 @@ def test_lockstep_calls_a_tests_base_and_head_back_to_back_on_one_cpu(repo: Path
     assert doc["ab"]["lockstep"] is True and doc["ab"]["turns"] == [{"paired": 2, "alone": 0}] * 8
     assert "in lockstep: 16 test calls paired, 0 alone" in proc.stdout
     events = [json.loads(line) for line in trace.read_text().splitlines()]
-    starts, ends = events[::2], events[1::2]
-    assert [e[2] for e in starts] == ["start"] * 32 and [(e[0], e[1]) for e in ends] == [(e[0], e[1]) for e in starts]
-    pairs = list(zip(starts[::2], starts[1::2]))  # one call never overlaps another, and a test's two are adjacent
-    assert all(a[1] == b[1] and {a[0], b[0]} == {"base", "head"} for a, b in pairs)
-    assert {a[0] for a, _ in pairs} == {"base", "head"}  # the order is drawn per test
+    assert len(events) == 64  # 2 tests, 8 rounds, 2 sides, a start and an end
+    for k in range(0, 64, 4):  # a test's two calls run together, rounds alternating, and nothing else meanwhile
+        quad = events[k:k + 4]
+        assert len({e[1] for e in quad}) == 1 and [e[2] for e in quad] == ["start", "start", "end", "end"], quad
+        assert {e[0] for e in quad[:2]} == {e[0] for e in quad[2:]} == {"base", "head"}
+    assert {events[k][0] for k in range(0, 64, 4)} == {"base", "head"}  # who starts is drawn per test
     cpus = {tuple(e[3]) for e in events}
     assert len(cpus) == 1 and len(next(iter(cpus))) == 1  # both sides pinned to the same single CPU
     assert len(worktrees(repo)) == 1

@@ -11,9 +11,10 @@ import pytest
 from pytest_perfguard.ab_turns import SIDES, TurnClient, Turns, first_alone
 
 
-def play(turns: Turns, lists: dict[str, list[str]]) -> list[tuple[str, str, str]]:
-    """Each side a thread that announces its tests and makes each call in its turn; the log of every
-    call's start and end, in the order they happened."""
+def play(turns: Turns, lists: dict[str, list[str]], rounds: dict[str, int] | None = None) -> list[tuple[str, str, str]]:
+    """Each side a thread that announces its tests and makes each call in its turn, ``rounds[side]``
+    rounds a call with a pause between two; the log of every call's start, rounds and end, in the
+    order they happened."""
     log: list[tuple[str, str, str]] = []
     lock = threading.Lock()
 
@@ -24,6 +25,11 @@ def play(turns: Turns, lists: dict[str, list[str]]) -> list[tuple[str, str, str]
             client.call(nodeid)
             with lock:
                 log.append((name, nodeid, "start"))
+            for k in range((rounds or {}).get(name, 0)):
+                if k:
+                    client.pause()
+                with lock:
+                    log.append((name, nodeid, f"round {k + 1}"))
             with lock:
                 log.append((name, nodeid, "end"))
             client.done()
@@ -61,6 +67,23 @@ def test_a_tests_two_calls_run_back_to_back_and_never_with_another_call() -> Non
     assert [nodeid for _, nodeid in ran] == ["t::a", "t::a", "t::b", "t::b", "t::c", "t::c"]
     assert all({ran[i][0], ran[i + 1][0]} == {"base", "head"} for i in range(0, 6, 2))
     assert (turns.paired, turns.alone) == (3, 0)
+
+
+def test_a_tests_rounds_alternate_between_the_sides_and_a_side_done_first_waits_for_the_other() -> None:
+    turns = Turns(random.Random(1))
+    log = play(turns, {"base": ["t::a", "t::b"], "head": ["t::a", "t::b"]}, rounds={"base": 2, "head": 4})
+    first = log[0][0]
+    a = [(side, what) for side, nodeid, what in log if nodeid == "t::a"]
+    if first == "base":
+        assert a == [("base", "start"), ("base", "round 1"), ("head", "start"), ("head", "round 1"),
+                     ("base", "round 2"), ("base", "end"), ("head", "round 2"), ("head", "round 3"),
+                     ("head", "round 4"), ("head", "end")]
+    else:
+        assert a == [("head", "start"), ("head", "round 1"), ("base", "start"), ("base", "round 1"),
+                     ("head", "round 2"), ("base", "round 2"), ("base", "end"), ("head", "round 3"),
+                     ("head", "round 4"), ("head", "end")]
+    assert log.index(("head", "t::a", "end")) < min(log.index((s, "t::b", "start")) for s in SIDES)
+    assert (turns.paired, turns.alone) == (2, 0)
 
 
 def test_the_order_of_a_pair_is_drawn_per_test_from_the_seed() -> None:

@@ -51,6 +51,24 @@ def test_rounds_run_until_max_time():
     assert 95 <= m.rounds <= 105
 
 
+def test_the_time_between_rounds_counts_toward_no_limit():
+    """``perfguard ab --lockstep`` hands the CPU to the other side between two rounds: its round (here
+    0.5 s of fake time) neither shortens this side's rounds nor shows in its samples or total time."""
+    clock = FakeClock(cost=0.01)
+    paused: list[float] = []
+
+    def other_side() -> None:
+        paused.append(clock.now)
+        clock.now += 0.5
+
+    m, _ = measure_calls(clock.work, Settings(min_rounds=2, max_time=1.0, min_round_time=0.01), timer=clock,
+                         memory=False, between=other_side)
+    assert 95 <= m.rounds <= 105
+    assert len(paused) == m.rounds - 1  # between two rounds, never after the last
+    assert all(s == pytest.approx(0.01) for s in m.samples)
+    assert m.total_time < 1.1
+
+
 def test_min_samples_raise_rounds_but_the_hard_cap_bounds_them():
     clock = FakeClock(cost=0.01)
     s = Settings(min_rounds=5, max_time=0.1, min_round_time=0.01, hard_cap_factor=10, min_cap=0.5)
