@@ -123,7 +123,7 @@ class ABResult:
     rounds: int
     dirty: bool
     seed: int = 0  # draws the order of the sides in each round
-    lockstep: bool = False  # both sides at once, taking turns test by test (ab_turns)
+    lockstep: bool = False  # both sides at once, a test's rounds alternating (ab_turns)
     turns: list[tuple[int, int]] = field(default_factory=list)  # lockstep, per round: (tests paired, calls alone)
     alpha: float = 0.01  # the chance that an unchanged head fails anywhere: shared by every test
     runs: list[SideRun] = field(default_factory=list)
@@ -233,9 +233,8 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     Bonferroni split over the tests and the runs' speed: ``runs.shares``). Raises ``ABError`` on bad
     input.
 
-    ``lockstep``: both sides' runs of a round start together on one CPU and take turns test by
-    test (``ab_turns``), so that a slow spell of the machine lasting seconds hits a test's base
-    and head alike.
+    ``lockstep``: both sides' runs of a round start together on one CPU and a test's base and head
+    rounds alternate (``ab_turns``), so that a slow spell of the machine hits both alike.
 
     ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
     wants to disturb one side; in lockstep, for both sides before the round). ``seed`` draws the order of the sides in each round (None: a fresh
@@ -342,8 +341,8 @@ def _round(result: ABResult, rnd: int, cwds: dict[str, Path], pytest_args: Seque
     runs, turns = run_pair(rnd, cwds, pytest_args, work, random.Random(order.random()), python,
                            deselect=_deselected(result))
     result.turns.append((turns.paired, turns.alone))
-    say(f"perfguard ab: round {rnd}/{result.rounds} in lockstep: {turns.paired} test(s) called on both "
-        f"sides back to back, {turns.alone} call(s) alone")
+    say(f"perfguard ab: round {rnd}/{result.rounds} in lockstep: {turns.paired} test(s) measured on both "
+        f"sides in alternating rounds, {turns.alone} call(s) alone")
     yield from runs
 
 

@@ -232,9 +232,9 @@ def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir
 
 def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdir: Path, rng: random.Random,
              python: str = sys.executable, deselect: Sequence[str] = ()) -> tuple[list[SideRun], Turns]:
-    """Both sides' runs of a round at once, in lockstep (``ab_turns``): pinned to one CPU, taking turns
-    test by test, each test's order drawn from ``rng``. Returns the runs (base, head) and the turns
-    (how many tests were called back to back). Interrupted: both process groups are terminated."""
+    """Both sides' runs of a round at once, in lockstep (``ab_turns``): pinned to one CPU, a test's rounds
+    alternating, who starts each test drawn from ``rng``. Returns the runs (base, head) and the turns
+    (how many tests both sides measured together). Interrupted: both process groups are terminated."""
     turns = Turns(rng)
     cpu = shared_cpu()
     env = {TURNS_ENV: turns.address, **({CPU_ENV: str(cpu)} if cpu is not None else {})}

@@ -10,7 +10,8 @@ each side measured its own checkout's code: an editable install (``pip install -
 then both sides measure the same code.
 
 Under ``perfguard ab --lockstep`` (``TURNS_ENV`` set) the side also pins itself to the shared CPU
-and takes its turn before each test's call (``ab_turns``).
+and takes its turns in each test's call (``ab_turns``): before it, between two rounds (through the
+``perf`` fixture), and after it.
 
 Nothing here runs unless ``IMPORTS_ENV`` or ``TURNS_ENV`` is set.
 """
@@ -128,7 +129,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """Outermost around the call: only one side's test call runs at any time."""
+    """Outermost around the call: the call starts in this side's turn, and once it is done this side
+    waits until the other side's call of the test is done too."""
     client = item.config.stash.get(turns_key, None)
     if client is None:
         return (yield)

@@ -48,11 +48,11 @@ def pin(cpu: str | None) -> None:
 
 
 class Turns:
-    """The broker: gives the two sides their turns, a test's two calls back to back.
+    """The broker: gives the two sides their turns, a test's rounds alternating between them.
 
     ``serve`` runs in a thread until both sides have ended (``ended(side)`` from the thread that
     waits for the processes, or their connection closing). ``paired`` and ``alone`` count the
-    tests called back to back on both sides and the calls that took a turn alone."""
+    tests both sides measured together and the calls that took their turns alone."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng

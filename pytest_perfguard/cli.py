@@ -318,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "one, printed, so that a run can be repeated)")
     a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
     a.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=False,
-                   help="run both sides of a round at once on one CPU, taking turns test by test, so that a "
-                        "slow spell of a shared machine hits a test's base and head alike")
+                   help="run both sides of a round at once on one CPU, a test's base and head rounds "
+                        "alternating, so that a slow spell of a shared machine hits both alike")
     a.add_argument("--markdown", help="write a markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     a.add_argument("--json", help="write the verdicts and pooled samples here")
     a.set_defaults(func=ab, pytest_args=[])

@@ -1,5 +1,5 @@
-"""``ab_turns``: the broker that makes the two sides of ``perfguard ab --lockstep`` take turns, with
-both sides played by threads over the real sockets (no timing asserted: only who ran when)."""
+"""``ab_turns``: the broker that makes the two sides of ``perfguard ab --lockstep`` take turns round
+by round, both sides played by threads over the real sockets (no timing asserted: only who ran when)."""
 
 from __future__ import annotations
 
