@@ -13,7 +13,8 @@ Only one side runs inside a call at any time: each side asks for its turn before
 side's call of the test is done too; everything between calls (collection, fixtures, teardown,
 non-perf work) runs freely.
 
-Tests that only one side has, or that the sides reach in another order, take their turn alone.
+Tests that only one side has, that one side skips, or that the sides reach in another order take
+their turns alone, the side that is behind first, so that the sides meet again at the next test.
 A side that ends or dies gives the other side every later turn.
 
 No pytest import here: the side's end is ``TurnClient``, used by ``ab_side``"""
@@ -26,7 +27,7 @@ import queue
 import random
 import socket
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 TURNS_ENV = "PERFGUARD_AB_TURNS"  # host:port where a side asks for its turns
@@ -103,7 +104,7 @@ class Turns:
 
     def serve(self) -> None:
         waiting: dict[str, str] = {}  # side -> the test whose call it waits to make
-        tests: dict[str, set[str]] = {}
+        tests: dict[str, dict[str, int]] = {}
         gone: set[str] = set()
 
         def take(side: str, msg: dict[str, Any] | None) -> None:
@@ -111,7 +112,7 @@ class Turns:
                 gone.add(side)
                 waiting.pop(side, None)
             elif "tests" in msg:
-                tests[side] = set(msg["tests"])
+                tests[side] = {nodeid: k for k, nodeid in enumerate(msg["tests"])}
             elif "call" in msg:
                 waiting[side] = msg["call"]
 
@@ -164,16 +165,19 @@ class Turns:
             pass  # it died: its connection's end says so
 
 
-def first_alone(waiting: dict[str, str], tests: dict[str, Collection[str]]) -> str:
-    """Which waiting side takes a turn alone: one whose test the other side does not have, else the
-    base (the sides reach shared tests in another order; the base going on cannot deadlock)."""
+def first_alone(waiting: dict[str, str], tests: dict[str, dict[str, int]]) -> str:
+    """Which waiting side takes a turn alone: one whose test the other side does not have; else the
+    one that is behind, whose test the other side has passed (skipped, or ran alone); else the base.
+    ``tests``: each side's tests, by nodeid, their places in its order."""
     if len(waiting) == 1:
         return next(iter(waiting))
-    if waiting["base"] not in tests.get("head", ()):
+    base, head = waiting["base"], waiting["head"]
+    in_base, in_head = tests.get("base", {}), tests.get("head", {})
+    if base not in in_head:
         return "base"
-    if waiting["head"] not in tests.get("base", ()):
+    if head not in in_base:
         return "head"
-    return "base"
+    return "head" if in_base[head] < in_base[base] else "base"
 
 
 class TurnClient:

@@ -11,16 +11,17 @@ import pytest
 from pytest_perfguard.ab_turns import SIDES, TurnClient, Turns, first_alone
 
 
-def play(turns: Turns, lists: dict[str, list[str]], rounds: dict[str, int] | None = None) -> list[tuple[str, str, str]]:
+def play(turns: Turns, lists: dict[str, list[str]], rounds: dict[str, int] | None = None,
+         collected: dict[str, list[str]] | None = None) -> list[tuple[str, str, str]]:
     """Each side a thread that announces its tests and makes each call in its turn, ``rounds[side]``
     rounds a call with a pause between two; the log of every call's start, rounds and end, in the
-    order they happened."""
+    order they happened. ``collected``: what a side announces, where it calls fewer (skips)."""
     log: list[tuple[str, str, str]] = []
     lock = threading.Lock()
 
     def side(name: str) -> None:
         client = TurnClient(turns.address, name)
-        client.tests(lists[name])
+        client.tests((collected or {}).get(name, lists[name]))
         for nodeid in lists[name]:
             client.call(nodeid)
             with lock:
@@ -122,12 +123,21 @@ def test_a_side_that_never_comes_leaves_every_turn_to_the_other() -> None:
 
 @pytest.mark.parametrize("waiting, tests, first", [
     ({"head": "t::a"}, {}, "head"),
-    ({"base": "t::x", "head": "t::a"}, {"head": {"t::a"}, "base": {"t::a", "t::x"}}, "base"),
-    ({"base": "t::a", "head": "t::y"}, {"head": {"t::a", "t::y"}, "base": {"t::a"}}, "head"),
-    ({"base": "t::b", "head": "t::a"}, {"head": {"t::a", "t::b"}, "base": {"t::a", "t::b"}}, "base"),
+    ({"base": "t::x", "head": "t::a"}, {"head": ["t::a"], "base": ["t::a", "t::x"]}, "base"),  # the head lacks it
+    ({"base": "t::a", "head": "t::y"}, {"head": ["t::a", "t::y"], "base": ["t::a"]}, "head"),
+    ({"base": "t::b", "head": "t::a"}, {"head": ["t::a", "t::b"], "base": ["t::a", "t::b"]}, "head"),  # the base skipped t::a
+    ({"base": "t::a", "head": "t::b"}, {"head": ["t::b", "t::a"], "base": ["t::a", "t::b"]}, "base"),  # another order
 ])
-def test_first_alone_lets_a_test_the_other_side_lacks_go_first(waiting, tests, first) -> None:
-    assert first_alone(waiting, tests) == first
+def test_first_alone_lets_the_side_that_is_behind_go_first(waiting, tests, first) -> None:
+    assert first_alone(waiting, {side: {n: k for k, n in enumerate(names)} for side, names in tests.items()}) == first
+
+
+def test_a_test_one_side_skips_leaves_the_sides_paired_from_the_next_test_on() -> None:
+    turns = Turns(random.Random(6))
+    ran = calls(play(turns, {"base": ["t::b", "t::c"], "head": ["t::a", "t::b", "t::c"]},
+                     collected={"base": ["t::a", "t::b", "t::c"]}))  # the base collected t::a, then skipped it
+    assert ran[0] == ("head", "t::a")
+    assert (turns.paired, turns.alone) == (2, 1)
 
 
 def test_a_client_whose_broker_is_gone_gets_every_turn_at_once() -> None:
