@@ -3,7 +3,11 @@
 Each simulated A/B run measures ``--tests`` tests for up to ``--max-rounds`` rounds, one base and
 one head process per round. Every process has its own speed (log-normal, SD ``sigma``: the 5-15 %
 run-to-run offset of a shared VM), every test a per-run jitter (SD drawn per test from 0.5-5 %),
-and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). As ``perfguard ab``
+and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). ``--host P`` adds the
+host's states measured on a shared VM (``host_states.py``): with probability P a test's
+measurement runs 1.2-2.75x slower, drawn for each side apart, or with ``--lockstep`` once for a
+round's base and head of the test (``perfguard ab --lockstep`` alternates their rounds, so both
+see the same state; per-process speeds, jitter and disturbances stay each side's own). As ``perfguard ab``
 does (``ab._stop_futile``, ``ab._deselected``, ``ab._decide``), through the same functions: from
 round ``--futility-from`` on, ``runs.look`` stops the tests whose rounds rule out a slowdown
 beyond the tolerance, on the run bests with each run's speed taken out
@@ -17,6 +21,7 @@ test-measurements per test, in units of one plain run of the suite (a plain run 
 once; a fixed 12 rounds cost 24).
 
     python scripts/gate_quality_ab_sim.py --suites 400
+    python scripts/gate_quality_ab_sim.py --suites 200 --sigmas 0.10 --host 0.3 --lockstep
 """
 
 from __future__ import annotations
@@ -31,15 +36,25 @@ from gate_quality_stored import interval  # the same folder: the Clopper-Pearson
 from pytest_perfguard.runs import compare_runs, deselected, look, shares, without_run_speeds
 
 
-def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None):
-    """(failed tests, cost in plain runs, rounds run); test -1 is the runs' speed."""
+def host_states(rng, n_tests, host):
+    """Per test, the host's slowdown during its measurement: 1.2-2.75x with probability ``host``."""
+    slow = rng.random(n_tests) < host
+    return np.where(slow, rng.uniform(1.2, 2.75, n_tests), 1.0)
+
+
+def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None, host=0.0, lockstep=False):
+    """(failed tests, cost in plain runs, rounds run); test -1 is the runs' speed. ``host``: the share
+    of measurements the host slows 1.2-2.75x (``host_states``); ``lockstep``: a round's base and head
+    of a test see the same host state (their rounds alternate), else each its own."""
     jitter = rng.uniform(0.005, 0.05, n_tests)
     bests: dict[int, tuple[list, list]] = {t: ([], []) for t in range(n_tests)}
     test_share, speed_share = shares(alpha, n_tests, True)
     measured, stopped = 0, set()
     for rnd in range(1, max_rounds + 1):
         skip = set(deselected(sorted(stopped), n_tests - len(stopped)))
+        shared = host_states(rng, n_tests, host) if host else None
         for side in (0, 1):
+            state = shared if lockstep or shared is None else host_states(rng, n_tests, host)
             speed = math.exp(rng.normal(0, sigma))
             for t in range(n_tests):
                 if t in skip:
@@ -48,6 +63,7 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
                 v = speed * math.exp(rng.normal(0, jitter[t]))
                 v *= slow[1] if side == 1 and slow and slow[0] == t else 1.0
                 v *= rng.uniform(1.2, 1.6) if rng.random() < 0.05 else 1.0
+                v *= state[t] if state is not None else 1.0
                 bests[t][side].append(v)
             measured += n_tests - len(skip)
         corrected, speeds = without_run_speeds(bests)
@@ -74,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rounds", default="20")
     ap.add_argument("--futility-from", default="3")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--host", type=float, default=0.0, help="share of measurements the host slows 1.2-2.75x")
+    ap.add_argument("--lockstep", action="store_true", help="a test's base and head share the host's state")
     a = ap.parse_args(argv)
-    print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} A/B runs per cell\n")
+    print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} A/B runs per cell, host "
+          f"states {a.host:g}{' (lockstep)' if a.lockstep else ''}\n")
     print("| run SD | max rounds | futility from | unchanged suite fails | +10 % caught alone | mean cost "
           "(plain runs), unchanged | mean cost, +10 % |")
     print("|---|---|---|---|---|---|---|")
@@ -84,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             for start in (int(f) for f in a.futility_from.split(",")):
                 rng = np.random.default_rng(a.seed)
                 args = (a.tests, sigma, max_rounds, start, a.tolerance, a.alpha)
-                null = [one_ab(rng, *args) for _ in range(a.suites)]
-                alt = [one_ab(rng, *args, slow=(0, 1.10)) for _ in range(a.suites)]
+                host = {"host": a.host, "lockstep": a.lockstep}
+                null = [one_ab(rng, *args, **host) for _ in range(a.suites)]
+                alt = [one_ab(rng, *args, slow=(0, 1.10), **host) for _ in range(a.suites)]
                 print(f"| {sigma:.0%} | {max_rounds} | {start} | {interval(sum(bool(f) for f, _, _ in null), a.suites)} | "
                       f"{interval(sum(f == {0} for f, _, _ in alt), a.suites)} | "
                       f"{np.mean([c for _, c, _ in null]):.1f} | {np.mean([c for _, c, _ in alt]):.1f} |", flush=True)
