@@ -255,6 +255,8 @@ def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdi
     finally:
         server.join(timeout=5)
         turns.close()
+    if turns.error is not None:
+        raise ABError(f"the lockstep of round {rnd} failed ({turns.error}): its runs were not measured in turns")
     return [_finished(side, rnd, workdir, codes[side], procs[side][1]) for side in SIDES], turns
 
 

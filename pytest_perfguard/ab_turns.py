@@ -59,9 +59,12 @@ class Turns:
         self.rng = rng
         self.paired = 0
         self.alone = 0
+        self.error: str | None = None
         self._events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
         self._conns: dict[str, socket.socket] = {}  # by side, once it said which
         self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
         self._server = socket.create_server(("127.0.0.1", 0), backlog=len(SIDES))
         host, port = self._server.getsockname()[:2]
         self.address = f"{host}:{port}"
@@ -71,6 +74,8 @@ class Turns:
         self._events.put((side, None))
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._server.close()
         for conn in self._open:
             try:
@@ -80,29 +85,50 @@ class Turns:
             conn.close()
 
     def _accept(self) -> None:
-        for _ in SIDES:
+        while True:  # until closed: a stray connection must not take a side's place
             try:
                 conn, _ = self._server.accept()
             except OSError:  # closed
                 return
+            with self._lock:
+                if self._closed:  # accepted as it closed: end it too
+                    conn.close()
+                    return
+                self._open.append(conn)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._open.append(conn)
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
+        """A side's messages as events; its end (or a line that is not a message) as ``None``."""
         side = None
-        with conn.makefile("r") as lines:
-            for line in lines:
-                msg = json.loads(line)
-                if side is None:
-                    side = msg["side"]
-                    self._conns[side] = conn
-                else:
-                    self._events.put((side, msg))
-        if side is not None:
-            self._events.put((side, None))
+        try:
+            with conn.makefile("r") as lines:
+                for line in lines:
+                    msg = json.loads(line)
+                    if side is not None:
+                        self._events.put((side, msg))
+                    elif msg.get("side") in SIDES:
+                        side = msg["side"]
+                        self._conns[side] = conn
+                    else:
+                        return  # not a side
+        except (OSError, ValueError, AttributeError):
+            pass
+        finally:
+            if side is not None:
+                self._events.put((side, None))
 
     def serve(self) -> None:
+        """Give the turns until both sides have ended. A fault here ends every side's connection, so
+        that no side waits forever, and is kept in ``error``: the round's measurements then ran
+        unsynchronised and ``run_pair`` refuses them."""
+        try:
+            self._serve()
+        except Exception as exc:  # noqa: BLE001 - any fault: refuse the round, never hang it
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.close()
+
+    def _serve(self) -> None:
         waiting: dict[str, str] = {}  # side -> the test whose call it waits to make
         tests: dict[str, dict[str, int]] = {}
         gone: set[str] = set()

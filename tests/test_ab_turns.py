@@ -147,3 +147,26 @@ def test_a_client_whose_broker_is_gone_gets_every_turn_at_once() -> None:
     client.call("t::a")  # returns: nothing left to wait for
     client.done()
     client.close()
+
+
+def test_a_fault_in_the_broker_ends_every_side_and_is_kept() -> None:
+    turns = Turns(random.Random(7))
+    client = TurnClient(turns.address, "base")
+    turns._events.put(("base", {"call": 1}))  # noqa: SLF001 - an event the broker cannot handle
+    turns._events.put(("head", {"call": "t::a"}))  # noqa: SLF001
+    turns._conns.clear()  # noqa: SLF001 - so that giving a turn fails: no connection for the side
+    turns.serve()
+    assert turns.error is not None and turns.error.startswith("KeyError")
+    client.call("t::a")  # its connection was ended: it does not wait
+    client.close()
+
+
+def test_a_stray_connection_does_not_take_a_sides_place() -> None:
+    import socket
+
+    turns = Turns(random.Random(8))
+    stray = socket.create_connection(tuple(turns.address.split(":")[:1]) + (int(turns.address.split(":")[1]),))
+    stray.sendall(b'{"hello": "world"}\n')
+    ran = calls(play(turns, {"base": ["t::a"], "head": ["t::a"]}))
+    assert sorted(ran) == [("base", "t::a"), ("head", "t::a")] and turns.paired == 1
+    stray.close()
