@@ -237,8 +237,9 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     rounds alternate (``ab_turns``), so that a slow spell of the machine hits both alike.
 
     ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
-    wants to disturb one side; in lockstep, for both sides before the round). ``seed`` draws the order of the sides in each round (None: a fresh
-    one, kept in the result so that the order can be repeated).
+    wants to disturb one side; in lockstep, for both sides before the round). ``seed`` draws the
+    order of the sides in each round (None: a fresh one, kept in the result so that the order can
+    be repeated).
     """
     if rounds < 1:
         raise ABError(f"--rounds must be >= 1, not {rounds}")
