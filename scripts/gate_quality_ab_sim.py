@@ -7,7 +7,8 @@ and with probability 0.05 a test's whole run is disturbed (1.2-1.6x slower). ``-
 host's states measured on a shared VM (``host_states.py``): with probability P a test's
 measurement runs 1.2-2.75x slower, drawn for each side apart, or with ``--lockstep`` once for a
 round's base and head of the test (``perfguard ab --lockstep`` alternates their rounds, so both
-see the same state; per-process speeds, jitter and disturbances stay each side's own). As ``perfguard ab``
+see the same state, and the same disturbance; per-process speeds and jitter stay each side's
+own). As ``perfguard ab``
 does (``ab._stop_futile``, ``ab._deselected``, ``ab._decide``), through the same functions: from
 round ``--futility-from`` on, ``runs.look`` stops the tests whose rounds rule out a slowdown
 beyond the tolerance, on the run bests with each run's speed taken out
@@ -42,10 +43,15 @@ def host_states(rng, n_tests, host):
     return np.where(slow, rng.uniform(1.2, 2.75, n_tests), 1.0)
 
 
+def disturbances(rng, n_tests):
+    """Per test, a disturbance of its whole measurement: 1.2-1.6x with probability 0.05."""
+    return np.where(rng.random(n_tests) < 0.05, rng.uniform(1.2, 1.6, n_tests), 1.0)
+
+
 def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None, host=0.0, lockstep=False):
     """(failed tests, cost in plain runs, rounds run); test -1 is the runs' speed. ``host``: the share
     of measurements the host slows 1.2-2.75x (``host_states``); ``lockstep``: a round's base and head
-    of a test see the same host state (their rounds alternate), else each its own."""
+    of a test see the same host state and disturbance (their rounds alternate), else each its own."""
     jitter = rng.uniform(0.005, 0.05, n_tests)
     bests: dict[int, tuple[list, list]] = {t: ([], []) for t in range(n_tests)}
     test_share, speed_share = shares(alpha, n_tests, True)
@@ -53,6 +59,7 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
     for rnd in range(1, max_rounds + 1):
         skip = set(deselected(sorted(stopped), n_tests - len(stopped)))
         shared = host_states(rng, n_tests, host) if host else None
+        burst = disturbances(rng, n_tests) if lockstep else None  # else drawn per side below, as before
         for side in (0, 1):
             state = shared if lockstep or shared is None else host_states(rng, n_tests, host)
             speed = math.exp(rng.normal(0, sigma))
@@ -62,7 +69,10 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
                     continue
                 v = speed * math.exp(rng.normal(0, jitter[t]))
                 v *= slow[1] if side == 1 and slow and slow[0] == t else 1.0
-                v *= rng.uniform(1.2, 1.6) if rng.random() < 0.05 else 1.0
+                if burst is not None:
+                    v *= burst[t]
+                else:
+                    v *= rng.uniform(1.2, 1.6) if rng.random() < 0.05 else 1.0
                 v *= state[t] if state is not None else 1.0
                 bests[t][side].append(v)
             measured += n_tests - len(skip)
