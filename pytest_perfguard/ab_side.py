@@ -100,16 +100,6 @@ def record(config: pytest.Config, path: Path) -> dict[str, Any]:
     return doc
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    out = os.environ.get(IMPORTS_ENV)
-    if out:
-        record(config, Path(out))
-    client = config.stash.get(turns_key, None)
-    if client is not None:
-        client.close()
-
-
 def pytest_configure(config: pytest.Config) -> None:
     address = os.environ.get(TURNS_ENV)
     if not address:
@@ -119,6 +109,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[turns_key] = TurnClient(address, os.environ.get(SIDE_ENV, ""))
     except (OSError, ValueError) as exc:
         raise pytest.UsageError(f"perfguard ab --lockstep: cannot reach the turns at {address}: {exc}") from None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    out = os.environ.get(IMPORTS_ENV)
+    if out:
+        record(config, Path(out))
+    client = config.stash.get(turns_key, None)
+    if client is not None:
+        client.close()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

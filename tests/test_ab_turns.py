@@ -165,7 +165,8 @@ def test_a_stray_connection_does_not_take_a_sides_place() -> None:
     import socket
 
     turns = Turns(random.Random(8))
-    stray = socket.create_connection(tuple(turns.address.split(":")[:1]) + (int(turns.address.split(":")[1]),))
+    host, port = turns.address.rsplit(":", 1)
+    stray = socket.create_connection((host, int(port)))
     stray.sendall(b'{"hello": "world"}\n')
     ran = calls(play(turns, {"base": ["t::a"], "head": ["t::a"]}))
     assert sorted(ran) == [("base", "t::a"), ("head", "t::a")] and turns.paired == 1
