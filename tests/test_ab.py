@@ -255,7 +255,10 @@ def test_an_interruption_stops_the_child_pytest_cleans_up_and_says_so_in_one_lin
     env["TMPDIR"] = str(tmp)
     proc = subprocess.Popen([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD~1",
                              *(["--lockstep"] if lockstep else []), "--", *FAST], cwd=repo,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a background job of a non-interactive shell (CI
+                            # steps, `cmd &`) starts with SIGINT ignored, and ab keeps an ignored signal ignored
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         while not pids.exists() and time.monotonic() < deadline and proc.poll() is None:
