@@ -90,6 +90,19 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
     return failed, measured / n_tests, rnd
 
 
+def model_pairs(rng, n: int = 200_000) -> int:
+    """|log(head / base)| of an unchanged test's pair in one round, before the runs' speeds are taken
+    out: each side's jitter (0.5-5 % SD), and the 1.2-1.6x disturbances each side's own or shared."""
+    jitter = rng.uniform(0.005, 0.05, n)
+    apart = rng.normal(0, jitter) - rng.normal(0, jitter)
+    own = apart + np.log(disturbances(rng, n)) - np.log(disturbances(rng, n))
+    for name, d in (("disturbances each side's own", own), ("disturbances shared (lockstep)", apart)):
+        q = np.exp(np.quantile(np.abs(d), [0.5, 0.9, 0.99]))
+        print(f"{name}: {q[0]:.3f}x / {q[1]:.3f}x / {q[2]:.3f}x (50th / 90th / 99th percentile), "
+              f"{np.mean(np.abs(d) > np.log(1.2)):.1%} beyond 1.2x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--suites", type=int, default=400)
@@ -102,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--host", type=float, default=0.0, help="share of measurements the host slows 1.2-2.75x")
     ap.add_argument("--lockstep", action="store_true", help="a test's base and head share the host's state")
+    ap.add_argument("--pairs", action="store_true", help="print how far apart a round's base and head of an unchanged "
+                                                        "test lie in the model, and stop")
     a = ap.parse_args(argv)
+    if a.pairs:
+        return model_pairs(np.random.default_rng(a.seed))
     print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} A/B runs per cell, host "
           f"states {a.host:g}{' (lockstep)' if a.lockstep else ''}\n")
     print("| run SD | max rounds | futility from | unchanged suite fails | +10 % caught alone | mean cost "
