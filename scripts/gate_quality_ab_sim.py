@@ -33,14 +33,13 @@ import sys
 
 import numpy as np
 
-from gate_quality_stored import interval  # the same folder: the Clopper-Pearson interval
+from gate_quality_stored import host_state, interval  # the same folder: the Clopper-Pearson interval
 from pytest_perfguard.runs import compare_runs, deselected, look, shares, without_run_speeds
 
 
 def host_states(rng, n_tests, host):
-    """Per test, the host's slowdown during its measurement: 1.2-2.75x with probability ``host``."""
-    slow = rng.random(n_tests) < host
-    return np.where(slow, rng.uniform(1.2, 2.75, n_tests), 1.0)
+    """Per test, the host's slowdown during its measurement (``gate_quality_stored.host_state``)."""
+    return np.array([host_state(rng, host) for _ in range(n_tests)])
 
 
 def disturbances(rng, n_tests):
