@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .ab_process import (WAY_OUT, ABError, Interrupted, SideRun, check_args, check_imports, git, import_failure,
-                         interruptible, resolve, run_pair, run_side, worktree)
+                         interruptible, lockstep_cpus, resolve, run_pair, run_side, worktree)
 from .budget import BudgetError, parse_budget
 from .decide import Comparison, geometric_mean
 from .gate import ABRuns, LatencyDecision, baseline_rows, latency_decision
@@ -125,6 +125,7 @@ class ABResult:
     seed: int = 0  # draws the order of the sides in each round
     lockstep: bool = False  # both sides at once, a test's rounds alternating (ab_turns)
     turns: list[tuple[int, int]] = field(default_factory=list)  # lockstep, per round: (tests paired, calls alone)
+    cpus: frozenset[int] | None = None  # the CPUs both sides ran on (None: unpinned)
     alpha: float = 0.01  # the chance that an unchanged head fails anywhere: shared by every test
     runs: list[SideRun] = field(default_factory=list)
     stopped: dict[str, RunComparison] = field(default_factory=dict)  # tests stopped early (futility)
@@ -221,7 +222,7 @@ def judge(nodeid: str, base: TestResult | None, head: TestResult, tolerance: flo
 
 def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,
            alpha: float = 0.01, cwd: Path | None = None, python: str = sys.executable, seed: int | None = None,
-           lockstep: bool = False,
+           lockstep: bool = False, cpus: frozenset[int] | None = None,
            on_run: Callable[[str, int, int], None] | None = None,
            say: Callable[[str], None] = print) -> ABResult:
     """Run base and head once each per round, up to ``rounds`` times, and judge every test.
@@ -233,8 +234,9 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     Bonferroni split over the tests and the runs' speed: ``runs.shares``). Raises ``ABError`` on bad
     input.
 
-    ``lockstep``: both sides' runs of a round start together on one CPU and a test's base and head
-    rounds alternate (``ab_turns``), so that a slow spell of the machine hits both alike.
+    ``lockstep``: both sides' runs of a round start together and a test's base and head rounds
+    alternate (``ab_turns``), so that a slow spell of the machine hits both alike. ``cpus``: the CPUs
+    both sides run on (None: in lockstep, ``lockstep_cpus()``; in turn, unpinned).
 
     ``on_run(side, round, rounds)`` is called before each run (progress, or a test harness that
     wants to disturb one side; in lockstep, for both sides before the round). ``seed`` draws the
@@ -256,7 +258,10 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     order = random.Random(seed)
-    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed, alpha=alpha, lockstep=lockstep)
+    if cpus is None and lockstep:
+        cpus = lockstep_cpus()
+    result = ABResult(rev=rev, sha=sha, rounds=rounds, dirty=dirty, seed=seed, alpha=alpha, lockstep=lockstep,
+                      cpus=cpus)
     if dirty:
         say("perfguard ab: the working tree has uncommitted changes: the head is measured as it is on disk")
     made: list[Path] = []  # the temporary folders, to say whether an interruption left any
@@ -334,13 +339,14 @@ def _round(result: ABResult, rnd: int, cwds: dict[str, Path], pytest_args: Seque
         for side in sides:
             if on_run is not None:
                 on_run(side, rnd, result.rounds)
-            yield run_side(side, rnd, cwds[side], pytest_args, work, python, deselect=_deselected(result))
+            yield run_side(side, rnd, cwds[side], pytest_args, work, python, deselect=_deselected(result),
+                           cpus=result.cpus)
         return
     for side in sides:
         if on_run is not None:
             on_run(side, rnd, result.rounds)
     runs, turns = run_pair(rnd, cwds, pytest_args, work, random.Random(order.random()), python,
-                           deselect=_deselected(result))
+                           deselect=_deselected(result), cpus=result.cpus)
     result.turns.append((turns.paired, turns.alone))
     say(f"perfguard ab: round {rnd}/{result.rounds} in lockstep: {turns.paired} test(s) measured on both "
         f"sides in alternating rounds, {turns.alone} call(s) alone")

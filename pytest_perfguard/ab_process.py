@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ab_turns import CPU_ENV, SIDES, TURNS_ENV, Turns, shared_cpu
+from .ab_turns import SIDES, TURNS_ENV, Turns
 from .model import TestResult
 
 SIDE_ENV = "PERFGUARD_AB_SIDE"
@@ -215,13 +215,81 @@ def _read_imports(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("modules"), dict) else None
 
 
+def usable_cpus() -> frozenset[int] | None:
+    """The CPUs this process may use (None where the platform cannot pin processes)."""
+    getter = getattr(os, "sched_getaffinity", None)
+    return frozenset(getter(0)) if getter is not None and hasattr(os, "sched_setaffinity") else None
+
+
+def lockstep_cpus() -> frozenset[int] | None:
+    """Lockstep's CPUs when ``--cpus`` is not given: the first this process may use."""
+    usable = usable_cpus()
+    return frozenset({min(usable)}) if usable else None
+
+
+def cpu_set(spec: str) -> frozenset[int]:
+    """The CPUs ``--cpus`` names: ``all`` (every CPU this process may use) or a list such as
+    ``0``, ``0,2`` or ``0-3``, each one this process may use. Raises ``ABError``."""
+    usable = usable_cpus()
+    if usable is None:
+        raise ABError("--cpus pins both sides to CPUs, which this platform cannot do (it needs Linux)")
+    if spec.strip() == "all":
+        return usable
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise ABError(f"--cpus {spec!r}: expected all or CPU numbers such as 0, 0,2 or 0-3") from None
+        if first > last:
+            raise ABError(f"--cpus {spec!r}: the range {part.strip()} runs backwards")
+        cpus.update(range(first, last + 1))
+    outside = sorted(cpus - usable)
+    if outside:
+        raise ABError(f"--cpus {spec!r}: CPU {', '.join(map(str, outside))} is not one this process may use "
+                      f"(it may use {cpu_list(usable)})")
+    return frozenset(cpus)
+
+
+def cpu_list(cpus: frozenset[int]) -> str:
+    """``0-3,6``: the CPUs as ``--cpus`` takes them."""
+    parts: list[str] = []
+    for cpu in sorted(cpus):
+        if parts and cpu == last + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{cpu}"
+        else:
+            parts.append(str(cpu))
+        last = cpu
+    return ",".join(parts)
+
+
+@contextmanager
+def _pinned(cpus: frozenset[int] | None) -> Iterator[None]:
+    """Processes started inside run on ``cpus`` from their first instruction (so a library that sizes
+    its thread pool when imported sees them): Linux keeps the affinity per thread and a child
+    inherits its parent thread's, so only the calling thread is pinned, for the while."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir: Path,
-             python: str = sys.executable, deselect: Sequence[str] = ()) -> SideRun:
-    """One ``pytest --perf`` run of one side; its JSON, log and imports record go to ``workdir``.
+             python: str = sys.executable, deselect: Sequence[str] = (),
+             cpus: frozenset[int] | None = None) -> SideRun:
+    """One ``pytest --perf`` run of one side, on ``cpus`` (None: unpinned); its JSON, log and
+    imports record go to ``workdir``.
 
     The pytest runs in its own process group; if this process is interrupted meanwhile, that
     group is terminated before the interruption goes on."""
-    proc, start = _launch(side, rnd, cwd, pytest_args, workdir, python, deselect)
+    with _pinned(cpus):
+        proc, start = _launch(side, rnd, cwd, pytest_args, workdir, python, deselect)
     try:
         returncode = proc.wait()
     except BaseException:
@@ -231,19 +299,20 @@ def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir
 
 
 def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdir: Path, rng: random.Random,
-             python: str = sys.executable, deselect: Sequence[str] = ()) -> tuple[list[SideRun], Turns]:
-    """Both sides' runs of a round at once, in lockstep (``ab_turns``): pinned to one CPU, a test's rounds
-    alternating, who starts each test drawn from ``rng``. Returns the runs (base, head) and the turns
-    (how many tests both sides measured together). Interrupted: both process groups are terminated."""
+             python: str = sys.executable, deselect: Sequence[str] = (),
+             cpus: frozenset[int] | None = None) -> tuple[list[SideRun], Turns]:
+    """Both sides' runs of a round at once, on the same ``cpus``, in lockstep (``ab_turns``): a test's
+    rounds alternating, who starts each test drawn from ``rng``. Returns the runs (base, head) and the
+    turns (how many tests both sides measured together). Interrupted: both process groups are terminated."""
     turns = Turns(rng)
-    cpu = shared_cpu()
-    env = {TURNS_ENV: turns.address, **({CPU_ENV: str(cpu)} if cpu is not None else {})}
+    env = {TURNS_ENV: turns.address}
     server = threading.Thread(target=turns.serve, daemon=True)
     server.start()
     procs: dict[str, tuple[subprocess.Popen[Any], float]] = {}
     try:
         for side in SIDES:
-            procs[side] = _launch(side, rnd, cwds[side], pytest_args, workdir, python, deselect, env)
+            with _pinned(cpus):
+                procs[side] = _launch(side, rnd, cwds[side], pytest_args, workdir, python, deselect, env)
             threading.Thread(target=lambda p=procs[side][0], s=side: (p.wait(), turns.ended(s)), daemon=True).start()
         codes = {side: proc.wait() for side, (proc, _) in procs.items()}
     except BaseException:

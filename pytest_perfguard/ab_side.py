@@ -9,9 +9,8 @@ each side measured its own checkout's code: an editable install (``pip install -
 ``PYTHONPATH`` that points at the head's checkout makes the base import the head's files, and
 then both sides measure the same code.
 
-Under ``perfguard ab --lockstep`` (``TURNS_ENV`` set) the side also pins itself to the shared CPU
-and takes its turns in each test's call (``ab_turns``): before it, between two rounds (through the
-``perf`` fixture), and after it.
+Under ``perfguard ab --lockstep`` (``TURNS_ENV`` set) the side also takes its turns in each test's
+call (``ab_turns``): before it, between two rounds (through the ``perf`` fixture), and after it.
 
 Nothing here runs unless ``IMPORTS_ENV`` or ``TURNS_ENV`` is set.
 """
@@ -30,7 +29,7 @@ from typing import Any
 import pytest
 
 from .ab_process import IMPORTS_ENV, SIDE_ENV, ab_pythonpath
-from .ab_turns import CPU_ENV, TURNS_ENV, TurnClient, pin
+from .ab_turns import TURNS_ENV, TurnClient
 
 PLUGIN_PACKAGE = __name__.split(".")[0]
 turns_key = pytest.StashKey[TurnClient]()
@@ -104,7 +103,6 @@ def pytest_configure(config: pytest.Config) -> None:
     address = os.environ.get(TURNS_ENV)
     if not address:
         return
-    pin(os.environ.get(CPU_ENV))
     try:
         config.stash[turns_key] = TurnClient(address, os.environ.get(SIDE_ENV, ""))
     except (OSError, ValueError) as exc:

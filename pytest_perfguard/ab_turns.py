@@ -1,11 +1,11 @@
-"""``perfguard ab --lockstep``: the two sides run at once, on one CPU, and take turns round by round.
+"""``perfguard ab --lockstep``: the two sides run at once, on the same CPUs, and take turns round by round.
 
 On a shared VM the host takes the CPU away for a while (measured: a test's speed moved 1.2-2.75x
 between 3-second windows, with no steal time reported, and a test's base and head measured one
 after the other, a fraction of a second apart, still differed up to 1.8x in half the rounds of a
 recording). Whole runs in turn put such a state on one side of a round only. In lockstep both
-sides' pytest processes start together, pinned to the same CPU, and reach each test's call; one
-side starts it (the order is drawn at random for each test) and after each measured round
+sides' pytest processes start together, pinned to the same CPUs (``ab_process``), and reach each
+test's call; one side starts it (the order is drawn at random for each test) and after each measured round
 (``measure_calls``'s ``between``) hands the turn to the other side for one of its rounds, so that
 a test's base and head rounds alternate a few milliseconds apart and any slow spell hits both.
 Only one side runs inside a call at any time: each side asks for its turn before a test's call
@@ -22,7 +22,6 @@ No pytest import here: the side's end is ``TurnClient``, used by ``ab_side``"""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import random
 import socket
@@ -31,21 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 TURNS_ENV = "PERFGUARD_AB_TURNS"  # host:port where a side asks for its turns
-CPU_ENV = "PERFGUARD_AB_CPU"  # the CPU both sides are pinned to
 SIDES = ("base", "head")
-
-
-def shared_cpu() -> int | None:
-    """The CPU both sides run on: the first this process may use (None where affinity is unknown)."""
-    getter = getattr(os, "sched_getaffinity", None)
-    return min(getter(0)) if getter is not None else None
-
-
-def pin(cpu: str | None) -> None:
-    """Pin this process (and what it starts later) to ``cpu`` where the platform can."""
-    setter = getattr(os, "sched_setaffinity", None)
-    if cpu and setter is not None:
-        setter(0, {int(cpu)})
 
 
 class Turns:

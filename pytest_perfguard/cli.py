@@ -160,10 +160,12 @@ def ab(args: argparse.Namespace) -> int:
     import signal
 
     from .ab import ABError, run_ab
+    from .ab_process import cpu_set
 
     try:
         result = run_ab(args.rev, args.pytest_args, rounds=args.rounds, tolerance=args.tolerance,
-                        alpha=args.alpha, seed=args.seed, lockstep=args.lockstep)
+                        alpha=args.alpha, seed=args.seed, lockstep=args.lockstep,
+                        cpus=cpu_set(args.cpus) if args.cpus else None)
     except ABError as exc:
         print(f"perfguard ab: error: {exc}", file=sys.stderr)
         return 2
@@ -192,13 +194,16 @@ def ab(args: argparse.Namespace) -> int:
 
 def ab_context(result: Any, hints: bool = True) -> list[str]:
     """The lines that say what was compared (markdown context and the terminal header)."""
+    from .ab_process import cpu_list
+
     ran = max((r.round for r in result.runs), default=0)
     lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
              f"{', with uncommitted changes' if result.dirty else ''}), {ran} of at most {result.rounds} "
              f"round{'' if result.rounds == 1 else 's'}, "
              f"the sides in random order (--seed {result.seed})"
              + (f", in lockstep: {sum(p for p, _ in result.turns)} test calls paired, "
-                f"{sum(a for _, a in result.turns)} alone" if result.lockstep else "")]
+                f"{sum(a for _, a in result.turns)} alone" if result.lockstep else "")
+             + (f", on CPU {cpu_list(result.cpus)}" if result.cpus else "")]
     if result.tests:
         lines.append(f"{len(result.tests)} test(s) shared a {result.alpha:.2%} error budget (--alpha); "
                      f"{len(result.stopped)} stopped early, unchanged (their rounds ruled out a slowdown beyond "
@@ -258,6 +263,7 @@ def ab_document(result: Any) -> dict[str, Any]:
     return json_document(result.tests, {"ab": {
         "rev": result.rev, "sha": result.sha, "rounds": result.rounds, "seed": result.seed, "dirty": result.dirty,
         "alpha": result.alpha, "stopped": sorted(result.stopped), "lockstep": result.lockstep,
+        "cpus": sorted(result.cpus) if result.cpus else None,
         "turns": [{"paired": p, "alone": a} for p, a in result.turns],
         "geomean": result.geomean, "base_broken": result.base_broken, "only_base": result.only_base,
         "only_head": result.only_head, "hints": result.hints, "runs": runs}})
@@ -318,8 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
                                             "one, printed, so that a run can be repeated)")
     a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
     a.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=False,
-                   help="run both sides of a round at once on one CPU, a test's base and head rounds "
-                        "alternating, so that a slow spell of a shared machine hits both alike")
+                   help="run both sides of a round at once on the same CPUs (--cpus), a test's base and head "
+                        "rounds alternating, so that a slow spell of a shared machine hits both alike")
+    a.add_argument("--cpus", metavar="LIST",
+                   help="the CPUs both sides run on, e.g. 0, 0-3 or all (default: in lockstep, the first CPU "
+                        "this process may use; in turn, unpinned). A multi-threaded suite (torch's "
+                        "intra-op threads) keeps its threads on as many CPUs as it is given")
     a.add_argument("--markdown", help="write a markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     a.add_argument("--json", help="write the verdicts and pooled samples here")
     a.set_defaults(func=ab, pytest_args=[])

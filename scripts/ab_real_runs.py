@@ -6,6 +6,7 @@ run of the same suite.
 
     python scripts/ab_real_runs.py --runs 10 --slowed-runs 5
     python scripts/ab_real_runs.py --runs 3 --slowed-runs 6 --lockstep
+    python scripts/ab_real_runs.py --runs 3 --slowed-runs 0 --lockstep --cpus all
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="unchanged A/B runs, quiet and with a CPU hog each")
     ap.add_argument("--slowed-runs", type=int, default=3, help="A/B runs with one test 10 %% slower")
     ap.add_argument("--lockstep", action="store_true", help="perfguard ab --lockstep: both sides at once, test by test")
+    ap.add_argument("--cpus", help="perfguard ab --cpus: the CPUs both sides run on (e.g. all)")
     ap.add_argument("--keep", type=Path, help="copy each run's --json report into this folder")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(runs):
                 start = time.monotonic()
                 subprocess.run([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD", "--json", "ab.json",
-                                *(["--lockstep"] if a.lockstep else []), "--", *ARGS], cwd=root, capture_output=True, text=True)
+                                *(["--lockstep"] if a.lockstep else []), *(["--cpus", a.cpus] if a.cpus else []),
+                                "--", *ARGS], cwd=root, capture_output=True, text=True)
                 walls.append(time.monotonic() - start)
                 doc = json.loads((root / "ab.json").read_text())
                 if a.keep:

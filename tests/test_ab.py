@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from pytest_perfguard.model import TestResult
-from pytest_perfguard.ab_process import ABError, ab_pythonpath, base_name, check_args, check_imports
+from pytest_perfguard.ab_process import ABError, ab_pythonpath, base_name, check_args, check_imports, cpu_list
 
 FAST = ["--perf-max-time=0.05", "--perf-min-rounds=6", "--perf-min-round-time=0.002"]
 
@@ -612,6 +613,49 @@ def test_lockstep_alternates_a_tests_base_and_head_rounds_on_one_cpu(repo: Path,
     cpus = {tuple(e[3]) for e in events}
     assert len(cpus) == 1 and len(next(iter(cpus))) == 1  # both sides pinned to the same single CPU
     assert len(worktrees(repo)) == 1
+
+
+AFFINITY = """
+import json, os
+with open({path!r}, "a") as fh:  # at import, before any plugin hook: the pin must already hold
+    fh.write(json.dumps([os.environ["PERFGUARD_AB_SIDE"], sorted(os.sched_getaffinity(0))]) + "\\n")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs this process may use")
+@pytest.mark.parametrize("args, pinned", [
+    (["--lockstep"], "first"),
+    (["--lockstep", "--cpus", "all"], "all"),
+    (["--no-lockstep", "--cpus", "1"], "second"),
+    (["--no-lockstep"], None),
+])
+def test_cpus_pin_both_sides_from_their_first_instruction(repo: Path, tmp_path: Path, args: list[str],
+                                                          pinned: str | None) -> None:
+    seen = tmp_path / "affinity.jsonl"
+    commit(repo, "record the CPUs", {"tests/conftest.py": AFFINITY.format(path=str(seen))})
+    proc = ab(repo, "HEAD", *args, "--rounds", "1", "--json", "ab.json", "--", *FAST)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one round: the latency verdict is insufficient
+    usable = sorted(os.sched_getaffinity(0))
+    want = {"first": usable[:1], "all": usable, "second": [1], None: usable}[pinned]
+    assert sorted(json.loads(line)[0] for line in seen.read_text().splitlines()) == ["base", "head"]
+    assert {tuple(json.loads(line)[1]) for line in seen.read_text().splitlines()} == {tuple(want)}
+    assert json.loads((repo / "ab.json").read_text())["ab"]["cpus"] == (want if pinned else None)
+    shown = re.findall(r", on CPU ([0-9,-]+)$", proc.stdout, re.M)
+    assert shown == ([cpu_list(frozenset(want))] if pinned else []), proc.stdout
+
+
+@pytest.mark.parametrize("spec, error", [
+    ("9999", "--cpus '9999': CPU 9999 is not one this process may use (it may use "),
+    ("1-0", "--cpus '1-0': the range 1-0 runs backwards"),
+    ("one", "--cpus 'one': expected all or CPU numbers such as 0, 0,2 or 0-3"),
+])
+def test_cpus_that_cannot_be_used_are_refused_before_anything_runs(repo: Path, spec: str, error: str) -> None:
+    if not hasattr(os, "sched_setaffinity"):
+        error = "which this platform cannot do"
+    proc = ab(repo, "HEAD", "--cpus", spec, "--", *FAST)
+    assert proc.returncode == 2 and error in proc.stderr, proc.stdout + proc.stderr
+    assert "round 1" not in proc.stdout and len(worktrees(repo)) == 1
 
 
 def test_lockstep_gives_a_test_only_the_head_has_a_turn_alone(repo: Path) -> None:
