@@ -288,8 +288,7 @@ def run_side(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir
 
     The pytest runs in its own process group; if this process is interrupted meanwhile, that
     group is terminated before the interruption goes on."""
-    with _pinned(cpus):
-        proc, start = _launch(side, rnd, cwd, pytest_args, workdir, python, deselect)
+    proc, start = _launch(side, rnd, cwd, pytest_args, workdir, python, deselect, cpus=cpus)
     try:
         returncode = proc.wait()
     except BaseException:
@@ -311,8 +310,7 @@ def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdi
     procs: dict[str, tuple[subprocess.Popen[Any], float]] = {}
     try:
         for side in SIDES:
-            with _pinned(cpus):
-                procs[side] = _launch(side, rnd, cwds[side], pytest_args, workdir, python, deselect, env)
+            procs[side] = _launch(side, rnd, cwds[side], pytest_args, workdir, python, deselect, env, cpus)
             threading.Thread(target=lambda p=procs[side][0], s=side: (p.wait(), turns.ended(s)), daemon=True).start()
         codes = {side: proc.wait() for side, (proc, _) in procs.items()}
     except BaseException:
@@ -330,7 +328,8 @@ def run_pair(rnd: int, cwds: dict[str, Path], pytest_args: Sequence[str], workdi
 
 
 def _launch(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir: Path, python: str,
-            deselect: Sequence[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[Any], float]:
+            deselect: Sequence[str], env: dict[str, str] | None = None,
+            cpus: frozenset[int] | None = None) -> tuple[subprocess.Popen[Any], float]:
     out = workdir / f"{side}-{rnd}.json"
     cmd = [python, "-P", "-m", "pytest", *pytest_args, "--perf", f"--perf-json={out}",
            f"--perf-baselines={workdir / 'no-baselines'}", "--perf-profile=never", "--perf-confirm=0",
@@ -340,7 +339,7 @@ def _launch(side: str, rnd: int, cwd: Path, pytest_args: Sequence[str], workdir:
                     **(env or {}))
     full_env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
     start = time.perf_counter()
-    with (workdir / f"{side}-{rnd}.log").open("w") as fh:
+    with (workdir / f"{side}-{rnd}.log").open("w") as fh, _pinned(cpus):
         group = {"process_group": 0} if hasattr(os, "killpg") else {}
         proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT, **group)
