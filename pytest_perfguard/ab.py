@@ -123,7 +123,7 @@ class ABResult:
     rounds: int
     dirty: bool
     seed: int = 0  # draws the order of the sides in each round
-    lockstep: bool = False  # both sides at once, a test's rounds alternating (ab_turns)
+    lockstep: bool = True  # both sides at once, a test's rounds alternating (ab_turns); else runs in turn
     turns: list[tuple[int, int]] = field(default_factory=list)  # lockstep, per round: (tests paired, calls alone)
     cpus: frozenset[int] | None = None  # the CPUs both sides ran on (None: unpinned)
     alpha: float = 0.01  # the chance that an unchanged head fails anywhere: shared by every test
@@ -222,7 +222,7 @@ def judge(nodeid: str, base: TestResult | None, head: TestResult, tolerance: flo
 
 def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS, tolerance: float = 0.05,
            alpha: float = 0.01, cwd: Path | None = None, python: str = sys.executable, seed: int | None = None,
-           lockstep: bool = False, cpus: frozenset[int] | None = None,
+           lockstep: bool = True, cpus: frozenset[int] | None = None,
            on_run: Callable[[str, int, int], None] | None = None,
            say: Callable[[str], None] = print) -> ABResult:
     """Run base and head once each per round, up to ``rounds`` times, and judge every test.

@@ -194,7 +194,7 @@ def ab(args: argparse.Namespace) -> int:
 
 def ab_context(result: Any, hints: bool = True) -> list[str]:
     """The lines that say what was compared (markdown context and the terminal header)."""
-    from .ab_process import cpu_list
+    from .ab_process import cpu_list, usable_cpus
 
     ran = max((r.round for r in result.runs), default=0)
     lines = [f"base `{result.rev}` ({result.sha[:12]}) vs head (working tree"
@@ -204,6 +204,9 @@ def ab_context(result: Any, hints: bool = True) -> list[str]:
              + (f", in lockstep: {sum(p for p, _ in result.turns)} test calls paired, "
                 f"{sum(a for _, a in result.turns)} alone" if result.lockstep else "")
              + (f", on CPU {cpu_list(result.cpus)}" if result.cpus else "")]
+    if result.cpus is not None and len(result.cpus) == 1 and len(usable_cpus() or ()) > 1:
+        lines.append("each side ran on one CPU: a test that uses several threads (torch, OpenMP, BLAS) was "
+                     "measured on one core, its absolute budgets too; --cpus all keeps its threads")
     if result.tests:
         lines.append(f"{len(result.tests)} test(s) shared a {result.alpha:.2%} error budget (--alpha); "
                      f"{len(result.stopped)} stopped early, unchanged (their rounds ruled out a slowdown beyond "
@@ -308,11 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .ab import DEFAULT_ROUNDS
 
     a = sub.add_parser(
-        "ab", help="merge gate: measure REV and the working tree in turn on this runner",
+        "ab", help="merge gate: measure REV and the working tree side by side on this runner",
         description="Check REV out into a temporary worktree and run `pytest --perf PYTEST_ARGS` "
-                    "there and here, once each per round in a random order, then judge every test "
-                    "against the base measured in this job. Exit 1 on a regression or budget breach "
-                    "of the head.")
+                    "there and here, once each per round (at once, a test's base and head rounds "
+                    "alternating; --no-lockstep: one after the other in a random order), then judge "
+                    "every test against the base measured in this job. Exit 1 on a regression or "
+                    "budget breach of the head.")
     a.add_argument("rev", help="the base revision, e.g. origin/main or HEAD~1")
     a.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help=f"the most rounds, one run of each side per round; a test stops earlier when its rounds "
@@ -323,9 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, help="draws the order of the sides in each round (default: a fresh "
                                             "one, printed, so that a run can be repeated)")
     a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
-    a.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=False,
+    a.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=True,
                    help="run both sides of a round at once on the same CPUs (--cpus), a test's base and head "
-                        "rounds alternating, so that a slow spell of a shared machine hits both alike")
+                        "rounds alternating, so that a slow spell of a shared machine hits both alike "
+                        "(default); --no-lockstep: the sides' whole runs one after the other")
     a.add_argument("--cpus", metavar="LIST",
                    help="the CPUs both sides run on, e.g. 0, 0-3 or all (default: in lockstep, the first CPU "
                         "this process may use; in turn, unpinned). A multi-threaded suite (torch's "

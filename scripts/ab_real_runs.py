@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="unchanged A/B runs, quiet and with a CPU hog each")
     ap.add_argument("--slowed-runs", type=int, default=3, help="A/B runs with one test 10 %% slower")
-    ap.add_argument("--lockstep", action="store_true", help="perfguard ab --lockstep: both sides at once, test by test")
+    ap.add_argument("--lockstep", action="store_true", help="perfguard ab --lockstep (its default): both sides at once, a test's rounds "
+                         "alternating; else --no-lockstep, whole runs in turn")
     ap.add_argument("--cpus", help="perfguard ab --cpus: the CPUs both sides run on (e.g. all)")
     ap.add_argument("--keep", type=Path, help="copy each run's --json report into this folder")
     a = ap.parse_args(argv)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(runs):
                 start = time.monotonic()
                 subprocess.run([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD", "--json", "ab.json",
-                                *(["--lockstep"] if a.lockstep else []), *(["--cpus", a.cpus] if a.cpus else []),
+                                "--lockstep" if a.lockstep else "--no-lockstep", *(["--cpus", a.cpus] if a.cpus else []),
                                 "--", *ARGS], cwd=root, capture_output=True, text=True)
                 walls.append(time.monotonic() - start)
                 doc = json.loads((root / "ab.json").read_text())

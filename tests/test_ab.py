@@ -255,7 +255,7 @@ def test_an_interruption_stops_the_child_pytest_cleans_up_and_says_so_in_one_lin
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TMPDIR"] = str(tmp)
     proc = subprocess.Popen([sys.executable, "-m", "pytest_perfguard.cli", "ab", "HEAD~1",
-                             *(["--lockstep"] if lockstep else []), "--", *FAST], cwd=repo,
+                             "--lockstep" if lockstep else "--no-lockstep", "--", *FAST], cwd=repo,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # as from a terminal: a background job of a non-interactive shell (CI
                             # steps, `cmd &`) starts with SIGINT ignored, and ab keeps an ignored signal ignored
@@ -384,7 +384,7 @@ def test_ab_pythonpath_ini_is_honoured_on_each_side(repo: Path) -> None:
 def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_perfguard import ab as ab_module
 
-    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
         level = 1e-3 if side == "base" else 2e-3  # a clear slowdown: never stopped early
         results = {"t::x": {"nodeid": "t::x", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                             "measurement": {"samples": [level * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}}
@@ -393,7 +393,7 @@ def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeyp
     monkeypatch.setattr(ab_module, "run_side", fake_run)
 
     def order(seed: int | None) -> list[tuple[int, str]]:
-        result = ab_module.run_ab("HEAD~1", [], rounds=16, cwd=repo, seed=seed, say=lambda _: None)
+        result = ab_module.run_ab("HEAD~1", [], rounds=16, cwd=repo, lockstep=False, seed=seed, say=lambda _: None)
         return [(r.round, r.side) for r in result.runs]
 
     seven = order(7)
@@ -447,7 +447,7 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
     calls: list[tuple[str, int, tuple[str, ...]]] = []
     same = [f"t::same{i}" for i in range(8)]
 
-    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
         calls.append((side, rnd, tuple(deselect)))
         speed = 1 + 0.15 * ((5 * rnd + 2 * (side == "head")) % 4) / 3  # each process up to 15 % slower
         level = {**{n: 1e-3 * (i + 1) for i, n in enumerate(same)}, "t::slow": 1e-3 * (1.3 if side == "head" else 1)}
@@ -458,7 +458,7 @@ def test_sequential_rounds_stop_unchanged_tests_and_deselect_them(repo: Path, mo
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
-    result = ab_module.run_ab("HEAD~1", [], rounds=12, cwd=repo, seed=1, say=said.append)
+    result = ab_module.run_ab("HEAD~1", [], rounds=12, cwd=repo, lockstep=False, seed=1, say=said.append)
     assert set(result.stopped) == set(same)
     assert all("stopped after 3 rounds" in result.stopped[n].reason for n in same)
     assert KEEP_MEASURED == 6
@@ -487,7 +487,7 @@ def test_the_runs_end_when_every_test_stopped_and_the_runs_speed_has_its_rounds(
     calls: list[tuple[str, int, tuple[str, ...]]] = []
     names = [f"t::{i:02d}" for i in range(10)]
 
-    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
         calls.append((side, rnd, tuple(deselect)))
         speed = 1 + 0.1 * ((7 * rnd + 3 * (side == "head")) % 5) / 4
         results = {n: {"nodeid": n, "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
@@ -498,7 +498,7 @@ def test_the_runs_end_when_every_test_stopped_and_the_runs_speed_has_its_rounds(
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
-    result = ab_module.run_ab("HEAD~1", [], rounds=20, cwd=repo, seed=3, say=said.append)
+    result = ab_module.run_ab("HEAD~1", [], rounds=20, cwd=repo, lockstep=False, seed=3, say=said.append)
     need = min_pairs(1 - 2 * 0.01 * SPEED_WEIGHT)
     assert need == 9 and max(rnd for _, rnd, _ in calls) == need
     assert set(result.stopped) == set(names)
@@ -512,7 +512,7 @@ def test_a_change_that_slows_every_test_alike_is_caught_by_the_runs_speed(repo: 
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_perfguard import ab as ab_module
 
-    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
         speed = (1.25 if side == "head" else 1.0) * (1 + 0.01 * (rnd % 3))
         results = {f"t::{i}": {"nodeid": f"t::{i}", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                                "measurement": {"samples": [1e-3 * (i + 1) * speed] * 10, "unit": "call"}}
@@ -520,7 +520,7 @@ def test_a_change_that_slows_every_test_alike_is_caught_by_the_runs_speed(repo: 
         return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
-    result = ab_module.run_ab("HEAD~1", [], rounds=10, cwd=repo, seed=1, say=lambda _: None)
+    result = ab_module.run_ab("HEAD~1", [], rounds=10, cwd=repo, lockstep=False, seed=1, say=lambda _: None)
     verdicts = {t.nodeid: t.verdict for t in result.tests}
     assert verdicts[ab_module.SPEED] == "regressed" and [t.nodeid for t in result.failed] == [ab_module.SPEED]
 
@@ -529,14 +529,14 @@ def test_too_few_rounds_for_the_error_budget_are_said_before_measuring_on(repo: 
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_perfguard import ab as ab_module
 
-    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
         results = {f"t::{i}": {"nodeid": f"t::{i}", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                                "measurement": {"samples": [1e-3] * 10, "unit": "call"}} for i in range(20)}
         return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
-    result = ab_module.run_ab("HEAD~1", [], rounds=3, cwd=repo, seed=1, say=said.append)
+    result = ab_module.run_ab("HEAD~1", [], rounds=3, cwd=repo, lockstep=False, seed=1, say=said.append)
     assert any("20 tests and the runs' speed share a 1.00% error budget, so a slowdown needs 12 rounds" in line for line in said)
     assert {t.verdict for t in result.tests} == {"failed"}  # insufficient, never a fallback to pooled rounds
 
@@ -553,7 +553,7 @@ def test_counted_regions_take_one_round_and_are_judged_on_their_counts(repo: Pat
     round measures it, and the instruction row judges it (1 % more instructions: beyond the 0.5 %)."""
     from pytest_perfguard import ab as ab_module
 
-    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=()):
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
         count = 1_000_000 if side == "base" else 1_010_000
         results = {"t::x": {"nodeid": "t::x", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                             "measurement": {"samples": [], "unit": "call", "source": "callgrind",
@@ -562,7 +562,7 @@ def test_counted_regions_take_one_round_and_are_judged_on_their_counts(repo: Pat
 
     monkeypatch.setattr(ab_module, "run_side", fake_run)
     said: list[str] = []
-    result = ab_module.run_ab("HEAD~1", ["--perf-instructions"], cwd=repo, seed=1, say=said.append)
+    result = ab_module.run_ab("HEAD~1", ["--perf-instructions"], cwd=repo, lockstep=False, seed=1, say=said.append)
     assert sorted((r.round, r.side) for r in result.runs) == [(1, "base"), (1, "head")]
     assert any("one round is the measurement" in line for line in said)
     (test,) = result.tests
@@ -643,6 +643,7 @@ def test_cpus_pin_both_sides_from_their_first_instruction(repo: Path, tmp_path: 
     assert json.loads((repo / "ab.json").read_text())["ab"]["cpus"] == (want if pinned else None)
     shown = re.findall(r", on CPU ([0-9,-]+)$", proc.stdout, re.M)
     assert shown == ([cpu_list(frozenset(want))] if pinned else []), proc.stdout
+    assert ("each side ran on one CPU: a test that uses several threads" in proc.stdout) == (len(want) == 1)
 
 
 @pytest.mark.parametrize("spec, error", [

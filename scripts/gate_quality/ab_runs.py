@@ -124,7 +124,8 @@ def record(runs: int, rounds: int, max_time: float, tolerance: float, save: Path
 
                 t0 = time.time()
                 res = perfguard_ab.run_ab(base, ["tests", f"--perf-max-time={max_time}"], rounds=rounds,
-                                          tolerance=tolerance, cwd=repo, say=lambda _: None, on_run=on_run)
+                                          tolerance=tolerance, cwd=repo, say=lambda _: None, on_run=on_run,
+                                          lockstep=False)  # the hog disturbs one side's runs
                 hog.set(False)
                 if res.base_broken or not res.tests:
                     raise SystemExit("perfguard ab measured nothing usable; stopping the recording:\n"
