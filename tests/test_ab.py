@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from pytest_perfguard.model import TestResult
-from pytest_perfguard.ab_process import ABError, ab_pythonpath, base_name, check_args, check_imports, cpu_list
+from pytest_perfguard.ab_process import (ABError, ab_pythonpath, base_name, check_args, check_imports, cpu_list,
+                                         cpu_set)
 
 FAST = ["--perf-max-time=0.05", "--perf-min-rounds=6", "--perf-min-round-time=0.002"]
 
@@ -644,6 +645,14 @@ def test_cpus_pin_both_sides_from_their_first_instruction(repo: Path, tmp_path: 
     shown = re.findall(r", on CPU ([0-9,-]+)$", proc.stdout, re.M)
     assert shown == ([cpu_list(frozenset(want))] if pinned else []), proc.stdout
     assert ("each side ran on one CPU: a test that uses several threads" in proc.stdout) == (len(want) == 1)
+
+
+def test_cpu_lists_read_and_print_as_taskset_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: None, raising=False)
+    assert cpu_set("0,2-3, 6") == {0, 2, 3, 6} and cpu_set("all") == set(range(8)) and cpu_set("5-5") == {5}
+    assert [cpu_list(frozenset(c)) for c in ({0, 2, 3, 6}, {0, 1, 2, 3, 4, 5, 6, 7}, {7}, {1, 3})] == [
+        "0,2-3,6", "0-7", "7", "1,3"]
 
 
 @pytest.mark.parametrize("spec, error", [
