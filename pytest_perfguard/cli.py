@@ -324,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reliability table)")
     a.add_argument("--alpha", type=_tolerance, default=0.01,
                    help="the chance that an unchanged head fails anywhere, shared by every test (default 1%%)")
-    a.add_argument("--seed", type=int, help="draws the order of the sides in each round (default: a fresh "
-                                            "one, printed, so that a run can be repeated)")
+    a.add_argument("--seed", type=int, help="draws which side goes first in each round, in lockstep in each "
+                                            "test (default: a fresh seed, printed, so that a run can be repeated)")
     a.add_argument("--tolerance", type=_tolerance, default=0.05, help="regression tolerance (default 5%%)")
     a.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=True,
                    help="run both sides of a round at once on the same CPUs (--cpus), a test's base and head "
