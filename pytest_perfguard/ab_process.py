@@ -7,6 +7,7 @@ No pytest import here: this module only runs subprocesses and reads their JSON.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -254,14 +255,11 @@ def cpu_set(spec: str) -> frozenset[int]:
 
 def cpu_list(cpus: frozenset[int]) -> str:
     """``0-3,6``: the CPUs as ``--cpus`` takes them."""
-    parts: list[str] = []
-    for cpu in sorted(cpus):
-        if parts and cpu == last + 1:
-            parts[-1] = f"{parts[-1].split('-')[0]}-{cpu}"
-        else:
-            parts.append(str(cpu))
-        last = cpu
-    return ",".join(parts)
+    spans = []
+    for _, span in itertools.groupby(enumerate(sorted(cpus)), key=lambda ic: ic[1] - ic[0]):
+        first, *rest = [cpu for _, cpu in span]
+        spans.append(f"{first}-{rest[-1]}" if rest else str(first))
+    return ",".join(spans)
 
 
 @contextmanager

@@ -9,8 +9,8 @@ each side measured its own checkout's code: an editable install (``pip install -
 ``PYTHONPATH`` that points at the head's checkout makes the base import the head's files, and
 then both sides measure the same code.
 
-Under ``perfguard ab --lockstep`` (``TURNS_ENV`` set) the side also takes its turns in each test's
-call (``ab_turns``): before it, between two rounds (through the ``perf`` fixture), and after it.
+In lockstep (``perfguard ab``'s default; ``TURNS_ENV`` set) the side also takes its turns in each
+test's call (``ab_turns``): before it, between two rounds (through the ``perf`` fixture), and after it.
 
 Nothing here runs unless ``IMPORTS_ENV`` or ``TURNS_ENV`` is set.
 """

@@ -1,14 +1,15 @@
-"""``perfguard ab --lockstep``: the two sides run at once, on the same CPUs, and take turns round by round.
+"""``perfguard ab`` in lockstep (its default): the two sides run at once, on the same CPUs, and
+take turns round by round.
 
 On a shared VM the host takes the CPU away for a while (measured: a test's speed moved 1.2-2.75x
-between 3-second windows, with no steal time reported, and a test's base and head measured one
-after the other, a fraction of a second apart, still differed up to 1.8x in half the rounds of a
-recording). Whole runs in turn put such a state on one side of a round only. In lockstep both
-sides' pytest processes start together, pinned to the same CPUs (``ab_process``), and reach each
-test's call; one side starts it (the order is drawn at random for each test) and after each measured round
-(``measure_calls``'s ``between``) hands the turn to the other side for one of its rounds, so that
-a test's base and head rounds alternate a few milliseconds apart and any slow spell hits both.
-Only one side runs inside a call at any time: each side asks for its turn before a test's call
+between 3-second windows, with no steal time reported, and a test's base and head measured one after
+the other, a fraction of a second apart, still differed up to 1.8x in half the rounds of a
+recording). Whole runs in turn put such a state on one side of a round only. In lockstep both sides'
+pytest processes start together, pinned to the same CPUs (``ab_process``), and reach each test's
+call; one side starts it (the order is drawn at random for each test) and after each measured round
+(``measure_calls``'s ``between``) hands the turn to the other side for one of its rounds, so that a
+test's base and head rounds alternate a few milliseconds apart and any slow spell hits both. Only
+one side runs inside a call at any time: each side asks for its turn before a test's call
 (``Turns``, over a loopback TCP socket: no path to outgrow), and waits after it until the other
 side's call of the test is done too; everything between calls (collection, fixtures, teardown,
 non-perf work) runs freely.
