@@ -49,7 +49,8 @@ from .decide import Comparison, geometric_mean
 from .gate import ABRuns, LatencyDecision, baseline_rows, latency_decision
 from .judge import JudgeSettings, judge as judge_budget
 from .model import LATENCY_KINDS, BaselineEntry, Check, TestResult, Verdict
-from .runs import MIN_TESTS, RunComparison, compare_runs, deselected, look, min_pairs, shares, without_run_speeds
+from .runs import (MIN_TESTS, RunComparison, compare_runs, deselected, efficacy_looks, final_share, look, min_pairs,
+                   shares, without_run_speeds)
 from .sampled import Sampled
 from .units import format_duration
 
@@ -128,7 +129,7 @@ class ABResult:
     cpus: frozenset[int] | None = None  # the CPUs both sides ran on (None: unpinned)
     alpha: float = 0.01  # the chance that an unchanged head fails anywhere: shared by every test
     runs: list[SideRun] = field(default_factory=list)
-    stopped: dict[str, RunComparison] = field(default_factory=dict)  # tests stopped early (futility)
+    stopped: dict[str, RunComparison] = field(default_factory=dict)  # tests stopped early: unchanged or regressed
     tests: list[ABTest] = field(default_factory=list)  # one per test: see ``judge``
     base_broken: list[str] = field(default_factory=list)  # why the base cannot be gated on
     only_base: list[str] = field(default_factory=list)
@@ -229,10 +230,11 @@ def run_ab(rev: str, pytest_args: Sequence[str], *, rounds: int = DEFAULT_ROUNDS
 
     Sequential: from round ``FUTILITY_FROM`` on, a test whose rounds so far rule out a slowdown
     beyond the tolerance (``runs.futile``) is stopped, "unchanged", and deselected from later runs;
-    the runs end when every test has stopped and the runs' speed has enough rounds, or after
-    ``rounds`` rounds. The others are judged at the end, each at its share of ``alpha`` (a weighted
-    Bonferroni split over the tests and the runs' speed: ``runs.shares``). Raises ``ABError`` on bad
-    input.
+    so is, at its efficacy looks (``runs.efficacy_looks``), a test significantly slower beyond the
+    tolerance, "regressed". The runs end when every test has stopped and the runs' speed has
+    enough rounds, or after ``rounds`` rounds. The others are judged at the end, each at its share
+    of ``alpha`` (a weighted Bonferroni split over the tests and the runs' speed: ``runs.shares``)
+    less what its efficacy looks spent (``runs.final_share``). Raises ``ABError`` on bad input.
 
     ``lockstep``: both sides' runs of a round start together and a test's base and head rounds
     alternate (``ab_turns``), so that a slow spell of the machine hits both alike. ``cpus``: the CPUs
@@ -325,7 +327,7 @@ def _rounds(result: ABResult, base_root: Path, repo: Path, here: Path, pytest_ar
             break
         if rnd == 1:
             _enough_rounds(result, say)
-        if FUTILITY_FROM <= rnd < result.rounds and not _stop_futile(result, tolerance, say):
+        if FUTILITY_FROM <= rnd < result.rounds and not _look(result, rnd, tolerance, say):
             break
 
 
@@ -364,7 +366,7 @@ def _enough_rounds(result: ABResult, say: Callable[[str], None]) -> None:
     """Say when ``rounds`` is too few for any test to be significant at its share of the error budget."""
     tests = len({n for r in result.runs if r.side == "head" for n in r.results})
     share, _ = shares(result.alpha, tests, tests >= MIN_TESTS)
-    need = min_pairs(1 - 2 * share)
+    need = min_pairs(1 - 2 * final_share(share, result.rounds))
     if result.rounds < need:
         speed = " and the runs' speed" if tests >= MIN_TESTS else ""
         say(f"perfguard ab: WARNING: {tests} tests{speed} share a {result.alpha:.2%} error budget, so a slowdown needs "
@@ -396,17 +398,20 @@ def _with_bests(result: TestResult, bests: list[float | None]) -> TestResult:
     return replace(result, measurement=replace(result.measurement, run_bests=list(bests)))
 
 
-def _stop_futile(result: ABResult, tolerance: float, say: Callable[[str], None]) -> bool:
-    """Stop the tests whose rounds rule out a slowdown beyond the tolerance; False when the runs can
-    end (``runs.look``). Stopped tests go on being measured while fewer than ``KEEP_MEASURED``
-    others are, so that every run still has the tests its speed is estimated from
-    (``runs.deselected``)."""
+def _look(result: ABResult, rnd: int, tolerance: float, say: Callable[[str], None]) -> bool:
+    """Stop the tests whose rounds rule out a slowdown beyond the tolerance, and at an efficacy look
+    those significantly slower beyond it; False when the runs can end (``runs.look``). Stopped
+    tests go on being measured while fewer than ``KEEP_MEASURED`` others are, so that every run
+    still has the tests its speed is estimated from (``runs.deselected``)."""
     _, head, corrected, speeds = _pools(result)
-    _, speed_share = shares(result.alpha, len(head), _speed_row(speeds, tolerance) is not None)
-    new, go_on = look(corrected, speeds, result.stopped, tolerance=tolerance, speed_share=speed_share)
+    share, speed_share = shares(result.alpha, len(head), _speed_row(speeds, tolerance) is not None)
+    new, go_on = look(corrected, speeds, result.stopped, tolerance=tolerance, speed_share=speed_share,
+                      efficacy=efficacy_looks(share, result.rounds).get(rnd, 0.0))
     result.stopped.update(new)
     left = len([n for n in head if n not in result.stopped])
-    say(f"perfguard ab: {len(result.stopped)} test(s) stopped unchanged, {left} still measured"
+    regressed = sum(c.verdict == "regressed" for c in result.stopped.values())
+    say(f"perfguard ab: {len(result.stopped) - regressed} test(s) stopped unchanged, "
+        + (f"{regressed} stopped regressed, " if regressed else "") + f"{left} still measured"
         + (" (and the runs' speed, until it has enough rounds)" if go_on and not left else ""))
     return go_on
 
@@ -460,7 +465,8 @@ def _decide(result: ABResult, tolerance: float) -> None:
         if b is not None and b.body_passed is False:
             result.base_broken.append(f"{nodeid}: the test failed on the base")
             b = None
-        t = judge(nodeid, b, head[nodeid], tolerance, result.sha, share, result.stopped.get(nodeid))
+        t = judge(nodeid, b, head[nodeid], tolerance, result.sha, final_share(share, result.rounds),
+                  result.stopped.get(nodeid))
         if nodeid not in base:
             result.only_head.append(nodeid)
         result.tests.append(t)

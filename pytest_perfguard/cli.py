@@ -208,9 +208,11 @@ def ab_context(result: Any, hints: bool = True) -> list[str]:
         lines.append("each side ran on one CPU: a test that uses several threads (torch, OpenMP, BLAS) was "
                      "measured on one core, its absolute budgets too; --cpus all keeps its threads")
     if result.tests:
+        regressed = sum(c.verdict == "regressed" for c in result.stopped.values())
         lines.append(f"{len(result.tests)} test(s) shared a {result.alpha:.2%} error budget (--alpha); "
-                     f"{len(result.stopped)} stopped early, unchanged (their rounds ruled out a slowdown beyond "
-                     "the tolerance)")
+                     f"{len(result.stopped) - regressed} stopped early, unchanged (their rounds ruled out a slowdown "
+                     "beyond the tolerance)" + (f"; {regressed} stopped early, regressed (significant at an efficacy "
+                                                "look, which spends part of the test's share)" if regressed else ""))
     if result.geomean is not None:
         lines.append(f"geometric mean head/base: {result.geomean:.3f}x (< 1: head is faster)")
     lines += [f"base broken, not gated on: {why.splitlines()[0]}" for why in result.base_broken]
@@ -240,7 +242,7 @@ def ab_lines(result: Any) -> list[str]:
         lines += Table(["test", "base", "head", "head/base", "CI", "verdict"], rows).text()
         lines.append("base, head: the fastest third of the per-run best rounds (geometric mean), or the instructions "
                      "counted (--perf-instructions); CI: at the test's share of the error budget (none for a test "
-                     "stopped early)")
+                     "stopped unchanged; for one stopped regressed, at its efficacy look's level)")
     for why in result.base_broken:
         lines.append(f"base broken: {why}")
     for t in result.failed:

@@ -45,7 +45,7 @@ __all__ = ["ABRuns", "baseline_rows", "latency_decision", "LatencyDecision", "ME
 @dataclass(frozen=True)
 class ABRuns:
     """``perfguard ab``: both sides' per-run best rounds, aligned by round (None where a run is missing),
-    and the futility stop (``runs.futile``) when the test was stopped early."""
+    and the verdict that stopped the test early (``runs.look``: unchanged, or regressed at an efficacy look)."""
 
     base: list[float | None]
     head: list[float | None]
@@ -140,6 +140,8 @@ def _latency_row(kind: str, label: str, budget_text: str, base: list[float], hea
         if t is not None:
             return _run_row(kind, label, budget_text, t, unit, rounds)
     d = latency_decision(base, head, tolerance, runs, _confidence(alpha))
+    if runs is not None and runs.stopped is not None and runs.stopped.verdict == "regressed":
+        alpha = (1 - runs.stopped.confidence) / 2  # the level of the efficacy look that stopped it
     if d.verdict == "insufficient":
         return unjudged(kind, label, budget_text, unit, d.reason + _cut(rounds), d.pooled.head_median)
     now_s, base_s = format_value(d.head, unit), format_value(d.base, unit)

@@ -36,7 +36,7 @@ the tolerance would need about twice as many runs for the same power at a 10 % s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from itertools import product
 
@@ -296,12 +296,57 @@ def futile(base_bests, head_bests, *, tolerance: float, beta: float = FUTILITY_B
                          int((~np.isnan(h)).sum()), pairs, tolerance, 1 - 2 * beta, "unchanged", reason)
 
 
+EFFICACY_SHARE = 0.5  # the part of a test's share of the error budget that its efficacy looks spend
+EFFICACY_LOOKS = 3  # at most this many, each spending EFFICACY_SHARE / EFFICACY_LOOKS of the share
+
+
+def _least_p(pairs: int) -> float:
+    """The smallest p-value ``pairs`` pairs can give: one swap pattern of all, or of the random sample."""
+    return max(2.0**-pairs, 1 / MAX_SPLITS)
+
+
+def efficacy_looks(share: float, rounds: int) -> dict[int, float]:
+    """The rounds before the last at which a test still measured stops "regressed" when it is
+    significant at the level given (by round), and the last round's level is ``final_share``.
+
+    Bonferroni over the looks: the looks' levels and the last round's add up to the test's
+    ``share``, so the chance that an unchanged test is rejected at any of them stays within it
+    however the looks' p-values depend on one another. The looks share ``EFFICACY_SHARE`` of it,
+    at most ``EFFICACY_LOOKS`` of them, evenly spaced from the first round whose most extreme swap
+    pattern can be significant at a look's level (none when no round before the last can be).
+    """
+    level = EFFICACY_SHARE * share / EFFICACY_LOOKS
+    first = next((k for k in range(1, rounds) if _least_p(k) < level), None)
+    if first is None:
+        return {}
+    step = max(1, (rounds - first) // EFFICACY_LOOKS)
+    return {k: level for k in range(first, rounds, step)[:EFFICACY_LOOKS]}
+
+
+def final_share(share: float, rounds: int) -> float:
+    """A test's level at the last round: its ``share`` less what its efficacy looks spend."""
+    return share - sum(efficacy_looks(share, rounds).values())
+
+
+def efficacious(base_bests, head_bests, *, tolerance: float, level: float) -> RunComparison | None:
+    """A "regressed" verdict for a test that can stop now, at an efficacy look of ``level``, else None."""
+    if compare_runs(base_bests, head_bests, tolerance=tolerance, confidence=1 - 2 * level,
+                    interval=False).verdict != "regressed":
+        return None
+    c = compare_runs(base_bests, head_bests, tolerance=tolerance, confidence=1 - 2 * level)
+    return replace(c, reason=f"stopped after {c.n_pairs} rounds, at an efficacy look (level {level:.2g}): {c.reason}")
+
+
 def look(corrected: dict, speeds: tuple[list, list], stopped, *, tolerance: float,
-         speed_share: float) -> tuple[dict, bool]:
-    """One look of the sequential A/B runs, after a round: the tests not yet ``stopped`` whose rounds
-    now rule out a slowdown beyond the tolerance (``futile``: their verdicts, by test), and whether
-    the runs go on: some test is left, or the runs' speed (judged at ``speed_share``, never stopped
-    early) has fewer rounds than that share needs.
+         speed_share: float, efficacy: float = 0.0) -> tuple[dict, bool]:
+    """One look of the sequential A/B runs, after a round: the tests not yet ``stopped`` that can stop
+    now (their verdicts, by test), and whether the runs go on: some test is left, or the runs' speed
+    (judged at ``speed_share``, never stopped early) has fewer rounds than that share needs.
+
+    A test stops "unchanged" when its rounds rule out a slowdown beyond the tolerance (``futile``),
+    and, at a round that is one of its ``efficacy_looks`` (``efficacy``: that look's level, 0 when
+    the round is none), "regressed" when it is significantly slower beyond the tolerance
+    (``efficacious``).
 
     ``corrected`` and ``speeds``: the tests' per-run bests with the runs' speeds taken out, and
     those speeds (``without_run_speeds``)."""
@@ -309,6 +354,8 @@ def look(corrected: dict, speeds: tuple[list, list], stopped, *, tolerance: floa
     for test, (b, h) in corrected.items():
         if test not in stopped:
             verdict = futile(b, h, tolerance=tolerance)
+            if verdict is None and efficacy:
+                verdict = efficacious(b, h, tolerance=tolerance, level=efficacy)
             if verdict is not None:
                 new[test] = verdict
     left = sum(1 for t in corrected if t not in stopped and t not in new)

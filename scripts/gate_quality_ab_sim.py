@@ -9,12 +9,13 @@ measurement runs 1.2-2.75x slower, drawn for each side apart, or with ``--lockst
 round's base and head of the test (``perfguard ab --lockstep`` alternates their rounds, so both
 see the same state, and the same disturbance; per-process speeds and jitter stay each side's
 own). As ``perfguard ab``
-does (``ab._stop_futile``, ``ab._deselected``, ``ab._decide``), through the same functions: from
+does (``ab._look``, ``ab._deselected``, ``ab._decide``), through the same functions: from
 round ``--futility-from`` on, ``runs.look`` stops the tests whose rounds rule out a slowdown
-beyond the tolerance, on the run bests with each run's speed taken out
-(``runs.without_run_speeds``), and says when the runs end; later runs skip the stopped tests but
-for those ``runs.deselected`` keeps for the runs' speed; ``runs.compare_runs`` judges the rest,
-and the runs' speed, at the shares ``runs.shares`` gives.
+beyond the tolerance, and at the rounds of ``runs.efficacy_looks`` those significantly slower
+beyond it, on the run bests with each run's speed taken out (``runs.without_run_speeds``), and
+says when the runs end; later runs skip the stopped tests but for those ``runs.deselected``
+keeps for the runs' speed; ``runs.compare_runs`` judges the rest at ``runs.final_share``, and the
+runs' speed, at the shares ``runs.shares`` gives.
 
 Reported: how often an unchanged suite fails anywhere, how often a +10 % slowdown of one test is
 caught with no other test failing (95 % Clopper-Pearson intervals), and the mean cost in
@@ -34,7 +35,8 @@ import sys
 import numpy as np
 
 from gate_quality_stored import host_state, interval  # the same folder: the Clopper-Pearson interval
-from pytest_perfguard.runs import compare_runs, deselected, look, shares, without_run_speeds
+from pytest_perfguard.runs import (compare_runs, deselected, efficacy_looks, final_share, look, shares,
+                                   without_run_speeds)
 
 
 def host_states(rng, n_tests, host):
@@ -54,7 +56,8 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
     jitter = rng.uniform(0.005, 0.05, n_tests)
     bests: dict[int, tuple[list, list]] = {t: ([], []) for t in range(n_tests)}
     test_share, speed_share = shares(alpha, n_tests, True)
-    measured, stopped = 0, set()
+    looks = efficacy_looks(test_share, max_rounds)
+    measured, stopped = 0, {}
     for rnd in range(1, max_rounds + 1):
         skip = set(deselected(sorted(stopped), n_tests - len(stopped)))
         shared = host_states(rng, n_tests, host) if host else None
@@ -77,12 +80,14 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
             measured += n_tests - len(skip)
         corrected, speeds = without_run_speeds(bests)
         if futility_from <= rnd < max_rounds:
-            new, go_on = look(corrected, speeds, stopped, tolerance=tolerance, speed_share=speed_share)
-            stopped |= set(new)
+            new, go_on = look(corrected, speeds, stopped, tolerance=tolerance, speed_share=speed_share,
+                              efficacy=looks.get(rnd, 0.0))
+            stopped.update({t: c.verdict for t, c in new.items()})
             if not go_on:
                 break
-    failed = {t for t, (b, h) in corrected.items() if t not in stopped and compare_runs(
-        b, h, tolerance=tolerance, confidence=1 - 2 * test_share, interval=False).verdict in ("regressed", "insufficient")}
+    last = final_share(test_share, max_rounds)
+    failed = {t for t, (b, h) in corrected.items() if stopped.get(t) == "regressed" or t not in stopped and compare_runs(
+        b, h, tolerance=tolerance, confidence=1 - 2 * last, interval=False).verdict in ("regressed", "insufficient")}
     if compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * speed_share,
                     interval=False).verdict in ("regressed", "insufficient"):
         failed.add(-1)

@@ -127,12 +127,18 @@ def test_each_side_measures_its_own_code_and_the_faster_head_is_an_improvement(r
 
 def test_a_slower_head_fails_with_a_regression_and_markdown(repo: Path) -> None:
     git(repo, "checkout", "-q", "HEAD~1")  # head = the slow commit, base = the fast one
-    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "8",
+    proc = ab(repo, "main" if "main" in git(repo, "branch") else "master", "--rounds", "12",
               "--markdown", "ab.md", "--", *FAST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "latency vs baseline regressed" in proc.stdout
-    assert "fastest third of the per-run best rounds" in proc.stdout  # 8 rounds: the runs decide
+    assert "fastest third of the per-run best rounds" in proc.stdout  # the runs decide
     assert "slower beyond the 5 % tolerance" in proc.stdout
+    # one test, the whole 1 % budget: efficacy looks at rounds 10 and 11 (runs.efficacy_looks), and
+    # 1/2^10 is below a look's level: a clear slowdown stops at the first, and so do the runs
+    assert "round 10/12 head" in proc.stdout and "round 11/12" not in proc.stdout
+    assert "stopped after 10 rounds, at an efficacy look (level 0.0017)" in proc.stdout
+    assert "0 stopped early, unchanged (their rounds ruled out a slowdown beyond the tolerance); 1 stopped early, " \
+           "regressed" in proc.stdout
     md = (repo / "ab.md").read_text()
     assert "**FAILED**: 1 regression" in md and "### Regressions" in md
 
@@ -386,7 +392,7 @@ def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeyp
     from pytest_perfguard import ab as ab_module
 
     def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
-        level = 1e-3 if side == "base" else 2e-3  # a clear slowdown: never stopped early
+        level = 1e-3 if side == "base" else 2e-3  # a clear slowdown: no futility stop, no efficacy look in 9 rounds
         results = {"t::x": {"nodeid": "t::x", "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
                             "measurement": {"samples": [level * (1 + 0.01 * i) for i in range(10)], "unit": "call"}}}
         return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
@@ -394,13 +400,13 @@ def test_the_seed_draws_the_order_of_the_sides_in_each_round(repo: Path, monkeyp
     monkeypatch.setattr(ab_module, "run_side", fake_run)
 
     def order(seed: int | None) -> list[tuple[int, str]]:
-        result = ab_module.run_ab("HEAD~1", [], rounds=16, cwd=repo, lockstep=False, seed=seed, say=lambda _: None)
+        result = ab_module.run_ab("HEAD~1", [], rounds=9, cwd=repo, lockstep=False, seed=seed, say=lambda _: None)
         return [(r.round, r.side) for r in result.runs]
 
     seven = order(7)
-    assert sorted(seven) == [(k, side) for k in range(1, 17) for side in ("base", "head")]  # one of each a round
+    assert sorted(seven) == [(k, side) for k in range(1, 10) for side in ("base", "head")]  # one of each a round
     assert seven == order(7)  # the seed repeats the order
-    firsts = {seven[2 * i][1] for i in range(16)}
+    firsts = {seven[2 * i][1] for i in range(9)}
     assert firsts == {"base", "head"}  # not base first in every round
     assert order(8) != seven
     assert len(worktrees(repo)) == 1
@@ -507,6 +513,43 @@ def test_the_runs_end_when_every_test_stopped_and_the_runs_speed_has_its_rounds(
     assert all("stopped after 3 rounds" in result.stopped[n].reason for n in names)
     assert any(line.endswith("(and the runs' speed, until it has enough rounds)") for line in said)
     assert {t.verdict for t in result.tests} == {"unchanged"} and not result.failed
+
+
+def test_a_test_clearly_slower_stops_regressed_at_its_first_efficacy_look(repo: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test slower beyond the tolerance in every round stops "regressed" at its first efficacy look,
+    at that look's level; the unchanged ones stop at round 3, so the runs end there, not at --rounds."""
+    from pytest_perfguard import ab as ab_module
+    from pytest_perfguard.cli import ab_lines
+    from pytest_perfguard.runs import efficacy_looks, shares
+
+    calls: list[tuple[str, int]] = []
+    names = ["t::a", "t::b", "t::c", "t::slow"]
+
+    def fake_run(side, rnd, cwd, pytest_args, workdir, python=sys.executable, deselect=(), cpus=None):
+        calls.append((side, rnd))
+        speed = 1 + 0.1 * ((7 * rnd + 3 * (side == "head")) % 5) / 4
+        results = {n: {"nodeid": n, "rows": [], "metrics": {}, "budget": {}, "body_passed": True,
+                       "measurement": {"samples": [1e-3 * (i + 1) * speed * (1.3 if side == "head" and n == "t::slow"
+                                                                              else 1) * (1 + 0.01 * k)
+                                                   for k in range(10)], "unit": "call"}}
+                   for i, n in enumerate(names) if n not in deselect}
+        return ab_module.SideRun(side, rnd, 0, 0.0, Path(os.devnull), {k: TestResult.from_json(r) for k, r in results.items()}, imports={"modules": {}})
+
+    monkeypatch.setattr(ab_module, "run_side", fake_run)
+    said: list[str] = []
+    result = ab_module.run_ab("HEAD~1", [], rounds=20, cwd=repo, lockstep=False, seed=3, say=said.append)
+    looks = efficacy_looks(shares(0.01, 4, True)[0], 20)
+    first = min(looks)
+    assert first == 12 and max(rnd for _, rnd in calls) == first
+    stop = result.stopped["t::slow"]
+    assert stop.verdict == "regressed" and stop.reason.startswith(f"stopped after {first} rounds, at an efficacy look")
+    slow = next(t for t in result.tests if t.nodeid == "t::slow")
+    row = next(r for r in slow.result.checks if r.label == "latency vs baseline")
+    assert slow.verdict == "regressed" and row.alpha == pytest.approx(looks[first])
+    assert [t.nodeid for t in result.failed] == ["t::slow"]
+    assert any(line.endswith("3 test(s) stopped unchanged, 1 stopped regressed, 0 still measured") for line in said)
+    assert any("1 stopped early, regressed (significant at an efficacy look" in line for line in ab_lines(result))
 
 
 def test_a_change_that_slows_every_test_alike_is_caught_by_the_runs_speed(repo: Path,

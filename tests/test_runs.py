@@ -210,3 +210,33 @@ def test_a_look_stops_the_settled_tests_and_ends_the_runs_only_when_the_speed_ha
     assert go_on and min_pairs(1 - 2 * 0.0025) > 6  # the speed row needs more rounds at its share
     _, go_on = runs.look(corrected, ([1.0] * 9, [1.0] * 9), {"same", "slow"}, tolerance=0.05, speed_share=0.0025)
     assert not go_on and min_pairs(1 - 2 * 0.0025) == 9
+
+
+def test_efficacy_looks_spend_part_of_a_tests_share_only_where_a_look_can_reject() -> None:
+    """Bonferroni over the looks: the looks' levels and the last round's add up to the share; the
+    first look is the first round whose most extreme swap pattern is below a look's level."""
+    share, _ = runs.shares(0.01, 20, True)  # 20 tests at a 1 % budget
+    looks = runs.efficacy_looks(share, 20)
+    level = runs.EFFICACY_SHARE * share / runs.EFFICACY_LOOKS
+    assert looks == {14: pytest.approx(level), 16: pytest.approx(level), 18: pytest.approx(level)}
+    assert 2.0**-14 < level <= 2.0**-13  # round 13's most extreme pattern could not reach it
+    assert sum(looks.values()) + runs.final_share(share, 20) == pytest.approx(share)
+    assert runs.final_share(share, 20) == pytest.approx((1 - runs.EFFICACY_SHARE) * share)
+    assert runs.efficacy_looks(share, 14) == {} and runs.final_share(share, 14) == share  # no round before the last
+    big, _ = runs.shares(0.01, 44, True)  # below 1 / MAX_SPLITS: no sampled p-value reaches a look's level
+    assert runs.efficacy_looks(big, 24) == {} and runs.final_share(big, 24) == big
+
+
+def test_an_efficacy_look_stops_a_test_significantly_slower_beyond_the_tolerance() -> None:
+    rng = np.random.default_rng(13)
+    base = run_bests(rng, 14, jitter=0.01)
+    corrected = {"slow": (base, run_bests(rng, 14, 1.3, jitter=0.01)),
+                 "within": (base, run_bests(rng, 14, 1.03, jitter=0.003))}
+    speeds = ([1.0] * 14, [1.0] * 14)
+    new, _ = runs.look(corrected, speeds, set(), tolerance=0.05, speed_share=0.0, efficacy=1e-4)
+    slow = new["slow"]
+    assert slow.verdict == "regressed" and slow.ci_low > 1.05 and slow.confidence == pytest.approx(1 - 2e-4)
+    assert slow.reason.startswith("stopped after 14 rounds, at an efficacy look (level 0.0001)")
+    assert new.get("within") is None or new["within"].verdict == "unchanged"  # slower, but within the tolerance
+    assert "slow" not in runs.look(corrected, speeds, set(), tolerance=0.05, speed_share=0.0)[0]  # not a look
+    assert "slow" not in runs.look(corrected, speeds, set(), tolerance=0.05, speed_share=0.0, efficacy=2.0**-15)[0]
