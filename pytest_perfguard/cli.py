@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("rev", help="the base revision, e.g. origin/main or HEAD~1")
     a.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help=f"the most rounds, one run of each side per round; a test stops earlier when its rounds "
-                        f"rule out a slowdown beyond the tolerance (default {DEFAULT_ROUNDS}: see the README's "
+                        f"rule out a slowdown beyond the tolerance, or at an efficacy look show one (default {DEFAULT_ROUNDS}: see the README's "
                         "reliability table)")
     a.add_argument("--alpha", type=_tolerance, default=0.01,
                    help="the chance that an unchanged head fails anywhere, shared by every test (default 1%%)")
