@@ -306,27 +306,30 @@ def _least_p(pairs: int) -> float:
     return max(2.0**-pairs, 1 / MAX_SPLITS)
 
 
-def efficacy_looks(share: float, rounds: int) -> dict[int, float]:
+def efficacy_looks(share: float, rounds: int, part: float = EFFICACY_SHARE,
+                   looks: int = EFFICACY_LOOKS) -> dict[int, float]:
     """The rounds before the last at which a test still measured stops "regressed" when it is
     significant at the level given (by round), and the last round's level is ``final_share``.
 
     Bonferroni over the looks: the looks' levels and the last round's add up to the test's
     ``share``, so the chance that an unchanged test is rejected at any of them stays within it
-    however the looks' p-values depend on one another. The looks share ``EFFICACY_SHARE`` of it,
-    at most ``EFFICACY_LOOKS`` of them, evenly spaced from the first round whose most extreme swap
-    pattern can be significant at a look's level (none when no round before the last can be).
+    however the looks' p-values depend on one another. The looks share ``part`` of it, at most
+    ``looks`` of them, evenly spaced from the first round whose most extreme swap pattern can be
+    significant at a look's level (none when no round before the last can be).
     """
-    level = EFFICACY_SHARE * share / EFFICACY_LOOKS
+    if part <= 0 or looks < 1:
+        return {}
+    level = part * share / looks
     first = next((k for k in range(1, rounds) if _least_p(k) < level), None)
     if first is None:
         return {}
-    step = max(1, (rounds - first) // EFFICACY_LOOKS)
-    return {k: level for k in range(first, rounds, step)[:EFFICACY_LOOKS]}
+    step = max(1, (rounds - first) // looks)
+    return {k: level for k in range(first, rounds, step)[:looks]}
 
 
-def final_share(share: float, rounds: int) -> float:
+def final_share(share: float, rounds: int, part: float = EFFICACY_SHARE, looks: int = EFFICACY_LOOKS) -> float:
     """A test's level at the last round: its ``share`` less what its efficacy looks spend."""
-    return share - sum(efficacy_looks(share, rounds).values())
+    return share - sum(efficacy_looks(share, rounds, part, looks).values())
 
 
 def efficacious(base_bests, head_bests, *, tolerance: float, level: float) -> RunComparison | None:

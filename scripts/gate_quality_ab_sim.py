@@ -31,12 +31,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from fractions import Fraction
+from itertools import product
 
 import numpy as np
 
 from gate_quality_stored import host_state, interval  # the same folder: the Clopper-Pearson interval
-from pytest_perfguard.runs import (compare_runs, deselected, efficacy_looks, final_share, look, shares,
-                                   without_run_speeds)
+from pytest_perfguard.runs import (EFFICACY_LOOKS, EFFICACY_SHARE, compare_runs, deselected, efficacy_looks, final_share,
+                                   look, shares, without_run_speeds)
 
 
 def host_states(rng, n_tests, host):
@@ -49,14 +51,16 @@ def disturbances(rng, n_tests):
     return np.where(rng.random(n_tests) < 0.05, rng.uniform(1.2, 1.6, n_tests), 1.0)
 
 
-def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None, host=0.0, lockstep=False):
+def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slow=None, host=0.0, lockstep=False,
+           efficacy=(EFFICACY_SHARE, EFFICACY_LOOKS)):
     """(failed tests, cost in plain runs, rounds run); test -1 is the runs' speed. ``host``: the share
     of measurements the host slows 1.2-2.75x (``host_states``); ``lockstep``: a round's base and head
-    of a test see the same host state and disturbance (their rounds alternate), else each its own."""
+    of a test see the same host state and disturbance (their rounds alternate), else each its own;
+    ``efficacy``: the part of a test's share its efficacy looks spend, and how many looks at most."""
     jitter = rng.uniform(0.005, 0.05, n_tests)
     bests: dict[int, tuple[list, list]] = {t: ([], []) for t in range(n_tests)}
     test_share, speed_share = shares(alpha, n_tests, True)
-    looks = efficacy_looks(test_share, max_rounds)
+    looks = efficacy_looks(test_share, max_rounds, *efficacy)
     measured, stopped = 0, {}
     for rnd in range(1, max_rounds + 1):
         skip = set(deselected(sorted(stopped), n_tests - len(stopped)))
@@ -85,7 +89,7 @@ def one_ab(rng, n_tests, sigma, max_rounds, futility_from, tolerance, alpha, slo
             stopped.update({t: c.verdict for t, c in new.items()})
             if not go_on:
                 break
-    last = final_share(test_share, max_rounds)
+    last = final_share(test_share, max_rounds, *efficacy)
     failed = {t for t, (b, h) in corrected.items() if stopped.get(t) == "regressed" or t not in stopped and compare_runs(
         b, h, tolerance=tolerance, confidence=1 - 2 * last, interval=False).verdict in ("regressed", "insufficient")}
     if compare_runs(*speeds, tolerance=tolerance, confidence=1 - 2 * speed_share,
@@ -119,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--host", type=float, default=0.0, help="share of measurements the host slows 1.2-2.75x")
     ap.add_argument("--lockstep", action="store_true", help="a test's base and head share the host's state")
+    ap.add_argument("--efficacy", default=f"{EFFICACY_SHARE:.4g}:{EFFICACY_LOOKS}",
+                    help="PART:LOOKS,...: the part of a test's share its efficacy looks spend, and how many looks "
+                         "at most (0:0: none), one table row each (default: perfguard ab's)")
     ap.add_argument("--pairs", action="store_true", help="print how far apart a round's base and head of an unchanged "
                                                         "test lie in the model, and stop")
     a = ap.parse_args(argv)
@@ -126,20 +133,23 @@ def main(argv: list[str] | None = None) -> int:
         return model_pairs(np.random.default_rng(a.seed))
     print(f"{a.tests} tests, alpha {a.alpha:g}, tolerance {a.tolerance:g}, {a.suites} A/B runs per cell, host "
           f"states {a.host:g}{' (lockstep)' if a.lockstep else ''}\n")
-    print("| run SD | max rounds | futility from | unchanged suite fails | +10 % caught alone | mean cost "
-          "(plain runs), unchanged | mean cost, +10 % |")
-    print("|---|---|---|---|---|---|---|")
-    for sigma in (float(s) for s in a.sigmas.split(",")):
-        for max_rounds in (int(r) for r in a.max_rounds.split(",")):
-            for start in (int(f) for f in a.futility_from.split(",")):
-                rng = np.random.default_rng(a.seed)
-                args = (a.tests, sigma, max_rounds, start, a.tolerance, a.alpha)
-                host = {"host": a.host, "lockstep": a.lockstep}
-                null = [one_ab(rng, *args, **host) for _ in range(a.suites)]
-                alt = [one_ab(rng, *args, slow=(0, 1.10), **host) for _ in range(a.suites)]
-                print(f"| {sigma:.0%} | {max_rounds} | {start} | {interval(sum(bool(f) for f, _, _ in null), a.suites)} | "
-                      f"{interval(sum(f == {0} for f, _, _ in alt), a.suites)} | "
-                      f"{np.mean([c for _, c, _ in null]):.1f} | {np.mean([c for _, c, _ in alt]):.1f} |", flush=True)
+    print("| run SD | max rounds | futility from | efficacy looks | unchanged suite fails | +10 % caught alone | "
+          "mean cost (plain runs), unchanged | mean cost, +10 % |")
+    print("|---|---|---|---|---|---|---|---|")
+    splits = [(float(Fraction(p)), int(n)) for p, n in (e.split(":") for e in a.efficacy.split(","))]
+    for sigma, max_rounds, start, split in product([float(s) for s in a.sigmas.split(",")],
+                                                   [int(r) for r in a.max_rounds.split(",")],
+                                                   [int(f) for f in a.futility_from.split(",")], splits):
+        rng = np.random.default_rng(a.seed)
+        args = (a.tests, sigma, max_rounds, start, a.tolerance, a.alpha)
+        kw = {"host": a.host, "lockstep": a.lockstep, "efficacy": split}
+        null = [one_ab(rng, *args, **kw) for _ in range(a.suites)]
+        alt = [one_ab(rng, *args, slow=(0, 1.10), **kw) for _ in range(a.suites)]
+        looks = efficacy_looks(shares(a.alpha, a.tests, True)[0], max_rounds, *split)
+        print(f"| {sigma:.0%} | {max_rounds} | {start} | {split[0]:.2g} of the share at {sorted(looks) or 'none'} | "
+              f"{interval(sum(bool(f) for f, _, _ in null), a.suites)} | "
+              f"{interval(sum(f == {0} for f, _, _ in alt), a.suites)} | "
+              f"{np.mean([c for _, c, _ in null]):.1f} | {np.mean([c for _, c, _ in alt]):.1f} |", flush=True)
     return 0
 
 
