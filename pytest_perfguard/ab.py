@@ -141,6 +141,11 @@ class ABResult:
     def failed(self) -> list[ABTest]:
         return [t for t in self.tests if t.verdict in ("regressed", "failed")]
 
+    @property
+    def stopped_regressed(self) -> int:
+        """How many tests an efficacy look stopped, regressed (the others in ``stopped`` are unchanged)."""
+        return sum(c.verdict == "regressed" for c in self.stopped.values())
+
 
 def pool_runs(runs: list[SideRun]) -> dict[str, TestResult]:
     """Per test: one result whose samples are all rounds' samples, in time order, with each run's best
@@ -409,7 +414,7 @@ def _look(result: ABResult, rnd: int, tolerance: float, say: Callable[[str], Non
                       efficacy=efficacy_looks(share, result.rounds).get(rnd, 0.0))
     result.stopped.update(new)
     left = len([n for n in head if n not in result.stopped])
-    regressed = sum(c.verdict == "regressed" for c in result.stopped.values())
+    regressed = result.stopped_regressed
     say(f"perfguard ab: {len(result.stopped) - regressed} test(s) stopped unchanged, "
         + (f"{regressed} stopped regressed, " if regressed else "") + f"{left} still measured"
         + (" (and the runs' speed, until it has enough rounds)" if go_on and not left else ""))

@@ -208,7 +208,7 @@ def ab_context(result: Any, hints: bool = True) -> list[str]:
         lines.append("each side ran on one CPU: a test that uses several threads (torch, OpenMP, BLAS) was "
                      "measured on one core, its absolute budgets too; --cpus all keeps its threads")
     if result.tests:
-        regressed = sum(c.verdict == "regressed" for c in result.stopped.values())
+        regressed = result.stopped_regressed
         lines.append(f"{len(result.tests)} test(s) shared a {result.alpha:.2%} error budget (--alpha); "
                      f"{len(result.stopped) - regressed} stopped early, unchanged (their rounds ruled out a slowdown "
                      "beyond the tolerance)" + (f"; {regressed} stopped early, regressed (significant at an efficacy "
