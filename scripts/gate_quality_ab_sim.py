@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--host", type=float, default=0.0, help="share of measurements the host slows 1.2-2.75x")
     ap.add_argument("--lockstep", action="store_true", help="a test's base and head share the host's state")
-    ap.add_argument("--efficacy", default=f"{EFFICACY_SHARE:.4g}:{EFFICACY_LOOKS}",
+    ap.add_argument("--efficacy", default=f"{Fraction(EFFICACY_SHARE).limit_denominator(100)}:{EFFICACY_LOOKS}",
                     help="PART:LOOKS,...: the part of a test's share its efficacy looks spend, and how many looks "
                          "at most (0:0: none), one table row each (default: perfguard ab's)")
     ap.add_argument("--pairs", action="store_true", help="print how far apart a round's base and head of an unchanged "
